@@ -1,0 +1,8 @@
+"""Errors a user can cause and fix; the CLI turns them into one line and exit status 2."""
+
+
+class UserError(Exception):
+    """Bad input: a missing or malformed file, an unknown option, an unreachable scheduler.
+
+    The message is one line that names the file (or thing) and the problem.
+    """
