@@ -1,0 +1,159 @@
+"""The ``mnist-dask`` command: parse options, call the library, print results.
+
+One contract for every subcommand: the same option names, ``--help`` on each, exit
+status 0 on success, 2 on a user error (one line on stderr, no traceback), 1 on an
+internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from mnist_dask import __version__
+from mnist_dask.errors import UserError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return args.handler(args) or EXIT_OK
+    except UserError as exc:
+        print(f"mnist-dask: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("mnist-dask: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug, not bad input: the traceback helps whoever fixes it
+        traceback.print_exc()
+        print("mnist-dask: internal error (the traceback above is a bug report)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line interface, one subparser per subcommand."""
+    parser = argparse.ArgumentParser(prog="mnist-dask", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mnist-dask {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = _subcommand(commands, "ingest", "read MNIST from a source into the Zarr store",
+                         _cmd_ingest, _store_options(), _source_options(), _cluster_options())
+    ingest.add_argument("--chunk-size", type=_positive_int, default=5000,
+                        help="images per Zarr chunk along the first axis (default 5000)")
+    ingest.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
+
+    info = _subcommand(commands, "info", "show what a store holds", _cmd_info, _store_options())
+    info.add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+# -- subcommands -----------------------------------------------------------------------
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import connect
+    from mnist_dask.ingest import ingest
+    from mnist_dask.sources import parse_source
+
+    source, store = parse_source(args.source), _store(args)
+    with connect(_cluster(args)) as client:
+        outcome = ingest(source, store, client, chunk_size=args.chunk_size, force=args.force)
+    rows = ", ".join(f"{split} {n:,}" for split, n in outcome.rows.items())
+    if outcome.action == "skipped":
+        print(f"{store}: already ingested from these inputs ({rows} images); nothing to do (--force rewrites)")
+    else:
+        print(f"{store}: ingested {source} ({rows} images)")
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from mnist_dask.info import describe, format_description
+
+    store = _store(args, url=args.store_path)
+    description = describe(store)
+    print(json.dumps(description, indent=2) if args.json else format_description(description))
+    return EXIT_OK
+
+
+# -- shared options --------------------------------------------------------------------
+def _store_options() -> argparse.ArgumentParser:
+    from mnist_dask.store import DEFAULT_STORE
+
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("store")
+    group.add_argument("--store", default=os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE),
+                       help=f"Zarr store path or fsspec URL (default $MNIST_DASK_STORE or {DEFAULT_STORE})")
+    group.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="fsspec storage option for the store, e.g. endpoint_url=... (repeatable)")
+    return parent
+
+
+def _source_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--source", default=None,
+                        help="openml | idx[:DIR_OR_URL] | csv:TRAIN,TEST (default $MNIST_DASK_SOURCE or openml)")
+    return parent
+
+
+def _cluster_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("cluster")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="existing Dask scheduler (default $DASK_SCHEDULER_ADDRESS / dask.config; "
+                            "else a local cluster is started)")
+    group.add_argument("--workers", type=_positive_int, default=None,
+                       help="worker processes of the local cluster (default: one per core)")
+    group.add_argument("--threads-per-worker", type=_positive_int, default=1,
+                       help="threads per local worker (default 1)")
+    group.add_argument("--memory-limit", default="auto",
+                       help="memory limit per local worker, e.g. 3GB (default auto)")
+    group.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="give up reaching --scheduler after this long (default 10)")
+    return parent
+
+
+def _subcommand(commands: argparse._SubParsersAction, name: str, help_text: str,
+                handler: Callable[[argparse.Namespace], int],
+                *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help_text, description=help_text, parents=list(parents))
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dask's own log messages")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _store(args: argparse.Namespace, url: str | None = None):
+    from mnist_dask.store import Store
+
+    options = {}
+    for item in args.storage_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--storage-option {item}: expected KEY=VALUE")
+        options[key] = value
+    return Store(url or args.store, options)
+
+
+def _cluster(args: argparse.Namespace):
+    from mnist_dask.cluster import ClusterOptions
+
+    return ClusterOptions(scheduler=args.scheduler, workers=args.workers,
+                          threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
+                          connect_timeout=args.connect_timeout)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value

@@ -1,0 +1,83 @@
+"""Connect to a Dask cluster (or start a local one), show its dashboard, run work with progress.
+
+An address comes from ``--scheduler``, else dask.config's ``scheduler-address`` (which
+``DASK_SCHEDULER_ADDRESS`` sets). Without one, a ``LocalCluster`` of worker processes
+bound to 127.0.0.1 is started and closed again when the command ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.config
+from distributed import Client, LocalCluster, progress, span
+
+from mnist_dask.errors import UserError
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How to reach the cluster: an existing scheduler, or the shape of a local one."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    connect_timeout: float = 10.0
+    dashboard: str = "127.0.0.1:8787"
+    quiet: bool = False
+
+
+@contextlib.contextmanager
+def connect(options: ClusterOptions) -> Iterator[Client]:
+    """Yield a Client on the chosen cluster; close whatever this call started."""
+    address = options.scheduler or dask.config.get("scheduler-address", None)
+    if address:
+        client = _connect_existing(address, options.connect_timeout)
+        cluster = None
+    else:
+        cluster = LocalCluster(
+            n_workers=options.workers or os.cpu_count() or 1,
+            threads_per_worker=options.threads_per_worker,
+            memory_limit=options.memory_limit,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=options.dashboard,
+        )
+        client = Client(cluster)
+    if not options.quiet:
+        where = address or f"local cluster, {len(client.scheduler_info()['workers'])} worker processes"
+        print(f"Dask: {where}; dashboard {client.dashboard_link}", file=sys.stderr)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_stage(client: Client, label: str, collections: Sequence[Any], show_progress: bool | None = None) -> list[Any]:
+    """Compute dask collections on the cluster under a named span, with a terminal progress bar."""
+    show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+    with span(label):
+        futures = client.compute(list(collections))
+        if show_progress:
+            progress(futures)
+            print(file=sys.stderr)
+        return client.gather(futures)
+
+
+def _connect_existing(address: str, timeout: float) -> Client:
+    """Connect to a running scheduler, failing within ``timeout`` seconds with one clear line."""
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
+            return Client(address, timeout=f"{timeout}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"scheduler {address}: cannot connect within {timeout:g}s ({reason[:160]})") from None

@@ -1,0 +1,78 @@
+"""The ingest stage: read a source on the workers, validate it, write ``raw/`` to the store.
+
+Order matters for safety: the source is read and validated completely (on a worker)
+before the store is touched, so bad input leaves an existing store exactly as it was;
+the ``raw`` stage is then marked incomplete, written chunk by chunk by the workers,
+and marked complete last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import Client
+
+from mnist_dask.cluster import run_stage
+from mnist_dask.errors import UserError
+from mnist_dask.sources import SPLITS, Source
+from mnist_dask.store import Store
+
+STAGE = "raw"
+DEFAULT_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What ingest did: ``written`` or ``skipped``, and the row count of each split."""
+
+    action: str
+    rows: dict[str, int]
+
+
+def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DEFAULT_CHUNK,
+           force: bool = False) -> IngestOutcome:
+    """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there."""
+    checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{id(source)}").result()
+    fingerprint = {"source": str(source), "inputs": checksums, "chunk_size": chunk_size}
+    existing = store.stage_attrs(STAGE)
+    if existing and existing.get("complete") and not force:
+        if store.is_complete(STAGE, fingerprint):
+            return IngestOutcome("skipped", existing["provenance"]["rows"])
+        raise UserError(f"{store}: already holds MNIST ingested from other inputs; use --force to replace it")
+
+    loaded = {split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}")
+              for split in SPLITS}
+    loaded = dict(zip(SPLITS, client.persist(list(loaded.values()))))
+    summaries = dict(zip(SPLITS, run_stage(client, "ingest-validate",
+                                           [dask.delayed(_summarise)(loaded[s]) for s in SPLITS],
+                                           show_progress=False)))
+
+    store.begin_stage(STAGE)
+    writes = []
+    for split in SPLITS:
+        rows = summaries[split]["rows"]
+        images = da.from_delayed(loaded[split][0], shape=(rows, 28, 28), dtype=np.uint8)
+        labels = da.from_delayed(loaded[split][1], shape=(rows,), dtype=np.uint8)
+        writes.append(images.rechunk((chunk_size, 28, 28)).to_zarr(**store.write_target(f"{STAGE}/{split}/images"), compute=False))
+        writes.append(labels.rechunk(chunk_size).to_zarr(**store.write_target(f"{STAGE}/{split}/labels"), compute=False))
+    run_stage(client, "ingest-write", writes)
+    rows = {s: summaries[s]["rows"] for s in SPLITS}
+    store.complete_stage(STAGE, fingerprint, {
+        "source": str(source),
+        "input_md5": checksums,
+        "rows": rows,
+        "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")},
+    })
+    return IngestOutcome("written", rows)
+
+
+def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Row count and content MD5s of one loaded split (runs on the worker holding it)."""
+    images, labels = split
+    return {"rows": len(images),
+            "images": hashlib.md5(np.ascontiguousarray(images).data).hexdigest(),
+            "labels": hashlib.md5(np.ascontiguousarray(labels).data).hexdigest()}

@@ -1,0 +1,197 @@
+"""Where MNIST comes from: OpenML, a folder or URL of IDX files, or a pair of CSV files.
+
+Each source yields the same arrays, ``images (N, 28, 28) uint8`` and ``labels (N,) uint8``
+per split, fully validated. ``--source`` text is parsed once on the client into a
+small picklable :class:`Source`; the reading itself runs on a Dask worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+from mnist_dask import download, idx
+from mnist_dask.errors import UserError
+
+SPLITS = ("train", "test")
+DEFAULT_SOURCE = "openml"
+SOURCE_ENV = "MNIST_DASK_SOURCE"
+OPENML_NAME, OPENML_VERSION, OPENML_TRAIN = "mnist_784", 1, 60_000
+
+_IDX_STEMS = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed ``--source``: its kind and where its files are (absolute paths or URLs)."""
+
+    kind: str  # "openml" | "idx" | "csv"
+    locations: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.kind + (":" + ",".join(self.locations) if self.locations else "")
+
+    def input_checksums(self) -> dict[str, str]:
+        """MD5 of every input file (for openml: of the fetched arrays); cheap, no parsing."""
+        if self.kind == "openml":
+            images, labels = _openml_arrays()
+            return {"openml:mnist_784": _arrays_md5(images, labels)}
+        return {name: _md5_of(path) for name, path in self._files().items()}
+
+    def load_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Read and validate one split: ``(images (N,28,28) uint8, labels (N,) uint8)``."""
+        if self.kind == "openml":
+            images, labels = _openml_arrays()
+            part = slice(None, OPENML_TRAIN) if split == "train" else slice(OPENML_TRAIN, None)
+            return images[part], labels[part]
+        if self.kind == "csv":
+            path = self.locations[SPLITS.index(split)]
+            return read_csv(_read_bytes(path), path)
+        files = self._files()
+        images_path, labels_path = files[f"{split}-images"], files[f"{split}-labels"]
+        images = idx.parse_images(_read_bytes(images_path), images_path)
+        labels = idx.parse_labels(_read_bytes(labels_path), labels_path)
+        if len(images) != len(labels):
+            raise UserError(
+                f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels"
+            )
+        return images, labels
+
+    def _files(self) -> dict[str, str]:
+        """Map ``train-images`` etc. to a readable local path (downloading remote IDX files)."""
+        if self.kind == "csv":
+            return dict(zip(("train-csv", "test-csv"), self.locations))
+        return {f"{split}-{what}": _locate_idx(self.locations, stem)
+                for (split, what), stem in _IDX_STEMS.items()}
+
+
+def parse_source(text: str | None) -> Source:
+    """Parse ``openml``, ``idx[:DIR_OR_URL]`` or ``csv:TRAIN,TEST`` (default: $MNIST_DASK_SOURCE, then openml)."""
+    text = (text or os.environ.get(SOURCE_ENV) or DEFAULT_SOURCE).strip()
+    kind, _, rest = text.partition(":")
+    if kind == "openml" and not rest:
+        return Source("openml")
+    if kind == "idx":
+        return Source("idx", (_absolute(rest),) if rest else download.IDX_MIRRORS)
+    if kind == "csv":
+        parts = [p for p in rest.split(",") if p]
+        if len(parts) != 2:
+            raise UserError(f"--source {text}: csv needs two files, csv:TRAIN.csv,TEST.csv")
+        return Source("csv", tuple(_absolute(p) for p in parts))
+    raise UserError(f"--source {text}: unknown source; use openml, idx:DIR_OR_URL or csv:TRAIN,TEST")
+
+
+def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse ``label,pixel1..pixel784`` rows (optional header) into validated arrays."""
+    if not raw.strip():
+        raise UserError(f"{name}: empty file")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise UserError(f"{name}: not a text CSV file (non-ASCII bytes)") from None
+    lines = text.splitlines()
+    skip = 1 if not lines[0].split(",")[0].strip().lstrip("-").isdigit() else 0
+    if skip and len(lines) == 1:
+        raise UserError(f"{name}: header only, no data rows")
+    for number, line in enumerate(lines[skip:], start=skip + 1):
+        if line.count(",") != 784:
+            raise UserError(f"{name}: line {number} has {line.count(',') + 1} columns, expected 785 (label + 784 pixels)")
+    try:
+        table = np.loadtxt(lines, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2)
+    except ValueError as exc:
+        raise UserError(f"{name}: non-integer value ({str(exc).splitlines()[0]})") from None
+    pixels, labels = table[:, 1:], table[:, 0]
+    bad = np.argwhere((pixels < 0) | (pixels > 255))
+    if bad.size:
+        row, col = bad[0]
+        raise UserError(f"{name}: pixel {int(pixels[row, col])} at line {row + skip + 1}, column {col + 2} is outside 0-255")
+    if (labels < 0).any() or (labels > 9).any():
+        row = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
+        raise UserError(f"{name}: label {int(labels[row])} at line {row + skip + 1} is outside 0-9")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+
+
+def _locate_idx(locations: tuple[str, ...], stem: str) -> str:
+    """Find one IDX file: a local folder is read as is, a URL is downloaded and MD5-checked."""
+    if len(locations) == 1 and _is_local(locations[0]):
+        folder = Path(locations[0])
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder")
+        for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+            if (folder / name).is_file():
+                return str(folder / name)
+        raise UserError(f"{folder}: missing file {stem}[.gz]")
+    errors = []
+    for base in locations:  # mirrors, in order
+        try:
+            url = base.rstrip("/") + "/" + stem + ".gz"
+            return str(download.fetch(url, download.MNIST_MD5[stem + ".gz"]))
+        except UserError as exc:
+            errors.append(str(exc))
+    raise UserError("; ".join(errors))
+
+
+def _openml_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Fetch mnist_784 from OpenML (cached by scikit-learn) as uint8 images and labels."""
+    from sklearn.datasets import fetch_openml
+
+    try:
+        bunch = fetch_openml(OPENML_NAME, version=OPENML_VERSION, as_frame=False,
+                             data_home=str(download.cache_dir() / "openml"))
+    except Exception as exc:  # urllib, HTTP and parse errors all mean: no usable download
+        raise UserError(f"openml:{OPENML_NAME}: could not fetch the dataset ({exc})") from None
+    pixels = np.asarray(bunch.data)
+    if pixels.shape != (70_000, 784) or pixels.min() < 0 or pixels.max() > 255:
+        raise UserError(f"openml:{OPENML_NAME}: unexpected data of shape {pixels.shape}")
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28)
+    labels = np.asarray(bunch.target).astype(np.int64)
+    if labels.min() < 0 or labels.max() > 9:
+        raise UserError(f"openml:{OPENML_NAME}: labels outside 0-9")
+    return images, labels.astype(np.uint8)
+
+
+def _read_bytes(path: str) -> bytes:
+    """Read a whole input file, turning a missing or unreadable file into a user error."""
+    try:
+        with fsspec.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _md5_of(path: str) -> str:
+    if _is_local(path):
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+        return download.file_md5(path)
+    return hashlib.md5(_read_bytes(path)).hexdigest()
+
+
+def _arrays_md5(*arrays: np.ndarray) -> str:
+    digest = hashlib.md5()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def _is_local(location: str) -> bool:
+    return "://" not in location or location.startswith("file://")
+
+
+def _absolute(location: str) -> str:
+    """Make local paths absolute so remote workers with another cwd resolve them alike."""
+    return location if not _is_local(location) else str(Path(location.removeprefix("file://")).expanduser().resolve())
