@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per Zarr chunk along the first axis (default 5000)")
     ingest.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
 
+    transform = commands.add_parser("transform", help="compute a derived dataset (shift, downscale, ...)",
+                                    description="compute a derived dataset as a resumable stage")
+    kinds = transform.add_subparsers(dest="transform", required=True, metavar="NAME")
+    for spec in _transforms().values():
+        sub = _subcommand(kinds, spec.name, spec.help, _cmd_transform, _store_options(), _cluster_options())
+        sub.add_argument("--input", default="raw", metavar="STAGE",
+                         help="dataset to transform: raw (default) or derived/<name>")
+        sub.add_argument("--force", action="store_true", help="recompute even if the result is up to date")
+        for key, default in spec.defaults.items():
+            sub.add_argument(f"--{key.replace('_', '-')}", dest=f"param_{key}", default=default,
+                             type=type(default), help=f"(default {default})")
+
     info = _subcommand(commands, "info", "show what a store holds", _cmd_info, _store_options())
     info.add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -75,6 +87,27 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     else:
         print(f"{store}: ingested {source} ({rows} images)")
     return EXIT_OK
+
+
+def _cmd_transform(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import connect
+    from mnist_dask.derive import run_transform
+
+    store = _store(args)
+    params = {key.removeprefix("param_"): value for key, value in vars(args).items() if key.startswith("param_")}
+    with connect(_cluster(args)) as client:
+        outcome = run_transform(store, client, args.transform, params, input_stage=args.input, force=args.force)
+    if outcome.action == "skipped":
+        print(f"{store}: {outcome.stage} is up to date; nothing to do (--force recomputes)")
+    else:
+        print(f"{store}: wrote {outcome.stage}")
+    return EXIT_OK
+
+
+def _transforms():
+    from mnist_dask.derive import TRANSFORMS
+
+    return TRANSFORMS
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

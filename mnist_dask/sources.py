@@ -107,7 +107,7 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         if line.count(",") != 784:
             raise UserError(f"{name}: line {number} has {line.count(',') + 1} columns, expected 785 (label + 784 pixels)")
     try:
-        table = np.loadtxt(lines, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2)
+        table = np.loadtxt(lines, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2, comments=None)
     except ValueError as exc:
         raise UserError(f"{name}: non-integer value ({str(exc).splitlines()[0]})") from None
     pixels, labels = table[:, 1:], table[:, 0]

@@ -1,0 +1,268 @@
+"""Transform stages: derived datasets computed chunk by chunk on the cluster and stored as Zarr.
+
+Each transform reads a dataset (``raw`` or an earlier ``derived/<name>``) and writes
+``derived/<name>/{train,test}/...``. A chain is named by its steps, e.g.
+``derived/deskew+shift5x``. The numpy work lives in :mod:`mnist_dask.transforms`;
+this module only maps it over dask chunks and runs it as a resumable stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import Client
+
+from mnist_dask import transforms
+from mnist_dask.cluster import run_stage
+from mnist_dask.errors import UserError
+from mnist_dask.sources import SPLITS
+from mnist_dask.store import Store
+
+Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named transform: its default parameters, output name and lazy array builder."""
+
+    name: str
+    defaults: dict[str, Any]
+    output_name: Callable[[dict[str, Any]], str]
+    build: Callable[[Store, str, dict[str, Any]], Arrays]
+    help: str
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What a transform did (``written`` or ``skipped``) and where its result is."""
+
+    action: str
+    stage: str
+
+
+def run_transform(store: Store, client: Client, name: str, params: dict[str, Any] | None = None,
+                  input_stage: str = "raw", force: bool = False) -> StageOutcome:
+    """Run one transform as a stage: skip if complete with the same inputs and parameters."""
+    transform = TRANSFORMS.get(name)
+    if transform is None:
+        raise UserError(f"transform {name!r}: unknown; choose from {', '.join(sorted(TRANSFORMS))}")
+    params = resolve_params(transform, params or {})
+    stage = output_stage(name, params, input_stage)
+    input_attrs = store.stage_attrs(input_stage)
+    if not input_attrs or not input_attrs.get("complete"):
+        raise UserError(f"{store}: input stage '{input_stage}' is missing or incomplete; run it first")
+    fingerprint = {"transform": name, "params": params, "input": input_stage,
+                   "input_fingerprint": input_attrs.get("fingerprint")}
+    if store.is_complete(stage, fingerprint) and not force:
+        return StageOutcome("skipped", stage)
+    if store.is_complete(stage) and not force:
+        raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
+    arrays = transform.build(store, input_stage, params)
+    store.begin_stage(stage)
+    writes = [array.to_zarr(**store.write_target(f"{stage}/{path}"), compute=False)
+              for path, array in arrays.items()]
+    run_stage(client, f"transform-{stage.removeprefix('derived/')}", writes)
+    store.complete_stage(stage, fingerprint, {"transform": name, "params": params, "input": input_stage})
+    return StageOutcome("written", stage)
+
+
+def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and coerce values to the defaults' types, refusing unknown names."""
+    unknown = sorted(set(params) - set(transform.defaults))
+    if unknown:
+        raise UserError(f"transform {transform.name}: unknown parameter {unknown[0]!r}; "
+                        f"known: {', '.join(transform.defaults) or 'none'}")
+    resolved = dict(transform.defaults)
+    for key, value in params.items():
+        kind = type(transform.defaults[key])
+        try:
+            resolved[key] = kind(value) if not isinstance(value, kind) else value
+        except (TypeError, ValueError):
+            raise UserError(f"transform {transform.name}: {key}={value!r} is not a {kind.__name__}") from None
+    return resolved
+
+
+def output_stage(name: str, params: dict[str, Any], input_stage: str) -> str:
+    """``derived/<step>`` for a transform of raw, ``derived/<input>+<step>`` for a chain."""
+    step = TRANSFORMS[name].output_name(params)
+    return f"derived/{step}" if input_stage == "raw" else f"{input_stage}+{step}"
+
+
+# -- builders: lazy arrays per transform ----------------------------------------------
+def _build_shift(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """Every training image at every offset, rows in a seeded random order; test copied.
+
+    Output row r is image ``order[r] % n`` at offset ``order[r] // n`` for a seeded
+    permutation ``order`` of ``n * m`` rows. Each output chunk is one task that gathers
+    its rows from the (small, 47 MB) input and shifts them, so a worker holds the input
+    plus a few output chunks, never the expanded set.
+    """
+    offsets = np.array(_offsets(p), dtype=np.int8)
+    images = store.read(f"{input_stage}/train/images").rechunk({0: -1})  # one block: the gather source
+    n, m, chunk = images.shape[0], len(offsets), p["chunk_size"]
+    permutation = dask.delayed(_permutation, pure=True)(p["seed"], n * m, dask_key_name=f"shift-order-{p['seed']}-{n * m}")
+    order = da.from_delayed(permutation, shape=(n * m,), dtype=np.int64).rechunk(chunk)
+    gather = {"n": n, "offsets": offsets}
+    arrays = {
+        "train/images": da.blockwise(_gather_shifted, "ijk", order, "i", images, "xjk", concatenate=True,
+                                     dtype=images.dtype, name="shift-images", **gather),
+        "train/labels": _gather_rows(order, store.read(f"{input_stage}/train/labels"), n),
+        "train/source_index": _gather_rows(order, _source_index(store, input_stage), n),
+        "train/offset": da.blockwise(_offsets_of, "ij", order, "i", new_axes={"j": 2}, dtype=np.int8,
+                                     name="shift-offsets", **gather),
+    }
+    return {**arrays, **_copy_split(store, input_stage, "test")}
+
+
+def _permutation(seed: int, size: int) -> np.ndarray:
+    """The seeded row order of the expansion, computed once on a worker (12 MB at 25x)."""
+    return np.random.default_rng(seed).permutation(size)
+
+
+def _gather_rows(order: da.Array, values: da.Array, n: int) -> da.Array:
+    """Per-row values (labels, source index) of the images each output row came from."""
+    return da.blockwise(lambda o, v: v[o % n], "i", order, "i", values.rechunk(-1), "x", concatenate=True,
+                        dtype=values.dtype, name=f"shift-gather-{values.name}")
+
+
+def _gather_shifted(order: np.ndarray, images: np.ndarray, n: int, offsets: np.ndarray) -> np.ndarray:
+    """Rows ``order`` of the expansion: image ``order % n`` shifted by ``offsets[order // n]``."""
+    return _shift_rows(images[order % n], offsets[order // n])
+
+
+def _offsets_of(order: np.ndarray, n: int, offsets: np.ndarray) -> np.ndarray:
+    return offsets[order // n]
+
+
+def _shift_rows(images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Shift each image by its own (dx, dy) row of ``offsets`` (shape (n, 2))."""
+    out = np.empty_like(images)
+    for dx, dy in np.unique(offsets, axis=0):
+        rows = np.flatnonzero((offsets[:, 0] == dx) & (offsets[:, 1] == dy))
+        out[rows] = transforms.shift_images(images[rows], int(dx), int(dy))
+    return out
+
+
+def _per_image(function: Callable[..., np.ndarray], out_shape: Callable[[tuple[int, ...]], tuple[int, ...]],
+               dtype: Any, params: tuple[str, ...] = ()) -> Callable[[Store, str, dict[str, Any]], Arrays]:
+    """Builder for transforms applied image by image to both splits, chunk by chunk."""
+    def build(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+        arrays: Arrays = {}
+        for split in SPLITS:
+            images = store.read(f"{input_stage}/{split}/images")
+            shape = out_shape(images.shape[1:])
+            args = {key: p[key] for key in params}
+            arrays[f"{split}/images"] = images.map_blocks(
+                function, **args, dtype=dtype, chunks=(images.chunks[0], *shape),
+                name=f"{function.__name__}-{split}")
+            arrays.update(_carry_labels(store, input_stage, split))
+        return arrays
+    return build
+
+
+def _build_scale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """dask-ml StandardScaler fitted on the training split only, applied to both (float32)."""
+    from dask_ml.preprocessing import StandardScaler
+
+    flat = {split: _flat(store.read(f"{input_stage}/{split}/images")).astype(np.float64) for split in SPLITS}
+    scaler = StandardScaler().fit(flat["train"])
+    arrays: Arrays = {}
+    for split in SPLITS:
+        arrays[f"{split}/features"] = scaler.transform(flat[split]).astype(np.float32)
+        arrays.update(_carry_labels(store, input_stage, split))
+    arrays["mean"] = da.from_array(np.asarray(scaler.mean_))
+    arrays["scale"] = da.from_array(np.asarray(scaler.scale_))
+    return arrays
+
+
+def _build_variance_threshold(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """Keep the pixels whose training-set variance exceeds the threshold (as sklearn's VarianceThreshold)."""
+    flat = {split: _flat(store.read(f"{input_stage}/{split}/images")) for split in SPLITS}
+    variance = flat["train"].astype(np.float64).var(axis=0).compute()
+    keep = variance > p["threshold"]
+    if not keep.any():
+        raise UserError(f"transform varthresh: no pixel has variance above {p['threshold']}")
+    arrays: Arrays = {"selected": da.from_array(keep), "variance": da.from_array(variance)}
+    for split in SPLITS:
+        arrays[f"{split}/features"] = flat[split][:, keep]
+        arrays.update(_carry_labels(store, input_stage, split))
+    return arrays
+
+
+def _build_mean(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """The mean training image overall and per digit (float64)."""
+    images = store.read(f"{input_stage}/train/images").astype(np.float64)
+    labels = store.read(f"{input_stage}/train/labels")
+    per_class = da.stack([images[(labels == digit).compute()].mean(axis=0) for digit in range(10)])
+    return {"mean_image": images.mean(axis=0), "per_class": per_class}
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _copy_split(store: Store, input_stage: str, split: str) -> Arrays:
+    return {f"{split}/images": store.read(f"{input_stage}/{split}/images"),
+            **_carry_labels(store, input_stage, split)}
+
+
+def _carry_labels(store: Store, input_stage: str, split: str) -> Arrays:
+    """Labels, and for training rows the original image index, carried through unchanged."""
+    arrays = {f"{split}/labels": store.read(f"{input_stage}/{split}/labels")}
+    if split == "train":
+        arrays["train/source_index"] = _source_index(store, input_stage)
+    return arrays
+
+
+def _source_index(store: Store, input_stage: str) -> da.Array:
+    """Which original training image each row came from (``arange`` for raw data)."""
+    if input_stage != "raw":
+        return store.read(f"{input_stage}/train/source_index")
+    labels = store.read("raw/train/labels")
+    return da.arange(labels.shape[0], chunks=labels.chunks, dtype=np.int64)
+
+
+def _offsets(p: dict[str, Any]) -> list[tuple[int, int]]:
+    try:
+        return transforms.shift_offsets(p["radius"], p["shape"])
+    except ValueError as exc:
+        raise UserError(f"transform shift: {exc}") from None
+
+
+def _flat(images: da.Array) -> da.Array:
+    return images.reshape(images.shape[0], -1) if images.ndim > 2 else images
+
+
+def _downscaled_shape(factor: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
+    return lambda shape: tuple(-(-s // factor) for s in shape)
+
+
+def _downscale(images: np.ndarray, factor: int) -> np.ndarray:
+    return transforms.downscale_local_mean(images, factor).astype(np.float32)
+
+
+def _build_downscale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    return _per_image(_downscale, _downscaled_shape(p["factor"]), np.float32, params=("factor",))(store, input_stage, p)
+
+
+def _same(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape
+
+
+TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
+    Transform("shift", {"radius": 1, "shape": "cross", "seed": 42, "chunk_size": 5000},
+              lambda p: f"shift{len(_offsets(p))}x", _build_shift,
+              "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)"),
+    Transform("downscale", {"factor": 3}, lambda p: f"down{-(-28 // p['factor'])}", _build_downscale,
+              "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)"),
+    Transform("deskew", {}, lambda p: "deskew", _per_image(transforms.deskew, _same, np.uint8),
+              "second-moment affine deskew"),
+    Transform("blur", {"sigma": 1.0}, lambda p: f"blur{p['sigma']:g}",
+              _per_image(transforms.gaussian_blur, _same, np.uint8, params=("sigma",)), "Gaussian blur"),
+    Transform("scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train"),
+    Transform("varthresh", {"threshold": 0.0}, lambda p: f"varthresh{p['threshold']:g}",
+              _build_variance_threshold, "variance-threshold feature selection (fitted on train)"),
+    Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit"),
+)}

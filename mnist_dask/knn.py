@@ -1,0 +1,513 @@
+"""Exact blocked k-nearest-neighbours on dask arrays, and a scikit-learn style classifier.
+
+The work is split into one task per (test chunk, train chunk) block ('knn-block'), whose
+(distance, index) results are combined over the train chunks by a tree reduction
+('knn-merge'), so no task ever holds more than one train chunk.
+
+Inside a block, squared distances are first approximated with one float32 GEMM
+(``|b|^2 - 2 a.b``; the per-row constant ``|a|^2`` is added later), the ``k + margin``
+smallest candidates of each row are re-ranked with exact arithmetic, and a rigorous
+bound on the float32 error certifies that no row missed a neighbour.  Rows the bound
+cannot certify are recomputed exactly over the whole block, so the result is always
+exact.  "Exact" means: for integer (and bool) input, the true integer squared
+distance (computed in float64, which is exact because every intermediate stays below
+2**53); for float input, the float64 value of ``sum((a - b) ** 2)``.  Neighbours are
+ordered by (squared distance, global train index): equal distances put the lower
+index first.  scikit-learn leaves the order of equal distances unspecified (its brute
+force uses an unstable sort), so on exact ties only the sets of indices agree.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+DEFAULT_MARGIN = 8  # extra approximate candidates per row kept for the exact re-rank
+DEFAULT_TRAIN_CHUNK = 10_000  # train rows per block when the training set is numpy
+DEFAULT_TEST_CHUNK = 1_000  # test rows per block when the queries are numpy
+DEFAULT_SPLIT_EVERY = 8  # fan-in of the tree reduction over train chunks
+WEIGHTS = ("uniform", "distance")
+
+_PAD_INDEX = np.iinfo(np.int64).max  # index of a missing neighbour (block smaller than k)
+_SLAB_ELEMENTS = 1 << 24  # at most 64 MiB of float32 distances alive per block at once
+_GATHER_ELEMENTS = 1 << 22  # at most 32 MiB of float64 gathered rows at once
+_GROUP = 32  # group size of the group-minimum candidate pre-selection
+_U32 = 2.0**-24  # unit roundoff of float32
+_U64 = 2.0**-53  # unit roundoff of float64
+_UNDERFLOW = 2.0**-140  # per-coordinate allowance for float32 underflow (> 2**-149 ulp)
+_F32_SAFE = 2.0**125  # norms below this cannot overflow float32 anywhere in the GEMM path
+
+
+def block_kneighbors(
+    test_block: np.ndarray,
+    train_block: np.ndarray,
+    train_offset: int,
+    k: int,
+    margin: int = DEFAULT_MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest train rows of every test row within one block.
+
+    Returns (squared distances float64 (n, k), global train indices int64 (n, k)), ordered by
+    (distance, index); when the block has fewer than k rows the rest is (inf, int64 max).
+    """
+    test, train = _validated_pair(test_block, train_block)
+    n, m = test.shape[0], train.shape[0]
+    kk = min(k, m)
+    dist = np.empty((n, kk), dtype=np.float64)
+    idx = np.empty((n, kk), dtype=np.int64)
+    if n and kk:
+        prepared = _prepare_train(train, integer=_is_integer(test) and _is_integer(train))
+        step = max(1, _SLAB_ELEMENTS // m)
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            dist[rows], idx[rows] = _slab_kneighbors(test[rows], prepared, kk, margin)
+    return _padded(dist, idx + train_offset, k)
+
+
+def merge_kneighbors(
+    left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Combine two (distances, indices) results over disjoint train rows, keeping the k best.
+
+    Order is (distance, index), so merging blocks in any tree shape gives the same answer.
+    """
+    k = left[0].shape[1]
+    dist = np.concatenate([left[0], right[0]], axis=1)
+    idx = np.concatenate([left[1], right[1]], axis=1)
+    order = np.lexsort((idx, dist), axis=-1)[:, :k]
+    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def kneighbors(
+    X_test: da.Array | np.ndarray,
+    X_train: da.Array | np.ndarray,
+    k: int,
+    margin: int = DEFAULT_MARGIN,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+) -> tuple[da.Array, da.Array]:
+    """Lazy exact k-NN of every row of X_test among the rows of X_train (2-D, chunked by rows).
+
+    Returns (euclidean distances float64, train indices int64) as dask arrays of shape
+    (n_test, k) chunked like X_test's rows; one 'knn-block' task per chunk pair, then a
+    'knn-merge' tree over the train chunks.
+    """
+    test = _rows_chunked(X_test, DEFAULT_TEST_CHUNK)
+    train = _rows_chunked(X_train, DEFAULT_TRAIN_CHUNK)
+    if test.shape[1] != train.shape[1]:
+        raise ValueError(f"X_test has {test.shape[1]} features but X_train has {train.shape[1]}")
+    if not 1 <= k <= train.shape[0]:
+        raise ValueError(f"k must be between 1 and the number of train rows ({train.shape[0]}), got {k}")
+    token = tokenize(test, train, k, margin, split_every)
+    dsk, roots = _knn_graph(test, train, k, margin, max(2, split_every), token)
+    chunks = (test.chunks[0], (k,))
+    return (
+        _result_array(dsk, roots, "knn-distances-" + token, _euclidean_part, [test, train], chunks, np.float64),
+        _result_array(dsk, roots, "knn-indices-" + token, _index_part, [test, train], chunks, np.int64),
+    )
+
+
+def vote(
+    neighbor_labels: np.ndarray, distances: np.ndarray, weights: str, classes: np.ndarray
+) -> np.ndarray:
+    """Class probabilities from the neighbours' labels, exactly as scikit-learn's predict_proba.
+
+    'distance' weighs by 1/d, and a row with a zero distance gives weight 1 to those
+    neighbours and 0 to the others; classes must be sorted (like ``classes_``).
+    """
+    votes = _votes(neighbor_labels, distances, weights, classes)
+    return votes / votes.sum(axis=1)[:, np.newaxis]
+
+
+class KNNClassifier(ClassifierMixin, BaseEstimator):
+    """Exact brute-force k-NN classifier on numpy or dask arrays (scikit-learn compatible).
+
+    Dask input gives lazy dask output; numpy input is computed with the current dask
+    scheduler (a distributed Client when one is active).
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        weights: str = "uniform",
+        train_chunk_size: int | None = None,
+        margin: int = DEFAULT_MARGIN,
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.train_chunk_size = train_chunk_size
+        self.margin = margin
+
+    def fit(self, X: np.ndarray | da.Array, y: np.ndarray | da.Array) -> KNNClassifier:
+        """Store the training rows (flattened lazily to 2-D) and their labels."""
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if int(self.n_neighbors) < 1:
+            raise ValueError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+        X = _flattened(X)
+        y = np.asarray(y.compute() if isinstance(y, da.Array) else y)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must be 1-D with {X.shape[0]} labels, got shape {y.shape}")
+        self.X_fit_ = X
+        self.y_fit_ = y
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def kneighbors(
+        self, X: np.ndarray | da.Array, n_neighbors: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[da.Array, da.Array]:
+        """Euclidean distances and train indices of the nearest neighbours of each row of X."""
+        dist, ind = self._lazy_kneighbors(X, n_neighbors)
+        return (dist, ind) if isinstance(X, da.Array) else dask.compute(dist, ind)
+
+    def predict_proba(self, X: np.ndarray | da.Array) -> np.ndarray | da.Array:
+        """Class probabilities (columns ordered like classes_), as scikit-learn computes them."""
+        proba = self._map_neighbors(X, _proba_block, (len(self.classes_),), np.float64)
+        return proba if isinstance(X, da.Array) else proba.compute()
+
+    def predict(self, X: np.ndarray | da.Array) -> np.ndarray | da.Array:
+        """Most voted class of each row; ties go to the smallest class, as in scikit-learn."""
+        labels = self._map_neighbors(X, _predict_block, (), self.classes_.dtype)
+        return labels if isinstance(X, da.Array) else labels.compute()
+
+    def _lazy_kneighbors(self, X: np.ndarray | da.Array, n_neighbors: int | None) -> tuple[da.Array, da.Array]:
+        """The dask (distances, indices) of X against the fitted rows."""
+        k = int(self.n_neighbors if n_neighbors is None else n_neighbors)
+        return kneighbors(_flattened(X), self._train_rows(), k, margin=int(self.margin))
+
+    def _train_rows(self) -> da.Array:
+        """The fitted rows as a dask array chunked by train_chunk_size (or as given)."""
+        size = self.train_chunk_size
+        if isinstance(self.X_fit_, da.Array):
+            return self.X_fit_ if size is None else self.X_fit_.rechunk({0: size})
+        return da.from_array(self.X_fit_, chunks=(size or DEFAULT_TRAIN_CHUNK, -1))
+
+    def _map_neighbors(self, X, func, extra_chunks: tuple, dtype) -> da.Array:
+        """Apply a per-chunk voting function to the lazy neighbours of X."""
+        dist, ind = self._lazy_kneighbors(X, None)
+        drop = () if extra_chunks else (1,)
+        chunks = (dist.chunks[0], *extra_chunks)
+        return da.map_blocks(
+            func, ind, dist, chunks=chunks, drop_axis=drop, dtype=dtype,
+            y=self.y_fit_, weights=self.weights, classes=self.classes_,
+        )
+
+
+# ----------------------------------------------------------------------------- block kernel
+
+
+class _Train(NamedTuple):
+    """One train block with what every test slab needs: float32 copy, norms, error stats."""
+
+    rows: np.ndarray  # the original rows
+    rows32: np.ndarray  # float32 copy for the GEMM
+    norms64: np.ndarray  # |b|^2 in float64 (exact for integer input)
+    norms32: np.ndarray  # |b|^2 rounded to float32
+    integer: bool  # exact arithmetic is integer arithmetic (done in float64)
+    max_norm2: float  # max |b|^2
+    max_norm: float  # max |b|
+    max_norm32: float  # max |b'| of the float32 copy
+    max_residual: float  # max |b - b'|
+    gemm_safe: bool  # no float32 overflow possible, so the approximate path may be used
+
+
+def _validated_pair(test: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both blocks as 2-D numeric arrays of the same width, finite, and exactly computable."""
+    test, train = np.asarray(test), np.asarray(train)
+    if test.ndim != 2 or train.ndim != 2 or test.shape[1] != train.shape[1]:
+        raise ValueError(f"need 2-D blocks of equal width, got {test.shape} and {train.shape}")
+    for block in (test, train):
+        if block.dtype.kind not in "biuf":
+            raise ValueError(f"features must be bool, integer or float, got {block.dtype}")
+        if block.dtype.kind == "f" and not np.isfinite(block).all():
+            raise ValueError("features must be finite (found NaN or infinity)")
+    if _is_integer(test) and _is_integer(train):
+        bound = max(_max_abs(test), _max_abs(train))
+        if 4.0 * test.shape[1] * bound * bound > 2.0**53:
+            raise ValueError(f"integer features up to {bound} are too large for exact distances; pass floats")
+    return test, train
+
+
+def _prepare_train(train: np.ndarray, integer: bool) -> _Train:
+    """Float32 copy, norms and the maxima the error bound needs, computed once per block."""
+    rows32 = train.astype(np.float32)
+    norms64 = _sq_norms(train)
+    residual = _residual_norms(train, rows32)
+    max_norm2 = float(norms64.max(initial=0.0))
+    max_norm32 = float(np.sqrt(_sq_norms(rows32).max(initial=0.0))) if residual.any() else np.sqrt(max_norm2)
+    return _Train(
+        rows=train, rows32=rows32, norms64=norms64, norms32=norms64.astype(np.float32),
+        integer=integer, max_norm2=max_norm2, max_norm=float(np.sqrt(max_norm2)),
+        max_norm32=max_norm32, max_residual=float(residual.max(initial=0.0)),
+        gemm_safe=max_norm2 < _F32_SAFE and train.shape[1] * _U32 < 0.5,
+    )
+
+
+def _slab_kneighbors(test: np.ndarray, train: _Train, k: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k best (squared distance, local index) per test row: approximate, re-rank, certify."""
+    m = train.rows.shape[0]
+    n_cand = min(k + max(0, margin), m)
+    norms = _sq_norms(test)
+    if n_cand == m or not train.gemm_safe or norms.max() >= _F32_SAFE:
+        return _exact_topk(test, norms, train, k)
+    approx = np.multiply(test, -2.0, dtype=np.float32) @ train.rows32.T  # -2 a.b (exact scaling)
+    approx += train.norms32  # |b|^2 - 2 a.b: the row constant |a|^2 cannot change the order
+    cand, cand_approx = _smallest_per_row(approx, n_cand)
+    del approx
+    exact = _exact_pairs(test, norms, train, cand)
+    order = np.lexsort((cand, exact), axis=-1)
+    cand, exact = np.take_along_axis(cand, order, 1), np.take_along_axis(exact, order, 1)
+    threshold = cand_approx[:, -1].astype(np.float64) + norms  # every non-candidate is >= this - bound
+    bound = _error_bound(test, norms, train)
+    unsafe = ~(threshold - 2.0 * bound > exact[:, k - 1])  # the factor 2 is a safety margin
+    dist, idx = exact[:, :k], cand[:, :k]
+    if unsafe.any():
+        dist[unsafe], idx[unsafe] = _exact_topk(test[unsafe], norms[unsafe], train, k)
+    return dist, idx
+
+
+def _error_bound(test: np.ndarray, norms: np.ndarray, train: _Train) -> np.ndarray:
+    """Per-row bound on |approx - exact| of the float32 squared distances against any train row.
+
+    Terms: norm rounding and the final float32 add; GEMM accumulation (gamma_d |a'||b'|, valid
+    for any summation order, FMA or not); rounding of the inputs to float32; and underflow.
+    """
+    d = test.shape[1]
+    gamma = d * _U32 / (1.0 - d * _U32)
+    test32 = test.astype(np.float32)
+    residual = _residual_norms(test, test32)
+    norm = np.sqrt(norms)
+    norm32 = np.sqrt(_sq_norms(test32)) if residual.any() else norm
+    return (
+        (2.0 * _U32 + (d + 4) * 2.0 * _U64) * (norms + train.max_norm2)
+        + (2.0 * gamma + 6.0 * _U32) * norm32 * train.max_norm32
+        + 2.0 * (residual * train.max_norm + norm32 * train.max_residual)
+        + d * _UNDERFLOW
+    )
+
+
+def _smallest_per_row(values: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the c smallest entries of each row, ordered by (value, column).
+
+    A cheap threshold (from group minima) keeps every entry that can qualify, and only those
+    few are sorted; this is several times faster than np.argpartition on a wide block.
+    """
+    n = values.shape[0]
+    threshold = _selection_threshold(values, c)
+    rows, cols = np.nonzero(values <= threshold[:, np.newaxis])
+    kept = values[rows, cols]
+    order = np.lexsort((cols, kept, rows))
+    rows, cols, kept = rows[order], cols[order], kept[order]
+    counts = np.bincount(rows, minlength=n)
+    rank = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+    first = rank < c
+    return cols[first].reshape(n, c).astype(np.int64), kept[first].reshape(n, c)
+
+
+def _selection_threshold(values: np.ndarray, c: int) -> np.ndarray:
+    """A per-row value with at least c entries at or below it (and usually few more).
+
+    The c-th smallest of the minima of c or more disjoint column groups qualifies: each of
+    those c groups holds an entry at or below it.
+    """
+    n, m = values.shape
+    groups = m // _GROUP
+    if groups < 2 * c:
+        return np.partition(values, c - 1, axis=1)[:, c - 1]
+    minima = values[:, : groups * _GROUP].reshape(n, _GROUP, groups).min(axis=1)
+    if m > groups * _GROUP:
+        tail = values[:, groups * _GROUP :].min(axis=1, keepdims=True)
+        minima = np.concatenate([minima, tail], axis=1)
+    return np.partition(minima, c - 1, axis=1)[:, c - 1]
+
+
+def _exact_pairs(test: np.ndarray, norms: np.ndarray, train: _Train, cand: np.ndarray) -> np.ndarray:
+    """Exact squared distances (n, c) from each test row to its candidate train rows."""
+    n, c = cand.shape
+    out = np.empty((n, c), dtype=np.float64)
+    step = max(1, _GATHER_ELEMENTS // max(1, c * test.shape[1]))
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        gathered = train.rows[cand[rows]].astype(np.float64)  # (s, c, d)
+        a = test[rows].astype(np.float64)
+        if train.integer:  # every term is an integer below 2**53, so this is exact
+            dots = np.matmul(gathered, a[:, :, np.newaxis])[:, :, 0]
+            out[rows] = norms[rows, np.newaxis] + train.norms64[cand[rows]] - 2.0 * dots
+        else:
+            out[rows] = _sum_sq_diff(gathered, a[:, np.newaxis, :])
+    return out
+
+
+def _exact_topk(test: np.ndarray, norms: np.ndarray, train: _Train, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (exact squared distance, local index) per row from the full block (fallback)."""
+    rows64 = train.rows.astype(np.float64)
+    if train.integer:  # exact: all integers below 2**53
+        full = norms[:, np.newaxis] + train.norms64[np.newaxis, :] - 2.0 * (test.astype(np.float64) @ rows64.T)
+    else:
+        full = np.stack([_sum_sq_diff(rows64, row.astype(np.float64)) for row in test]) if len(test) else (
+            np.empty((0, rows64.shape[0]))
+        )
+    cols, dist = _smallest_per_row(full, k)
+    return dist, cols
+
+
+def _sum_sq_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The float64 reference formula sum((a - b)**2) over the last axis (same bits for any shape)."""
+    diff = np.subtract(a, b)
+    np.square(diff, out=diff)
+    return diff.sum(axis=-1)
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    """Row squared norms accumulated in float64 (exact for integer input)."""
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64, casting="unsafe")
+
+
+def _residual_norms(x: np.ndarray, x32: np.ndarray) -> np.ndarray:
+    """Norm of what rounding each row to float32 lost (zero when float32 holds it exactly)."""
+    if x.dtype.itemsize <= 2 or x.dtype == np.float32 or (_is_integer(x) and _max_abs(x) <= 2**24):
+        return np.zeros(x.shape[0])
+    return np.sqrt(_sq_norms(x.astype(np.float64) - x32.astype(np.float64)))
+
+
+def _is_integer(x: np.ndarray) -> bool:
+    """True for bool and integer dtypes, whose exact distances are integers."""
+    return x.dtype.kind in "biu"
+
+
+def _max_abs(x: np.ndarray) -> int:
+    """Largest absolute value an integer block holds (from the dtype when that is small)."""
+    if x.dtype.kind == "b":
+        return 1
+    info = np.iinfo(x.dtype)
+    if x.dtype.itemsize <= 2 or x.size == 0:
+        return max(abs(int(info.min)), int(info.max))
+    return max(abs(int(x.min())), abs(int(x.max())))
+
+
+def _padded(dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fill up to k columns with (inf, int64 max), which sort after every real neighbour."""
+    missing = k - dist.shape[1]
+    if missing <= 0:
+        return dist, idx
+    n = dist.shape[0]
+    return (
+        np.hstack([dist, np.full((n, missing), np.inf)]),
+        np.hstack([idx, np.full((n, missing), _PAD_INDEX, dtype=np.int64)]),
+    )
+
+
+# ----------------------------------------------------------------------------- dask graph
+
+
+def _knn_graph(test: da.Array, train: da.Array, k: int, margin: int, split_every: int, token: str):
+    """Block and tree-merge tasks; returns the graph and the final task key per test chunk."""
+    offsets = np.concatenate([[0], np.cumsum(train.chunks[0])[:-1]]).tolist()
+    block, merge = "knn-block-" + token, "knn-merge-" + token
+    dsk, roots = {}, []
+    for i in range(len(test.chunks[0])):
+        level = [(block, i, j) for j in range(len(offsets))]
+        for j, key in enumerate(level):
+            dsk[key] = (block_kneighbors, (test.name, i, 0), (train.name, j, 0), offsets[j], k, margin)
+        depth = 0
+        while len(level) > 1:
+            groups = [level[g : g + split_every] for g in range(0, len(level), split_every)]
+            level = [(merge, i, depth, g) for g in range(len(groups))]
+            for key, group in zip(level, groups):
+                dsk[key] = (_merge_all, *group)
+            depth += 1
+        roots.append(level[0])
+    return dsk, roots
+
+
+def _result_array(dsk, roots, name, getter, deps, chunks, dtype) -> da.Array:
+    """A dask array whose chunk i is getter(result of roots[i])."""
+    layer = dict(dsk)
+    layer.update({(name, i, 0): (getter, root) for i, root in enumerate(roots)})
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
+    return da.Array(graph, name, chunks=chunks, dtype=dtype)
+
+
+def _merge_all(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Merge any number of block results (one tree node)."""
+    result = parts[0]
+    for part in parts[1:]:
+        result = merge_kneighbors(result, part)
+    return result
+
+
+def _euclidean_part(result: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Euclidean distances (sqrt of the exact squared ones), as scikit-learn returns."""
+    return np.sqrt(result[0])
+
+
+def _index_part(result: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Global train indices."""
+    return result[1]
+
+
+def _rows_chunked(x: da.Array | np.ndarray, default_rows: int) -> da.Array:
+    """A 2-D dask array chunked along rows only (numpy is wrapped)."""
+    if not isinstance(x, da.Array):
+        x = da.from_array(np.asarray(x), chunks=(default_rows, -1))
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array (samples, features), got shape {x.shape}")
+    return x.rechunk({1: -1}) if len(x.chunks[1]) > 1 else x
+
+
+def _flattened(X: np.ndarray | da.Array) -> np.ndarray | da.Array:
+    """Samples as rows: (n, h, w) images become (n, h*w), lazily for dask."""
+    if not isinstance(X, da.Array):
+        X = np.asarray(X)
+    if X.ndim == 2:
+        return X
+    if X.ndim < 2:
+        raise ValueError(f"expected samples as rows, got shape {X.shape}")
+    if isinstance(X, da.Array):
+        X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+    return X.reshape(X.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------- voting
+
+
+def _votes(neighbor_labels: np.ndarray, distances: np.ndarray, weights: str, classes: np.ndarray) -> np.ndarray:
+    """Unnormalised class votes, accumulated neighbour by neighbour like scikit-learn."""
+    n, k = neighbor_labels.shape
+    positions = np.searchsorted(classes, neighbor_labels)
+    w = _neighbor_weights(distances, weights)
+    votes = np.zeros((n, len(classes)))
+    rows = np.arange(n)
+    for i in range(k):
+        votes[rows, positions[:, i]] += w[:, i]
+    return votes
+
+
+def _neighbor_weights(distances: np.ndarray, weights: str) -> np.ndarray:
+    """scikit-learn's _get_weights: ones, or 1/d with zero-distance rows as 1 for d == 0 else 0."""
+    if weights == "uniform":
+        return np.ones(distances.shape)
+    if weights != "distance":
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    with np.errstate(divide="ignore"):
+        w = 1.0 / distances
+    inf_mask = np.isinf(w)
+    inf_row = np.any(inf_mask, axis=1)
+    w[inf_row] = inf_mask[inf_row]
+    return w
+
+
+def _proba_block(ind: np.ndarray, dist: np.ndarray, y: np.ndarray, weights: str, classes: np.ndarray) -> np.ndarray:
+    """predict_proba for one chunk of neighbours."""
+    return vote(y[ind], dist, weights, classes)
+
+
+def _predict_block(ind: np.ndarray, dist: np.ndarray, y: np.ndarray, weights: str, classes: np.ndarray) -> np.ndarray:
+    """predict for one chunk: argmax of the raw votes (first, i.e. smallest, class on ties)."""
+    return classes[np.argmax(_votes(y[ind], dist, weights, classes), axis=1)]
