@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mnist_dask import __version__
 from mnist_dask.errors import UserError
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(f"--{key.replace('_', '-')}", dest=f"param_{key}", default=default,
                              type=type(default), help=f"(default {default})")
 
+    run = _subcommand(commands, "run", "run a job file (ingest, transforms, search, predict, evaluate)",
+                      _cmd_run, _store_options(), _source_options(), _cluster_options())
+    run.add_argument("job", metavar="JOB", help="job file, e.g. jobs/knn_baseline.toml")
+    run.add_argument("--run-dir", default=None, help="folder for the run's outputs (default storage/runs/<job name>)")
+
     info = _subcommand(commands, "info", "show what a store holds", _cmd_info, _store_options())
     info.add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -101,6 +107,24 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         print(f"{store}: {outcome.stage} is up to date; nothing to do (--force recomputes)")
     else:
         print(f"{store}: wrote {outcome.stage}")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import connect
+    from mnist_dask.jobs import load_job
+    from mnist_dask.run import DEFAULT_RUNS, run_job
+    from mnist_dask.sources import parse_source
+
+    job = load_job(args.job)
+    source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
+    store = _store(args)
+    run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS / job.name
+    with connect(_cluster(args)) as client:
+        result = run_job(job, store, client, run_dir, source=source,
+                         log=lambda line: print(f"[{job.name}] {line}", file=sys.stderr))
+    print(f"{job.name}: test accuracy {result['metrics']['test_accuracy']:.4f} "
+          f"(model {result['model']['n_neighbors']}-NN {result['model']['weights']}); results in {run_dir}/result.json")
     return EXIT_OK
 
 

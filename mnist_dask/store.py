@@ -67,6 +67,13 @@ class Store:
         array = self._group("r")[path]
         return da.from_zarr(array, chunks=array.chunks, name=f"read-{path.replace('/', '-')}")
 
+    def read_xy(self, stage: str, split: str) -> tuple[da.Array, da.Array]:
+        """A dataset split as ``(X (N, features), y (N,))``: flattened images, or stored features."""
+        group = self._group("r")
+        key = "images" if f"{stage}/{split}/images" in group else "features"
+        X = self.read(f"{stage}/{split}/{key}")
+        return X.reshape(X.shape[0], -1), self.read(f"{stage}/{split}/labels")
+
     def walk(self) -> Iterator[tuple[str, Any]]:
         """Yield ``(path, zarr node)`` for every group and array, depth first, sorted."""
         root = self._group("r")
