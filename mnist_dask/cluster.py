@@ -21,6 +21,10 @@ from distributed import Client, LocalCluster, progress, span
 from mnist_dask.errors import UserError
 
 
+#: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
+_PENDING_ANNOUNCEMENTS: dict[str, str] = {}
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """How to reach the cluster: an existing scheduler, or the shape of a local one."""
@@ -51,20 +55,27 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
             dashboard_address=options.dashboard,
         )
         client = Client(cluster)
-    if not options.quiet:
+    if not options.quiet:  # announced with the first real work, so a user error stays one line
         where = address or f"local cluster, {len(client.scheduler_info()['workers'])} worker processes"
-        print(f"Dask: {where}; dashboard {client.dashboard_link}", file=sys.stderr)
+        _PENDING_ANNOUNCEMENTS[client.id] = f"Dask: {where}; dashboard {client.dashboard_link}"
     try:
         yield client
     finally:
+        _PENDING_ANNOUNCEMENTS.pop(client.id, None)
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def run_stage(client: Client, label: str, collections: Sequence[Any], show_progress: bool | None = None) -> list[Any]:
-    """Compute dask collections on the cluster under a named span, with a terminal progress bar."""
+def run_stage(client: Client, label: str, collections: Sequence[Any], show_progress: bool | None = None,
+              announce: bool = True) -> list[Any]:
+    """Compute dask collections on the cluster under a named span, with a terminal progress bar.
+
+    The first announcing stage prints the dashboard link; validation steps pass ``announce=False``.
+    """
     show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+    if announce and client.id in _PENDING_ANNOUNCEMENTS:
+        print(_PENDING_ANNOUNCEMENTS.pop(client.id), file=sys.stderr)
     with span(label):
         futures = client.compute(list(collections))
         if show_progress:

@@ -9,6 +9,7 @@ and marked complete last.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 
 import dask
@@ -36,7 +37,8 @@ class IngestOutcome:
 def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DEFAULT_CHUNK,
            force: bool = False) -> IngestOutcome:
     """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there."""
-    checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{id(source)}").result()
+    run = uuid.uuid4().hex  # task keys unique per run: concurrent ingests on one scheduler must not share results
+    checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{run}").result()
     fingerprint = {"source": str(source), "inputs": checksums, "chunk_size": chunk_size}
     existing = store.stage_attrs(STAGE)
     if existing and existing.get("complete") and not force:
@@ -44,12 +46,12 @@ def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DE
             return IngestOutcome("skipped", existing["provenance"]["rows"])
         raise UserError(f"{store}: already holds MNIST ingested from other inputs; use --force to replace it")
 
-    loaded = {split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}")
+    loaded = {split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}-{run}")
               for split in SPLITS}
     loaded = dict(zip(SPLITS, client.persist(list(loaded.values()))))
     summaries = dict(zip(SPLITS, run_stage(client, "ingest-validate",
                                            [dask.delayed(_summarise)(loaded[s]) for s in SPLITS],
-                                           show_progress=False)))
+                                           show_progress=False, announce=False)))
 
     store.begin_stage(STAGE)
     writes = []

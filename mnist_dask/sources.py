@@ -57,8 +57,9 @@ class Source:
         if self.kind == "csv":
             path = self.locations[SPLITS.index(split)]
             return read_csv(_read_bytes(path), path)
-        files = self._files()
-        images_path, labels_path = files[f"{split}-images"], files[f"{split}-labels"]
+        # only this split's two files: a remote source must not download (and MD5-check) the others
+        images_path = _locate_idx(self.locations, _IDX_STEMS[(split, "images")])
+        labels_path = _locate_idx(self.locations, _IDX_STEMS[(split, "labels")])
         images = idx.parse_images(_read_bytes(images_path), images_path)
         labels = idx.parse_labels(_read_bytes(labels_path), labels_path)
         if len(images) != len(labels):

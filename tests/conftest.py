@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,76 @@ def mnist(mnist_dir: Path) -> dict[str, np.ndarray]:
         "test_images": _read_idx_gz(mnist_dir / "t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28),
         "test_labels": _read_idx_gz(mnist_dir / "t10k-labels-idx1-ubyte.gz", 8),
     }
+
+
+# -- small generated inputs (IDX and CSV files written byte by byte) ------------------------
+IDX_STEMS = {
+    "train-images": "train-images-idx3-ubyte",
+    "train-labels": "train-labels-idx1-ubyte",
+    "test-images": "t10k-images-idx3-ubyte",
+    "test-labels": "t10k-labels-idx1-ubyte",
+}
+
+
+class SmallMnist:
+    """A tiny MNIST look-alike (40 train / 20 test images) and writers for its IDX and CSV files."""
+
+    def __init__(self, seed: int = 7, n_train: int = 40, n_test: int = 20) -> None:
+        rng = np.random.default_rng(seed)
+        self.arrays = {
+            "train_images": rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
+            "train_labels": rng.integers(0, 10, size=n_train, dtype=np.uint8),
+            "test_images": rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
+            "test_labels": rng.integers(0, 10, size=n_test, dtype=np.uint8),
+        }
+        # every pixel value 0 and 255 and every digit occur, so the CSV round trip is meaningful
+        self.arrays["train_images"][0, 0, :2] = (0, 255)
+        self.arrays["train_labels"][:10] = np.arange(10)
+
+    @staticmethod
+    def images_bytes(images: np.ndarray, *, magic: int = 0x803, dims: tuple[int, ...] | None = None,
+                     gz: bool = False) -> bytes:
+        dims = images.shape if dims is None else dims
+        raw = struct.pack(f">I{len(dims)}I", magic, *dims) + np.ascontiguousarray(images, np.uint8).tobytes()
+        return gzip.compress(raw) if gz else raw
+
+    @staticmethod
+    def labels_bytes(labels: np.ndarray, *, magic: int = 0x801, n: int | None = None, gz: bool = False) -> bytes:
+        raw = struct.pack(">II", magic, len(labels) if n is None else n) + np.asarray(labels, np.uint8).tobytes()
+        return gzip.compress(raw) if gz else raw
+
+    @staticmethod
+    def csv_text(images: np.ndarray, labels: np.ndarray, *, header: bool = False) -> str:
+        lines = ["label," + ",".join(f"{r + 1}x{c + 1}" for r in range(28) for c in range(28))] if header else []
+        lines += [f"{label}," + ",".join(map(str, image.reshape(-1).tolist())) for image, label in zip(images, labels)]
+        return "\n".join(lines) + "\n"
+
+    def write_idx(self, folder: Path, *, gz: bool = True, overrides: dict[str, bytes] | None = None,
+                  omit: tuple[str, ...] = ()) -> Path:
+        """Write the four IDX files (``<stem>.gz`` or plain ``<stem>``); ``overrides`` replaces a file's bytes."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, stem in IDX_STEMS.items():
+            if key in omit:
+                continue
+            split, what = key.split("-")
+            array = self.arrays[f"{split}_{what}"]
+            data = (self.images_bytes(array, gz=gz) if what == "images" else self.labels_bytes(array, gz=gz))
+            if overrides and key in overrides:
+                data = overrides[key]
+            (folder / (stem + (".gz" if gz else ""))).write_bytes(data)
+        return folder
+
+    def write_csv(self, folder: Path, *, header: bool = False) -> tuple[Path, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for split in ("train", "test"):
+            path = folder / f"{split}.csv"
+            path.write_text(self.csv_text(self.arrays[f"{split}_images"], self.arrays[f"{split}_labels"], header=header))
+            paths.append(path)
+        return paths[0], paths[1]
+
+
+@pytest.fixture(scope="session")
+def small() -> SmallMnist:
+    """Tiny generated MNIST-shaped data with helpers that write it as IDX or CSV files."""
+    return SmallMnist()
