@@ -101,7 +101,7 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     except UnicodeDecodeError:
         raise UserError(f"{name}: not a text CSV file (non-ASCII bytes)") from None
     lines = text.splitlines()
-    skip = 1 if not lines[0].split(",")[0].strip().lstrip("-").isdigit() else 0
+    skip = 0 if _is_number(lines[0].split(",")[0]) else 1  # a header's first field is a name, not a number
     if skip and len(lines) == 1:
         raise UserError(f"{name}: header only, no data rows")
     for number, line in enumerate(lines[skip:], start=skip + 1):
@@ -120,6 +120,14 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         row = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
         raise UserError(f"{name}: label {int(labels[row])} at line {row + skip + 1} is outside 0-9")
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _locate_idx(locations: tuple[str, ...], stem: str) -> str:

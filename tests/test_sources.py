@@ -296,3 +296,11 @@ def test_folder_given_as_csv_file_is_refused(tmp_path):
     with pytest.raises(UserError) as exc:
         Source("csv", (str(tmp_path), str(tmp_path))).load_split("train")
     assert_one_line(exc, str(tmp_path), "is a folder")
+
+
+def test_csv_first_row_with_a_fractional_label_is_an_error_not_a_header():
+    from mnist_dask.sources import read_csv
+
+    row = "1.5," + ",".join(["0"] * 784)
+    with pytest.raises(UserError, match="rows.csv: non-integer value"):
+        read_csv((row + "\n" + row + "\n").encode(), "rows.csv")
