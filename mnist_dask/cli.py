@@ -123,9 +123,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with connect(_cluster(args)) as client:
         result = run_job(job, store, client, run_dir, source=source,
                          log=lambda line: print(f"[{job.name}] {line}", file=sys.stderr))
-    print(f"{job.name}: test accuracy {result['metrics']['test_accuracy']:.4f} "
-          f"(model {result['model']['n_neighbors']}-NN {result['model']['weights']}); results in {run_dir}/result.json")
+    print(f"{job.name}: {_headline(result)}; results in {run_dir}/result.json")
     return EXIT_OK
+
+
+def _headline(result: dict) -> str:
+    """One line summarising a run: its test accuracy (and model) when it has one."""
+    metrics = result.get("metrics", {})
+    if "test_accuracy" not in metrics:
+        return "done"
+    model = result.get("model", {})
+    described = f" (model {model['n_neighbors']}-NN {model['weights']})" if "n_neighbors" in model else ""
+    return f"test accuracy {metrics['test_accuracy']:.4f}{described}"
 
 
 def _transforms():

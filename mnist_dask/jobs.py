@@ -37,11 +37,13 @@ class Search:
 
 @dataclass(frozen=True)
 class Job:
-    """A validated job: dataset chain, optional search, final model, optional k sweep."""
+    """A validated job: a k-NN study (dataset chain, optional search, model, sweep) or a named experiment."""
 
     name: str
     path: str
     description: str = ""
+    experiment: str | None = None  # set for experiment jobs: a key of mnist_dask.experiments.EXPERIMENTS
+    params: dict[str, Any] = field(default_factory=dict)  # the experiment's parameters
     steps: tuple[Step, ...] = ()
     search: Search | None = None
     model: dict[str, Any] = field(default_factory=dict)
@@ -68,10 +70,12 @@ def load_job(path: str | Path) -> Job:
 def parse_job(data: dict[str, Any], path: str) -> Job:
     """Validate a job's parsed TOML; ``path`` names the file in error messages."""
     check = _Checker(path)
-    check.keys(data, "", {"name", "description", "dataset", "search", "model", "sweep", "expect"})
     name = check.typed(data, "name", str, Path(path).stem)
     if not _NAME.match(name):
         raise UserError(f"{path}: name {name!r} must be letters, digits, '_', '-' or '.' (it names the run folder)")
+    if "experiment" in data:
+        return _parse_experiment(data, path, name, check)
+    check.keys(data, "", {"name", "description", "dataset", "search", "model", "sweep", "expect"})
     dataset = check.table(data, "dataset")
     check.keys(dataset, "dataset", {"steps"})
     steps = tuple(check.step(s, i) for i, s in enumerate(check.typed(dataset, "steps", list, [], "dataset")))
@@ -118,6 +122,25 @@ def parse_job(data: dict[str, Any], path: str) -> Job:
     expect = check.table(data, "expect")
     return Job(name=name, path=path, description=check.typed(data, "description", str, ""),
                steps=steps, search=search, model=model, sweep=sweep, expect=expect)
+
+
+def _parse_experiment(data: dict[str, Any], path: str, name: str, check: _Checker) -> Job:
+    """An experiment job: ``experiment = "<name>"`` and its ``[params]``, checked against its defaults."""
+    from mnist_dask.experiments import EXPERIMENTS
+
+    check.keys(data, "", {"name", "description", "experiment", "params", "expect"})
+    experiment = check.typed(data, "experiment", str, "")
+    if experiment not in EXPERIMENTS:
+        raise UserError(f"{path}: unknown experiment {experiment!r}; choose from {', '.join(sorted(EXPERIMENTS))}")
+    defaults = EXPERIMENTS[experiment].defaults
+    params = check.table(data, "params")
+    check.keys(params, "params", set(defaults))
+    for key, value in params.items():
+        kind = type(defaults[key])
+        if defaults[key] is not None and not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            raise UserError(f"{path}: params.{key} must be a {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+    return Job(name=name, path=path, description=check.typed(data, "description", str, ""),
+               experiment=experiment, params={**defaults, **params}, expect=check.table(data, "expect"))
 
 
 class _Checker:
@@ -167,4 +190,5 @@ class _Checker:
 
 
 def _kind_name(kind: type) -> str:
-    return {str: "string", int: "integer", list: "list", dict: "table"}.get(kind, kind.__name__)
+    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
+            dict: "table"}.get(kind, kind.__name__)

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
 
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
+    if job.experiment is not None:
+        from mnist_dask.experiments import EXPERIMENTS
+
+        context = ExperimentContext(store=store, client=client, run_dir=run_dir, log=log, timings=timings)
+        with _timed(timings, job.experiment), span(job.experiment):
+            result.update(EXPERIMENTS[job.experiment].run(context, dict(job.params)))
+        return _finish(job, result, timings, run_dir)
     dataset = "raw"
     for step in job.steps:
         with _timed(timings, f"transform {step.transform}"):
@@ -84,8 +92,25 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
     if job.sweep is not None:
         with _timed(timings, "sweep"):
             result["sweep"] = _k_sweep(X_train, y_train.compute(), X_test, y_true, job.sweep, client)
+    return _finish(job, result, timings, run_dir)
+
+
+@dataclass(frozen=True)
+class ExperimentContext:
+    """What an experiment gets: the store (raw/ ingested), the cluster, its run folder, a logger."""
+
+    store: Store
+    client: Client
+    run_dir: Path
+    log: Callable[[str], None]
+    timings: dict[str, float]
+
+
+def _finish(job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path) -> dict[str, Any]:
+    """Attach published figures and timings, then write result.json atomically (the run's last write)."""
     if job.expect:
-        result["expected"] = {key: {"published": value, "measured": result["metrics"].get(key)}
+        metrics = result.get("metrics", {})
+        result["expected"] = {key: {"published": value, "measured": metrics.get(key)}
                               for key, value in job.expect.items()}
     result["timings_s"] = timings
     _write_json_atomically(run_dir / "result.json", result)
