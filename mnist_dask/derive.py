@@ -18,9 +18,9 @@ import numpy as np
 from distributed import Client
 
 from mnist_dask import transforms
-from mnist_dask.cluster import run_stage
 from mnist_dask.errors import UserError
 from mnist_dask.sources import SPLITS
+from mnist_dask.stages import produce_stage
 from mnist_dask.store import Store
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
@@ -58,17 +58,14 @@ def run_transform(store: Store, client: Client, name: str, params: dict[str, Any
         raise UserError(f"{store}: input stage '{input_stage}' is missing or incomplete; run it first")
     fingerprint = {"transform": name, "params": params, "input": input_stage,
                    "input_fingerprint": input_attrs.get("fingerprint")}
-    if store.is_complete(stage, fingerprint) and not force:
-        return StageOutcome("skipped", stage)
-    if store.is_complete(stage) and not force:
+
+    def conflict() -> None:
         raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
-    arrays = transform.build(store, input_stage, params)
-    store.begin_stage(stage)
-    writes = [array.to_zarr(**store.write_target(f"{stage}/{path}"), compute=False)
-              for path, array in arrays.items()]
-    run_stage(client, f"transform-{stage.removeprefix('derived/')}", writes)
-    store.complete_stage(stage, fingerprint, {"transform": name, "params": params, "input": input_stage})
-    return StageOutcome("written", stage)
+
+    def build() -> tuple[Arrays, dict[str, Any]]:
+        return transform.build(store, input_stage, params), {"transform": name, "params": params, "input": input_stage}
+
+    return StageOutcome(produce_stage(store, client, stage, fingerprint, force, build, conflict), stage)
 
 
 def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from distributed import Client
 from mnist_dask.cluster import run_stage
 from mnist_dask.errors import UserError
 from mnist_dask.sources import SPLITS, Source
+from mnist_dask.stages import produce_stage
 from mnist_dask.store import Store
 
 STAGE = "raw"
@@ -37,39 +38,34 @@ class IngestOutcome:
 def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DEFAULT_CHUNK,
            force: bool = False) -> IngestOutcome:
     """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there."""
-    run = uuid.uuid4().hex  # task keys unique per run: concurrent ingests on one scheduler must not share results
+    run = uuid.uuid4().hex  # task keys unique per run: concurrent ingests must not share results
     checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{run}").result()
     fingerprint = {"source": str(source), "inputs": checksums, "chunk_size": chunk_size}
-    existing = store.stage_attrs(STAGE)
-    if existing and existing.get("complete") and not force:
-        if store.is_complete(STAGE, fingerprint):
-            return IngestOutcome("skipped", existing["provenance"]["rows"])
+
+    def conflict() -> None:
         raise UserError(f"{store}: already holds MNIST ingested from other inputs; use --force to replace it")
 
-    loaded = {split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}-{run}")
-              for split in SPLITS}
-    loaded = dict(zip(SPLITS, client.persist(list(loaded.values()))))
-    summaries = dict(zip(SPLITS, run_stage(client, "ingest-validate",
-                                           [dask.delayed(_summarise)(loaded[s]) for s in SPLITS],
-                                           show_progress=False, announce=False)))
+    def build() -> tuple[dict[str, da.Array], dict]:
+        """Read and validate on the workers first: bad input never reaches the store."""
+        loaded = {split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}-{run}")
+                  for split in SPLITS}
+        loaded = dict(zip(SPLITS, client.persist(list(loaded.values()))))
+        summaries = dict(zip(SPLITS, run_stage(client, "ingest-validate",
+                                               [dask.delayed(_summarise)(loaded[s]) for s in SPLITS],
+                                               show_progress=False, announce=False)))
+        arrays = {}
+        for split in SPLITS:
+            rows = summaries[split]["rows"]
+            images = da.from_delayed(loaded[split][0], shape=(rows, 28, 28), dtype=np.uint8)
+            labels = da.from_delayed(loaded[split][1], shape=(rows,), dtype=np.uint8)
+            arrays[f"{split}/images"] = images.rechunk((chunk_size, 28, 28))
+            arrays[f"{split}/labels"] = labels.rechunk(chunk_size)
+        return arrays, {"source": str(source), "input_md5": checksums,
+                        "rows": {s: summaries[s]["rows"] for s in SPLITS},
+                        "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")}}
 
-    store.begin_stage(STAGE)
-    writes = []
-    for split in SPLITS:
-        rows = summaries[split]["rows"]
-        images = da.from_delayed(loaded[split][0], shape=(rows, 28, 28), dtype=np.uint8)
-        labels = da.from_delayed(loaded[split][1], shape=(rows,), dtype=np.uint8)
-        writes.append(images.rechunk((chunk_size, 28, 28)).to_zarr(**store.write_target(f"{STAGE}/{split}/images"), compute=False))
-        writes.append(labels.rechunk(chunk_size).to_zarr(**store.write_target(f"{STAGE}/{split}/labels"), compute=False))
-    run_stage(client, "ingest-write", writes)
-    rows = {s: summaries[s]["rows"] for s in SPLITS}
-    store.complete_stage(STAGE, fingerprint, {
-        "source": str(source),
-        "input_md5": checksums,
-        "rows": rows,
-        "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")},
-    })
-    return IngestOutcome("written", rows)
+    action = produce_stage(store, client, STAGE, fingerprint, force, build, conflict)
+    return IngestOutcome(action, store.stage_attrs(STAGE)["provenance"]["rows"])
 
 
 def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:

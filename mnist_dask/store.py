@@ -93,6 +93,10 @@ class Store:
         return {"url": self.url, "component": path, "overwrite": True,
                 "storage_options": self.storage_options}
 
+    def set_array_attr(self, path: str, key: str, value: Any) -> None:
+        """Set one attribute on a stored array (e.g. its chunk checksums)."""
+        self._group("a")[path].attrs[key] = _jsonable(value)
+
     def complete_stage(self, stage: str, fingerprint: dict[str, Any], provenance: dict[str, Any]) -> None:
         """Record provenance and mark the stage complete: the very last write of a stage."""
         group = self._group("a")[stage]
