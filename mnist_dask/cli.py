@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,9 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.verbose:
+    if not args.verbose:  # Dask's own chatter (port fallbacks, graph sizes) is not the user's business
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"distributed(\..*)?$")
     try:
         return args.handler(args) or EXIT_OK
     except UserError as exc:
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                       _cmd_run, _store_options(), _source_options(), _cluster_options())
     run.add_argument("job", metavar="JOB", help="job file, e.g. jobs/knn_baseline.toml")
     run.add_argument("--run-dir", default=None, help="folder for the run's outputs (default storage/runs/<job name>)")
+
+    _subcommand(commands, "verify", "recompute the chunk checksums a store recorded and name corrupted chunks",
+                _cmd_verify, _store_options(), _cluster_options()).add_argument(
+        "store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
 
     info = _subcommand(commands, "info", "show what a store holds", _cmd_info, _store_options())
     info.add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
@@ -141,6 +147,23 @@ def _transforms():
     from mnist_dask.derive import TRANSFORMS
 
     return TRANSFORMS
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import connect
+    from mnist_dask.verify import verify_store
+
+    store = _store(args, url=args.store_path)
+    if not store.exists():
+        raise UserError(f"{store}: no Zarr store here")
+    with connect(_cluster(args)) as client:
+        checked, problems = verify_store(store, client)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise UserError(f"{store}: {len(problems)} problem(s) found in {checked} chunks checked (listed above)")
+    print(f"{store}: all {checked} chunks match their recorded checksums")
+    return EXIT_OK
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
