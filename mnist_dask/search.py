@@ -4,8 +4,8 @@ For each cross-validation fold the validation rows' neighbours among that fold's
 training rows are found once, for the largest ``n_neighbors`` in the grid, with the
 exact blocked k-NN on the cluster. dask-ml's ``GridSearchCV`` then scores every
 (n_neighbors, weights) candidate on the cluster with :class:`NeighborVoteClassifier`,
-whose ``X`` is a column of row ids into that table: a candidate is a cheap vote, and
-there is no train x train graph and no repeated transform.
+whose ``X`` is that table (each row's neighbours' labels and distances): a candidate
+is a cheap vote, and there is no train x train graph and no repeated transform.
 """
 
 from __future__ import annotations
@@ -48,15 +48,14 @@ def grid_search(X: da.Array, y: np.ndarray, param_grid: dict[str, list[Any]] | l
     if unknown:
         raise UserError(f"param_grid: unknown k-NN parameter {sorted(unknown)[0]!r} (n_neighbors, weights)")
     k_max = max(c.get("n_neighbors", 5) for c in candidates)
-    ids = np.arange(len(y)).reshape(-1, 1)
     splitter = GroupKFold(n_splits=cv) if groups is not None else StratifiedKFold(n_splits=cv)
-    folds = list(splitter.split(ids, y, groups))
+    folds = list(splitter.split(np.zeros((len(y), 1)), y, groups))
 
     table_idx, table_dist = fold_neighbors(X, folds, k_max, scheduler)
-    voter = NeighborVoteClassifier(neighbor_indices=table_idx, neighbor_distances=table_dist, labels=y)
-    search = GridSearchCV(voter, param_grid, cv=folds, refit=False, scheduler=scheduler,
+    table = neighbor_table(table_idx, table_dist, y, folds)
+    search = GridSearchCV(NeighborVoteClassifier(), param_grid, cv=folds, refit=False, scheduler=scheduler,
                           return_train_score=False)
-    search.fit(ids, y)
+    search.fit(table, y)
     results = {key: _plain(value) for key, value in search.cv_results_.items()}
     best = int(np.argmin(search.cv_results_["rank_test_score"]))  # as scikit-learn's best_index_
     return SearchResult(best_params=dict(results["params"][best]),
@@ -85,38 +84,52 @@ def fold_neighbors(X: da.Array, folds: list[tuple[np.ndarray, np.ndarray]], k: i
     return table_idx, table_dist
 
 
-class NeighborVoteClassifier(ClassifierMixin, BaseEstimator):
-    """k-NN vote over precomputed neighbours; ``X`` is a column of row ids into the table.
+def neighbor_table(indices: np.ndarray, distances: np.ndarray, y: np.ndarray,
+                   folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Rows of ``[fold, neighbour labels..., neighbour distances...]``: the X the voter reads.
 
-    Fitting on a fold's training ids and predicting its validation ids gives the same
-    predictions as ``KNeighborsClassifier`` fitted on those rows, as long as the table
-    was built for that fold (checked: every neighbour used must be a training id).
+    Row i describes row i's neighbours among the training rows of the fold where it is a
+    validation row; dask-ml splits this table by the same folds, so each candidate gets
+    exactly the rows it needs and the table is never copied into the estimator.
+    """
+    k = indices.shape[1]
+    table = np.empty((len(y), 1 + 2 * k))
+    for fold, (_, val) in enumerate(folds):
+        table[val, 0] = fold
+    table[:, 1:1 + k] = y[indices]
+    table[:, 1 + k:] = distances
+    return table
+
+
+class NeighborVoteClassifier(ClassifierMixin, BaseEstimator):
+    """k-NN vote over precomputed neighbours; ``X`` rows come from :func:`neighbor_table`.
+
+    Predicting a fold's validation rows after fitting on its training rows gives the
+    same predictions as ``KNeighborsClassifier`` fitted on those rows (checked: the rows
+    predicted must belong to a fold none of the training rows belong to).
     """
 
-    def __init__(self, neighbor_indices: np.ndarray | None = None, neighbor_distances: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, n_neighbors: int = 5, weights: str = "uniform"):
-        self.neighbor_indices = neighbor_indices
-        self.neighbor_distances = neighbor_distances
-        self.labels = labels
+    def __init__(self, n_neighbors: int = 5, weights: str = "uniform"):
         self.n_neighbors = n_neighbors
         self.weights = weights
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> NeighborVoteClassifier:
-        """Remember which rows are training rows; the neighbours themselves are precomputed."""
-        self.train_ids_ = np.asarray(X)[:, 0]
+        """Remember the classes and which folds the training rows validate in."""
+        self.train_folds_ = np.unique(np.asarray(X)[:, 0])
         self.classes_ = np.unique(y)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities of the rows ``X[:, 0]`` from their first ``n_neighbors`` neighbours."""
-        ids = np.asarray(X)[:, 0]
-        if self.n_neighbors > self.neighbor_indices.shape[1]:
-            raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {self.neighbor_indices.shape[1]} precomputed")
-        neighbors = self.neighbor_indices[ids, : self.n_neighbors]
-        if not np.isin(neighbors, self.train_ids_).all():
-            raise ValueError("the neighbour table was not built for this fold's training rows")
-        return vote(self.labels[neighbors], self.neighbor_distances[ids, : self.n_neighbors],
-                    self.weights, self.classes_)
+        """Class probabilities from each row's first ``n_neighbors`` neighbours."""
+        X = np.asarray(X)
+        k_max = (X.shape[1] - 1) // 2
+        if self.n_neighbors > k_max:
+            raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {k_max} precomputed neighbours")
+        if np.isin(X[:, 0], self.train_folds_).any():
+            raise ValueError("rows to predict share a fold with the training rows: their neighbours include themselves")
+        labels = X[:, 1:1 + self.n_neighbors].astype(np.int64)
+        distances = X[:, 1 + k_max:1 + k_max + self.n_neighbors]
+        return vote(labels, distances, self.weights, self.classes_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The most voted class (ties to the smallest class, like scikit-learn)."""
