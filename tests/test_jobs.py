@@ -16,7 +16,12 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 def test_every_shipped_job_parses(path):
     job = load_job(path)
     assert job.name == path.stem
-    assert job.search is not None or job.model["n_neighbors"] >= 1
+    if job.experiment is None:  # a k-NN study job: a search or a fixed model
+        assert job.search is not None or job.model["n_neighbors"] >= 1
+    else:
+        from mnist_dask.experiments import EXPERIMENTS
+
+        assert set(job.params) == set(EXPERIMENTS[job.experiment].defaults)
 
 
 def test_augmented_job_searches_on_raw_and_fits_on_the_shift_chain():
