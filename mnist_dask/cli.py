@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:  # Dask's own chatter (port fallbacks, graph sizes) is not the user's business
-        for name in ("distributed", "bokeh", "tornado"):
+        for name in ("distributed", "bokeh", "tornado", "asyncio"):
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"distributed(\..*)?$")
     try:
