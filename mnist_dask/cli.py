@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mnist_dask import __version__
-from mnist_dask.errors import UserError
+from mnist_dask.errors import ClusterLostError, UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"mnist-dask: error: {exc}", file=sys.stderr)
         return EXIT_USER
+    except ClusterLostError as exc:
+        print(f"mnist-dask: error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("mnist-dask: interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ import dask
 import dask.config
 from distributed import Client, LocalCluster, progress, span
 
-from mnist_dask.errors import UserError
+from mnist_dask.errors import ClusterLostError, UserError
 
 
 #: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
@@ -60,6 +60,12 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         _PENDING_ANNOUNCEMENTS[client.id] = f"Dask: {where}; dashboard {client.dashboard_link}"
     try:
         yield client
+    except Exception as exc:
+        if client.status == "running" and "scheduler-connection-lost" not in str(exc):
+            raise
+        raise ClusterLostError(f"lost the connection to the Dask scheduler {address or 'of the local cluster'} "
+                               f"({type(exc).__name__}); completed stages are kept in the store, "
+                               "run the command again to resume") from None
     finally:
         _PENDING_ANNOUNCEMENTS.pop(client.id, None)
         client.close()

@@ -199,6 +199,136 @@ def _build_mean(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     return {"mean_image": images.mean(axis=0), "per_class": per_class}
 
 
+def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """Training set plus shifted and rotated copies, copy-major: row ``j * n + i`` is copy j of image i.
+
+    Copy 0 is the original; then the other shifts of ``radius``/``shape`` (as ``shift``),
+    then rotations by ``-degrees`` and ``+degrees`` (none when degrees is 0). Per row it
+    records ``copy`` (0 = original), ``offset`` (dx, dy), ``angle`` and ``source_index``;
+    the test split is copied unchanged.
+    """
+    copies = augment_copies(p)
+    images = store.read(f"{input_stage}/train/images").rechunk({0: p["chunk_size"]})
+    n, m = images.shape[0], len(copies)
+    blocks = [images.map_blocks(_apply_copy, dx=dx, dy=dy, degrees=angle, dtype=images.dtype,
+                                name=f"augment-{j}-{images.name}") for j, (dx, dy, angle) in enumerate(copies)]
+    per_copy = _per_copy_rows(copies, n, images.chunks[0])
+    labels = store.read(f"{input_stage}/train/labels").rechunk(images.chunks[0])
+    source = _source_index(store, input_stage).rechunk(images.chunks[0])
+    arrays = {
+        "train/images": da.concatenate(blocks, axis=0),
+        "train/labels": da.concatenate([labels] * m),
+        "train/source_index": da.concatenate([source] * m),
+        **per_copy,
+    }
+    return {**arrays, **_copy_split(store, input_stage, "test")}
+
+
+def augment_copies(p: dict[str, Any]) -> list[tuple[int, int, float]]:
+    """The (dx, dy, degrees) of every copy an ``augment``/``rotate`` stage makes, the original first."""
+    copies = [(dx, dy, 0.0) for dx, dy in _offsets({"radius": p.get("radius", 0), "shape": p.get("shape", "cross")})]
+    degrees = float(p["degrees"])
+    if degrees < 0 or degrees > 180:
+        raise UserError(f"transform augment: degrees must lie in [0, 180], got {degrees:g}")
+    return copies + ([(0, 0, -degrees), (0, 0, degrees)] if degrees else [])
+
+
+def _apply_copy(images: np.ndarray, dx: int, dy: int, degrees: float) -> np.ndarray:
+    """One augmentation copy of a block: shifted by (dx, dy), or rotated when degrees is non-zero."""
+    if degrees:
+        return transforms.rotate_images(images, degrees)
+    return transforms.shift_images(images, dx, dy) if (dx or dy) else images.copy()
+
+
+def _per_copy_rows(copies: list[tuple[int, int, float]], n: int, chunks: tuple[int, ...]) -> Arrays:
+    """``train/copy``, ``train/offset`` and ``train/angle`` for the copy-major rows."""
+    m = len(copies)
+    table = np.array(copies, dtype=np.float64)
+    copy_ids = np.repeat(np.arange(m, dtype=np.int16), n)
+    return {
+        "train/copy": da.from_array(copy_ids, chunks=chunks * m),
+        "train/offset": da.from_array(np.repeat(table[:, :2].astype(np.int8), n, axis=0), chunks=(chunks * m, 2)),
+        "train/angle": da.from_array(np.repeat(table[:, 2].astype(np.float32), n), chunks=chunks * m),
+    }
+
+
+def _augment_name(p: dict[str, Any]) -> str:
+    """``aug<m>x-s<r><c|s>-r<deg>``: number of copies, shift set and rotation angle."""
+    shifts = f"s{p['radius']}{p['shape'][0]}" if p["radius"] else "s0"
+    return f"aug{len(augment_copies(p))}x-{shifts}-r{p['degrees']:g}"
+
+
+def _build_rotate(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """Originals plus copies rotated by -degrees and +degrees (an ``augment`` without shifts)."""
+    return _build_augment(store, input_stage, {**p, "radius": 0, "shape": "cross"})
+
+
+def _build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """dask-ml PCA fitted on the input's training rows only (``fit_on``: all, or the originals of an
+    augmented input); both splits projected (float32).
+
+    With ``scale_power`` p > 0 each feature is multiplied by explained_variance ** -p
+    (partial whitening; p = 0.5 on unwhitened PCA equals ``whiten``). Also stores
+    ``components`` (n_components, d), ``mean``, ``explained_variance`` and
+    carries labels, ``source_index`` and (from an augmented input) ``copy``.
+    """
+    from dask_ml.decomposition import PCA
+
+    flat = {split: _flat(store.read_xy(input_stage, split)[0]).rechunk({0: p["chunk_size"], 1: -1})
+            .astype(np.float32) for split in SPLITS}
+    if not 1 <= p["n_components"] <= flat["train"].shape[1]:
+        raise UserError(f"transform pca: n_components must be between 1 and {flat['train'].shape[1]}, "
+                        f"got {p['n_components']}")
+    fit_rows = flat["train"]
+    if p["fit_on"] == "originals" and _has(store, f"{input_stage}/train/copy"):
+        fit_rows = fit_rows[np.flatnonzero(store.read(f"{input_stage}/train/copy").compute() == 0)]
+    elif p["fit_on"] not in ("all", "originals"):
+        raise UserError(f"transform pca: fit_on must be 'all' or 'originals', got {p['fit_on']!r}")
+    pca = PCA(n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"],
+              random_state=p["seed"]).fit(fit_rows.rechunk({0: p["chunk_size"]}))
+    arrays: Arrays = {"components": da.from_array(np.asarray(pca.components_, dtype=np.float32)),
+                      "mean": da.from_array(np.asarray(pca.mean_, dtype=np.float32)),
+                      "explained_variance": da.from_array(np.asarray(pca.explained_variance_))}
+    scale = (np.asarray(pca.explained_variance_) ** -p["scale_power"]).astype(np.float32)
+    for split in SPLITS:
+        arrays[f"{split}/features"] = pca.transform(flat[split]).astype(np.float32) * scale
+        arrays.update(_carry_labels(store, input_stage, split))
+    if _has(store, f"{input_stage}/train/copy"):
+        arrays["train/copy"] = store.read(f"{input_stage}/train/copy")
+    return arrays
+
+
+def _has(store: Store, path: str) -> bool:
+    """Whether the store holds an array at ``path``."""
+    import zarr
+
+    try:
+        zarr.open_group(store.url, mode="r", storage_options=store.storage_options)[path]
+    except KeyError:
+        return False
+    return True
+
+
+def _pca_name(p: dict[str, Any]) -> str:
+    power = f"p{p['scale_power']:g}" if p["scale_power"] else ""
+    return f"pca{p['n_components']}" + ("w" if p["whiten"] else "") + power
+
+
+def _build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """A seeded random subset of ``train`` training and ``test`` test rows (0 keeps a split whole), in order."""
+    arrays: Arrays = {}
+    rng = np.random.default_rng(p["seed"])
+    for split in SPLITS:
+        labels = store.read(f"{input_stage}/{split}/labels")
+        size = p[split]
+        if size < 0 or size > labels.shape[0]:
+            raise UserError(f"transform sample: {split}={size} must lie in [0, {labels.shape[0]}]")
+        rows = np.sort(rng.choice(labels.shape[0], size, replace=False)) if size else np.arange(labels.shape[0])
+        for path, array in _copy_split(store, input_stage, split).items():
+            arrays[path] = array[rows]
+    return arrays
+
+
 # -- helpers ----------------------------------------------------------------------------
 def _copy_split(store: Store, input_stage: str, split: str) -> Arrays:
     return {f"{split}/images": store.read(f"{input_stage}/{split}/images"),
@@ -262,4 +392,15 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("varthresh", {"threshold": 0.0}, lambda p: f"varthresh{p['threshold']:g}",
               _build_variance_threshold, "variance-threshold feature selection (fitted on train)"),
     Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit"),
+    Transform("augment", {"radius": 1, "shape": "cross", "degrees": 10.0, "chunk_size": 5000}, _augment_name,
+              _build_augment, "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
+              "copy-major, with copy/offset/angle/source_index per row"),
+    Transform("rotate", {"degrees": 10.0, "chunk_size": 5000}, lambda p: f"rot{p['degrees']:g}x3", _build_rotate,
+              "training set plus copies rotated by -degrees and +degrees (3x)"),
+    Transform("sample", {"train": 0, "test": 0, "seed": 0}, lambda p: f"sample{p['train']}-{p['test']}",
+              _build_sample, "seeded random subset of the training and test rows (for quick runs)"),
+    Transform("pca", {"n_components": 50, "whiten": False, "scale_power": 0.0, "fit_on": "all",
+                      "svd_solver": "full", "seed": 0, "chunk_size": 10000},
+              _pca_name, _build_pca, "dask-ml PCA fitted on the training split only (float32 features; "
+              "optional whitening, or partial whitening by explained_variance ** -scale_power)"),
 )}

@@ -6,3 +6,7 @@ class UserError(Exception):
 
     The message is one line that names the file (or thing) and the problem.
     """
+
+
+class ClusterLostError(Exception):
+    """The Dask scheduler went away mid-command: not bad input, not a bug; exit status 1, one line."""

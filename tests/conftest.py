@@ -107,3 +107,74 @@ class SmallMnist:
 def small() -> SmallMnist:
     """Tiny generated MNIST-shaped data with helpers that write it as IDX or CSV files."""
     return SmallMnist()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaskProcesses:
+    """A real ``dask scheduler`` and ``dask worker --nworkers N`` (with nannies) on 127.0.0.1."""
+
+    def __init__(self, n_workers: int = 2, memory_limit: str = "4GB"):
+        import subprocess
+        import sys
+
+        dask = str(Path(sys.executable).with_name("dask"))
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.scheduler = subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
+             "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers = subprocess.Popen(
+            [dask, "worker", self.address, "--nworkers", str(n_workers), "--nthreads", "1",
+             "--memory-limit", memory_limit, "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_for_workers(n_workers)
+
+    def wait_for_workers(self, n: int, timeout: float = 90) -> None:
+        import time
+
+        from distributed import Client
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with Client(self.address, timeout="5s") as client:
+                    client.wait_for_workers(n, timeout=timeout)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def worker_pids(self) -> dict[str, int]:
+        import os
+
+        from distributed import Client
+
+        with Client(self.address, timeout="10s") as client:
+            return client.run(os.getpid)
+
+    def close(self) -> None:
+        for process in (self.workers, self.scheduler):
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=30)
+            except Exception:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def dask_processes():
+    """A module's real scheduler + two single-threaded worker processes."""
+    cluster = DaskProcesses()
+    try:
+        yield cluster
+    finally:
+        cluster.close()

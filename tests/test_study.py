@@ -1,59 +1,27 @@
 """The study's published figures, reproduced by the shipped jobs on real MNIST.
 
 The jobs run through the real CLI against a real ``dask scheduler`` with two
-``dask worker`` processes on 127.0.0.1, and once on the default local cluster.
+``dask worker`` processes on 127.0.0.1 (conftest's ``dask_processes``), and once on
+the default local cluster.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from distributed import Client
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-DASK = str(Path(sys.executable).with_name("dask"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def scheduler_address():
-    """A real scheduler and two single-threaded worker processes, torn down after the module."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                                  "--dashboard-address", "127.0.0.1:0"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers = subprocess.Popen([DASK, "worker", address, "--nworkers", "2", "--nthreads", "1",
-                                "--memory-limit", "4GB", "--no-dashboard", "--host", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, timeout="5s") as client:
-                    client.wait_for_workers(2, timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield address
-    finally:
-        for process in (workers, scheduler):
-            process.terminate()
-            process.wait(timeout=30)
+def scheduler_address(dask_processes):
+    return dask_processes.address
 
 
 @pytest.fixture(scope="module")
