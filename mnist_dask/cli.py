@@ -212,6 +212,9 @@ def _cluster_options() -> argparse.ArgumentParser:
                        help="memory limit per local worker, e.g. 3GB (default auto)")
     group.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="give up reaching --scheduler after this long (default 10)")
+    group.add_argument("--tls-ca-file", metavar="PEM", help="CA certificate for a tls:// scheduler")
+    group.add_argument("--tls-cert", metavar="PEM", help="client certificate for a tls:// scheduler")
+    group.add_argument("--tls-key", metavar="PEM", help="client private key for a tls:// scheduler")
     return parent
 
 
@@ -241,7 +244,8 @@ def _cluster(args: argparse.Namespace):
 
     return ClusterOptions(scheduler=args.scheduler, workers=args.workers,
                           threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
-                          connect_timeout=args.connect_timeout)
+                          connect_timeout=args.connect_timeout, tls_ca_file=args.tls_ca_file,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def _positive_int(text: str) -> int:

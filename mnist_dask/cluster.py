@@ -17,6 +17,7 @@ from typing import Any
 import dask
 import dask.config
 from distributed import Client, LocalCluster, progress, span
+from distributed.security import Security
 
 from mnist_dask.errors import ClusterLostError, UserError
 
@@ -36,6 +37,9 @@ class ClusterOptions:
     connect_timeout: float = 10.0
     dashboard: str = "127.0.0.1:8787"
     quiet: bool = False
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @contextlib.contextmanager
@@ -43,7 +47,7 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; close whatever this call started."""
     address = options.scheduler or dask.config.get("scheduler-address", None)
     if address:
-        client = _connect_existing(address, options.connect_timeout)
+        client = _connect_existing(address, options.connect_timeout, _security(options))
         cluster = None
     else:
         cluster = LocalCluster(
@@ -90,11 +94,27 @@ def run_stage(client: Client, label: str, collections: Sequence[Any], show_progr
         return client.gather(futures)
 
 
-def _connect_existing(address: str, timeout: float) -> Client:
+def _security(options: ClusterOptions) -> Security | None:
+    """TLS credentials from the options, else None (dask.config's distributed.comm.tls applies)."""
+    files = {"--tls-ca-file": options.tls_ca_file, "--tls-cert": options.tls_cert, "--tls-key": options.tls_key}
+    if not any(files.values()):
+        return None
+    for flag, path in files.items():
+        if not path:
+            raise UserError(f"{flag} is required with the other TLS options")
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file ({flag})")
+    return Security(tls_ca_file=options.tls_ca_file, tls_client_cert=options.tls_cert,
+                    tls_client_key=options.tls_key, require_encryption=True)
+
+
+def _connect_existing(address: str, timeout: float, security: Security | None = None) -> Client:
     """Connect to a running scheduler, failing within ``timeout`` seconds with one clear line."""
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
-            return Client(address, timeout=f"{timeout}s")
-    except (OSError, TimeoutError, ValueError) as exc:
+            return Client(address, timeout=f"{timeout}s", security=security)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:  # TypeError: tls:// without credentials
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if address.startswith("tls://") and security is None:
+            reason = "a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key"
         raise UserError(f"scheduler {address}: cannot connect within {timeout:g}s ({reason[:160]})") from None
