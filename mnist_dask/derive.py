@@ -8,6 +8,7 @@ this module only maps it over dask chunks and runs it as a resumable stage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from mnist_dask.stages import produce_stage
 from mnist_dask.store import Store
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
+_STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def run_transform(store: Store, client: Client, name: str, params: dict[str, Any
     if transform is None:
         raise UserError(f"transform {name!r}: unknown; choose from {', '.join(sorted(TRANSFORMS))}")
     params = resolve_params(transform, params or {})
+    if not _STAGE_NAME.match(input_stage) or ".." in input_stage:
+        raise UserError(f"--input {input_stage}: not a dataset stage; use raw or derived/<name>")
     stage = output_stage(name, params, input_stage)
     input_attrs = store.stage_attrs(input_stage)
     if not input_attrs or not input_attrs.get("complete"):
@@ -310,6 +314,7 @@ def _has(store: Store, path: str) -> bool:
 
 
 def _pca_name(p: dict[str, Any]) -> str:
+    """``pca<n>``, ``w`` when whitened, ``p<power>`` when partially whitened."""
     power = f"p{p['scale_power']:g}" if p["scale_power"] else ""
     return f"pca{p['n_components']}" + ("w" if p["whiten"] else "") + power
 

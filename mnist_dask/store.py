@@ -68,11 +68,20 @@ class Store:
         return da.from_zarr(array, chunks=array.chunks, name=f"read-{path.replace('/', '-')}")
 
     def read_xy(self, stage: str, split: str) -> tuple[da.Array, da.Array]:
-        """A dataset split as ``(X (N, features), y (N,))``: flattened images, or stored features."""
+        """A dataset split as ``(X (N, features), y (N,))``: flattened images, or stored features.
+
+        Refuses arrays that cannot be a dataset: raw images that are not (N, 28, 28) uint8,
+        labels that are not (N,) uint8, or counts that disagree.
+        """
         group = self._group("r")
         key = "images" if f"{stage}/{split}/images" in group else "features"
-        X = self.read(f"{stage}/{split}/{key}")
-        return X.reshape(X.shape[0], -1), self.read(f"{stage}/{split}/labels")
+        X, y = self.read(f"{stage}/{split}/{key}"), self.read(f"{stage}/{split}/labels")
+        if stage == "raw" and (X.shape[1:] != (28, 28) or X.dtype != "uint8"):
+            raise UserError(f"{self.url}: raw/{split}/images is {X.shape} {X.dtype}, expected (N, 28, 28) uint8")
+        if y.ndim != 1 or y.dtype != "uint8" or y.shape[0] != X.shape[0]:
+            raise UserError(f"{self.url}: {stage}/{split}/labels is {y.shape} {y.dtype}, "
+                            f"expected ({X.shape[0]},) uint8 to match {key}")
+        return X.reshape(X.shape[0], -1), y
 
     def walk(self) -> Iterator[tuple[str, Any]]:
         """Yield ``(path, zarr node)`` for every group and array, depth first, sorted."""

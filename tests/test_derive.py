@@ -165,3 +165,20 @@ def test_radius2_killed_half_way_resumes_to_the_uninterrupted_result(store, clie
             pick = np.flatnonzero(rows // 60_000 == k)
             expected = ndi.shift(raw[rows[pick] % 60_000], [0, dy, dx], order=0, cval=0, mode="constant")
             assert np.array_equal(block[pick], expected)
+
+
+def test_input_stage_names_cannot_escape_the_store(store, client):
+    for bad in ("derived/../../etc", "../raw", "derived/a/b", "/raw"):
+        with pytest.raises(UserError, match="not a dataset stage"):
+            run_transform(store, client, "deskew", {}, input_stage=bad)
+
+
+def test_a_raw_stage_of_the_wrong_shape_or_dtype_is_refused(tmp_path):
+    store = Store(str(tmp_path / "odd.zarr"))
+    store.begin_stage("raw")
+    root = zarr.open_group(store.url, mode="a")
+    root.create_array("raw/train/images", shape=(10, 28, 27), dtype="uint8")
+    root.create_array("raw/train/labels", shape=(10,), dtype="uint8")
+    store.complete_stage("raw", {}, {})
+    with pytest.raises(UserError, match=r"raw/train/images is \(10, 28, 27\) uint8, expected \(N, 28, 28\) uint8"):
+        store.read_xy("raw", "train")
