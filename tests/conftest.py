@@ -178,3 +178,25 @@ def dask_processes():
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A module's real LocalCluster: two single-threaded worker processes on 127.0.0.1."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, client, mnist_dir):
+    """A module's store with real MNIST ingested into ``raw``."""
+    from mnist_dask.ingest import ingest
+    from mnist_dask.sources import Source
+    from mnist_dask.store import Store
+
+    store = Store(str(tmp_path_factory.mktemp("store") / "mnist.zarr"))
+    ingest(Source("idx", (str(mnist_dir),)), store, client)
+    return store

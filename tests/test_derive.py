@@ -13,29 +13,11 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import zarr
-from distributed import Client, LocalCluster
 
 from mnist_dask.derive import run_transform
 from mnist_dask.errors import UserError
-from mnist_dask.ingest import ingest
-from mnist_dask.sources import Source
 from mnist_dask.store import Store
 from mnist_dask.transforms import deskew, shift_offsets
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, client, mnist_dir) -> Store:
-    """A store holding real MNIST in ``raw``."""
-    store = Store(str(tmp_path_factory.mktemp("derive") / "mnist.zarr"))
-    ingest(Source("idx", (str(mnist_dir),)), store, client)
-    return store
 
 
 def _array(store: Store, path: str) -> np.ndarray:
