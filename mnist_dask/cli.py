@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--force", action="store_true", help="recompute even if the result is up to date")
         for key, default in spec.defaults.items():
             sub.add_argument(f"--{key.replace('_', '-')}", dest=f"param_{key}", default=default,
-                             type=type(default), help=f"(default {default})")
+                             type=_boolean if isinstance(default, bool) else type(default),
+                             help=f"(default {default})")
 
     run = _subcommand(commands, "run", "run a job file (ingest, transforms, search, predict, evaluate)",
                       _cmd_run, _store_options(), _source_options(), _cluster_options())
@@ -246,6 +247,14 @@ def _cluster(args: argparse.Namespace):
                           threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
                           connect_timeout=args.connect_timeout, tls_ca_file=args.tls_ca_file,
                           tls_cert=args.tls_cert, tls_key=args.tls_key)
+
+
+def _boolean(text: str) -> bool:
+    """true/false, yes/no, 1/0 (``bool('False')`` would be True)."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "yes", "no", "1", "0"):
+        raise argparse.ArgumentTypeError(f"{text} is not true or false")
+    return value in ("true", "yes", "1")
 
 
 def _positive_int(text: str) -> int:

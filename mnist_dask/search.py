@@ -94,6 +94,7 @@ def neighbor_table(indices: np.ndarray, distances: np.ndarray, y: np.ndarray,
     """
     k = indices.shape[1]
     table = np.empty((len(y), 1 + 2 * k))
+    table[:, 0] = -1  # rows that validate in no fold (e.g. augmented copies)
     for fold, (_, val) in enumerate(folds):
         table[val, 0] = fold
     table[:, 1:1 + k] = y[indices]

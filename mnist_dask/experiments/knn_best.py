@@ -1,0 +1,275 @@
+"""``knn_best``: a k-NN pipeline chosen by cross-validation on the training images only.
+
+Ingredients are added one at a time, each a chain of stages in the store (see
+:mod:`mnist_dask.derive`): raw -> +deskew -> +blur -> +PCA -> +shifts -> +rotations.
+Every ingredient's free choices (blur sigma, PCA size and feature scaling, rotation
+angle) and every chain's (k, weights) are chosen by the same cross-validation:
+
+* folds are drawn over the *original* training images (stratified, shuffled, seeded), so
+  all copies of an image (its shifts and rotations) sit on the same side of a fold;
+* a fold's training rows are every copy of its training images; its validation rows are
+  ``cv_val_per_fold`` of its held-out *original* images (no augmented copy is ever a
+  validation row);
+* the neighbours of each fold's validation rows are found once, for the largest k, with
+  the exact blocked k-NN, and dask-ml ``GridSearchCV`` scores every (k, weights) as a vote.
+
+Each ingredient keeps the CV-best setting of its own options and builds on the previous
+one; the final model is the row with the best CV score. The test set is used once, at
+the end, to score every row of the ablation table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from distributed import Client
+
+from mnist_dask.derive import run_transform
+from mnist_dask.experiments import register
+from mnist_dask.knn import kneighbors, vote
+from mnist_dask.search import NeighborVoteClassifier, _plain, neighbor_table
+from mnist_dask.store import Store
+
+Chain = tuple[tuple[str, dict[str, Any]], ...]  # (transform, params) steps applied to raw
+Fold = tuple[np.ndarray, np.ndarray]  # sorted (training rows, validation rows)
+
+_VAL_CHUNK = 1000  # validation / test rows per k-NN block
+_TRAIN_CHUNK = 20_000  # training rows per k-NN block
+
+
+@dataclass
+class Candidate:
+    """One chain's cross-validation outcome: best (k, weights), its score, and what it cost."""
+
+    label: str
+    chain: Chain
+    stage: str = ""
+    best_params: dict[str, Any] = field(default_factory=dict)
+    cv_score: float = float("nan")
+    cv_results: dict[str, list[Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@register("knn_best", cv=5, cv_val_per_fold=2000, seed=0, n_neighbors=[1, 2, 3, 4, 5, 6, 7, 8, 10],
+          weights=["uniform", "distance"], blur_sigmas=[1.0], pca_sizes=[40, 50, 60],
+          pca_scale_powers=[0.0, 0.25, 0.5], shift_radius=1, shift_shape="cross", rotation_degrees=[10.0],
+          train_sample=0, test_sample=0)
+def run(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Search the ingredients by CV on the training set, then score every ablation row on the test set once."""
+    search = _Search(ctx, params)
+    rows = search.ablation()
+    chosen = max(rows, key=lambda c: c.cv_score)
+    ctx.log(f"knn_best: chosen {chosen.stage} {chosen.best_params} (cv {chosen.cv_score:.4f})")
+    table = [_test_row(ctx, search, row) for row in rows]
+    final = next(t for t, row in zip(table, rows) if row is chosen)
+    ctx.log(f"knn_best: test accuracy {final['test_accuracy']:.4f}")
+    return {
+        "model": {"estimator": "exact k-NN (KNN of mnist_dask.knn)", "dataset": chosen.stage,
+                  "chain": _chain_json(chosen.chain), **chosen.best_params},
+        "metrics": {"test_accuracy": final["test_accuracy"], "cv_accuracy": chosen.cv_score},
+        "ablation": table,
+        "search": search.report(),
+    }
+
+
+class _Search:
+    """The staged search: builds chains as stages and scores them by group-fold CV."""
+
+    def __init__(self, ctx: Any, params: dict[str, Any]):
+        self.ctx, self.p = ctx, params
+        self.store: Store = ctx.store
+        self.client: Client = ctx.client
+        self.base: Chain = _base_chain(params)
+        self.grid = {"n_neighbors": [int(k) for k in params["n_neighbors"]], "weights": list(params["weights"])}
+        self.tried: list[Candidate] = []
+        self.folds_by_stage: dict[str, tuple[list[Fold], np.ndarray]] = {}
+
+    def ablation(self) -> list[Candidate]:
+        """The six cumulative rows, each the CV-best of its ingredient's options."""
+        augment = {"radius": int(self.p["shift_radius"]), "shape": self.p["shift_shape"]}
+        raw = self.best("raw", [()])
+        deskew = self.best("+deskew", [(("deskew", {}),)])
+        blur = self.best("+blur", [(*deskew.chain, ("blur", {"sigma": float(s)})) for s in self.p["blur_sigmas"]])
+        pca = self.best("+PCA", [(*blur.chain, ("pca", _pca(n, power))) for n in self.p["pca_sizes"]
+                                 for power in self.p["pca_scale_powers"]])
+        pca_step = pca.chain[-1]
+        shifts = self.best("+shifts", [(*blur.chain, ("augment", {**augment, "degrees": 0.0}), pca_step)])
+        rotations = self.best("+rotations", [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step)
+                                             for d in self.p["rotation_degrees"]])
+        return [raw, deskew, blur, pca, shifts, rotations]
+
+    def best(self, label: str, chains: list[Chain]) -> Candidate:
+        """Score every chain by CV and return the best (first on ties)."""
+        scored = [self.score(label, chain) for chain in chains]
+        return max(scored, key=lambda c: c.cv_score)
+
+    def score(self, label: str, chain: Chain) -> Candidate:
+        """Build the chain's stages, then cross-validate (k, weights) on its training rows."""
+        candidate = Candidate(label, chain)
+        start = time.perf_counter()
+        candidate.stage = self.build(chain)
+        candidate.seconds["stages"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
+        X, y, folds = self.training_rows(candidate.stage)
+        tables = fold_tables(X, folds, max(self.grid["n_neighbors"]), self.client)
+        candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(tables, y, folds, self.grid,
+                                                                                      self.client)
+        candidate.seconds["cv"] = round(time.perf_counter() - start, 3)
+        self.tried.append(candidate)
+        self.ctx.log(f"knn_best: {label} {candidate.stage}: cv {candidate.cv_score:.4f} {candidate.best_params} "
+                     f"({candidate.seconds['stages'] + candidate.seconds['cv']:.0f} s)")
+        return candidate
+
+    def build(self, chain: Chain) -> str:
+        """Run (or skip, when complete) every stage of base + chain; returns the last stage."""
+        stage = "raw"
+        for name, params in (*self.base, *chain):
+            stage = run_transform(self.store, self.client, name, params, input_stage=stage).stage
+        return stage
+
+    def training_rows(self, stage: str) -> tuple[da.Array, np.ndarray, list[Fold]]:
+        """Features, labels and group folds (over original images) of a stage's training split."""
+        X, y = self.store.read_xy(stage, "train")
+        y = y.compute()
+        source = (np.arange(len(y)) if stage == "raw"
+                  else self.store.read(f"{stage}/train/source_index").compute())
+        copy = _copy_ids(self.store, stage, len(source))
+        folds = group_folds(source, copy, y, self.p["cv"], self.p["cv_val_per_fold"], self.p["seed"])
+        return X, y, folds
+
+    def report(self) -> dict[str, Any]:
+        """What was searched, and every candidate's CV outcome."""
+        return {
+            "protocol": {"cv": self.p["cv"], "folds": "stratified over original training images (group folds)",
+                         "validation_rows_per_fold": self.p["cv_val_per_fold"],
+                         "validation_rows": "original images only", "seed": self.p["seed"],
+                         "base": _chain_json(self.base)},
+            "param_grid": self.grid,
+            "options": {key: self.p[key] for key in ("blur_sigmas", "pca_sizes", "pca_scale_powers", "shift_radius",
+                                                     "shift_shape", "rotation_degrees")},
+            "candidates": [{"ingredient": c.label, "stage": c.stage, "cv_score": c.cv_score,
+                            "best_params": c.best_params, "seconds": c.seconds,
+                            "cv_results": {key: c.cv_results[key] for key in ("params", "mean_test_score",
+                                                                               "std_test_score")}}
+                           for c in self.tried],
+        }
+
+
+def group_folds(source: np.ndarray, copy: np.ndarray, y: np.ndarray, cv: int, val_per_fold: int,
+                seed: int) -> list[Fold]:
+    """Folds over original images: all copies of the training images vs. originals of the held-out ones.
+
+    ``val_per_fold`` > 0 keeps that many (seeded) held-out originals per fold as validation rows.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    originals = np.flatnonzero(copy == 0)
+    rng = np.random.default_rng(seed)
+    folds = []
+    for train_part, val_part in StratifiedKFold(cv, shuffle=True, random_state=seed).split(originals,
+                                                                                            y[originals]):
+        val = originals[val_part]
+        if 0 < val_per_fold < len(val):
+            val = np.sort(rng.choice(val, val_per_fold, replace=False))
+        train = np.flatnonzero(np.isin(source, source[originals[train_part]]))
+        folds.append((train, val))
+    return folds
+
+
+def fold_tables(X: da.Array, folds: list[Fold], k: int, client: Client) -> tuple[np.ndarray, np.ndarray]:
+    """Each validation row's k nearest training rows of its fold: (row indices (n, k), distances (n, k)).
+
+    Rows that validate in no fold keep index -1 and distance inf.
+    """
+    X = X.rechunk({1: -1})
+    lazy = []
+    for train, val in folds:
+        distances, local = kneighbors(X[val].rechunk({0: _VAL_CHUNK}), X[train].rechunk({0: _TRAIN_CHUNK}), k)
+        lazy.append((distances, local))
+    computed = client.compute(lazy, sync=True)
+    table_idx = np.full((X.shape[0], k), -1, dtype=np.int64)
+    table_dist = np.full((X.shape[0], k), np.inf)
+    for (train, val), (distances, local) in zip(folds, computed):
+        table_idx[val] = train[local]
+        table_dist[val] = distances
+    return table_idx, table_dist
+
+
+def vote_search(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold],
+                grid: dict[str, list[Any]], client: Client) -> tuple[dict[str, Any], float, dict[str, list[Any]]]:
+    """dask-ml GridSearchCV over (k, weights) as votes on the precomputed neighbours: (best, score, results)."""
+    from dask_ml.model_selection import GridSearchCV
+
+    search = GridSearchCV(NeighborVoteClassifier(), grid, cv=folds, refit=False, scheduler=client,
+                          return_train_score=False)
+    search.fit(vote_table(tables, y, folds), y)
+    results = {key: _plain(value) for key, value in search.cv_results_.items()}
+    best = int(np.argmin(search.cv_results_["rank_test_score"]))
+    return dict(results["params"][best]), float(results["mean_test_score"][best]), results
+
+
+def vote_table(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold]) -> np.ndarray:
+    """:func:`mnist_dask.search.neighbor_table` rows, with fold -1 for rows that validate in no fold.
+
+    A fold's training rows (copies of its training images, and originals held out in other
+    folds) then never carry its fold number, which the voter checks.
+    """
+    table = neighbor_table(np.maximum(tables[0], 0), tables[1], y, folds)
+    validating = np.zeros(len(y), dtype=bool)
+    for _, val in folds:
+        validating[val] = True
+    table[~validating, 0] = -1
+    return table
+
+
+def _test_row(ctx: Any, search: _Search, row: Candidate) -> dict[str, Any]:
+    """Fit the row's chain on all training rows and score it on the test set (the only use of test labels)."""
+    start = time.perf_counter()
+    X_train, y_train = ctx.store.read_xy(row.stage, "train")
+    X_test, y_test = ctx.store.read_xy(row.stage, "test")
+    k, weights = int(row.best_params["n_neighbors"]), row.best_params["weights"]
+    distances, indices = ctx.client.compute(
+        kneighbors(X_test.rechunk({0: _VAL_CHUNK, 1: -1}), X_train.rechunk({0: _TRAIN_CHUNK, 1: -1}), k), sync=True)
+    y_train = y_train.compute()
+    classes = np.unique(y_train)
+    predicted = classes[np.argmax(vote(y_train[indices], distances, weights, classes), axis=1)]
+    accuracy = float(np.mean(predicted == y_test.compute()))
+    test_s = round(time.perf_counter() - start, 3)
+    ctx.log(f"knn_best: {row.label}: test accuracy {accuracy:.4f} ({test_s:.0f} s)")
+    return {"ingredient": row.label, "stage": row.stage, "features": int(X_train.shape[1]),
+            "train_rows": int(X_train.shape[0]), "n_neighbors": k, "weights": weights,
+            "cv_score": row.cv_score, "test_accuracy": accuracy, "stages_s": row.seconds["stages"],
+            "cv_s": row.seconds["cv"], "test_s": test_s,
+            "time_s": round(row.seconds["stages"] + row.seconds["cv"] + test_s, 3)}
+
+
+def _base_chain(params: dict[str, Any]) -> Chain:
+    """A ``sample`` step first when the job asks for a subsample (quick runs and tests)."""
+    if params["train_sample"] or params["test_sample"]:
+        return (("sample", {"train": int(params["train_sample"]), "test": int(params["test_sample"]),
+                            "seed": int(params["seed"])}),)
+    return ()
+
+
+def _pca(n: int, power: float) -> dict[str, Any]:
+    """Parameters of a ``pca`` step, fitted on the original (un-augmented) training images."""
+    return {"n_components": int(n), "scale_power": float(power), "fit_on": "originals"}
+
+
+def _copy_ids(store: Store, stage: str, n: int) -> np.ndarray:
+    """Copy number of each training row (0 = original); all zeros for a stage without augmentation."""
+    import zarr
+
+    group = zarr.open_group(store.url, mode="r", storage_options=store.storage_options)
+    if f"{stage}/train/copy" in group:
+        return store.read(f"{stage}/train/copy").compute()
+    return np.zeros(n, dtype=np.int16)
+
+
+def _chain_json(chain: Chain) -> list[dict[str, Any]]:
+    """A chain as job-file style steps, for result.json."""
+    return [{"transform": name, **params} for name, params in chain]

@@ -1,0 +1,90 @@
+"""The ``knn_best`` experiment: its group folds, its job file, and a small real run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_dask.experiments.knn_best import group_folds
+from mnist_dask.jobs import load_job
+
+REPO = Path(__file__).resolve().parents[1]
+INGREDIENTS = ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations"]
+
+
+def test_job_file_parses_with_its_search_space():
+    job = load_job(REPO / "jobs" / "knn_best.toml")
+    assert job.experiment == "knn_best"
+    assert job.params["train_sample"] == 0 and job.params["test_sample"] == 0  # the full 60,000 / 10,000
+    assert job.params["cv"] >= 2 and job.params["rotation_degrees"] and job.params["pca_sizes"]
+
+
+def test_group_folds_keep_every_copy_of_an_image_on_one_side():
+    n, copies = 600, 7
+    source = np.tile(np.random.default_rng(1).permutation(10_000)[:n], copies)
+    copy = np.repeat(np.arange(copies), n)
+    y = np.tile(np.arange(n) % 10, copies)
+    folds = group_folds(source, copy, y, cv=5, val_per_fold=50, seed=0)
+    seen = []
+    for train, val in folds:
+        assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+        assert len(val) == 50 and np.all(copy[val] == 0)  # validation rows are originals only
+        assert not np.isin(source[val], source[train]).any()  # no copy of a validation image trains
+        held_out = n - len(np.unique(source[train]))
+        assert held_out == n // 5 and len(train) == (n - held_out) * copies  # every copy of the others
+        seen.append(source[val])
+    assert len(np.unique(np.concatenate(seen))) == 5 * 50
+
+
+def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
+    job = tmp_path / "knn_best_small.toml"
+    job.write_text('experiment = "knn_best"\n[params]\ntrain_sample = 2000\ntest_sample = 300\ncv = 3\n'
+                   'cv_val_per_fold = 200\nn_neighbors = [1, 3, 5]\npca_sizes = [20]\npca_scale_powers = [0.0, 0.25]\n')
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "mnist_dask", "run", str(job), "--source", f"idx:{mnist_dir}",
+                           "--store", str(tmp_path / "mnist.zarr"), "--run-dir", str(run_dir), "--workers", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    table = result["ablation"]
+    assert [row["ingredient"] for row in table] == INGREDIENTS
+    assert [row["train_rows"] for row in table] == [2000] * 4 + [10_000, 14_000]
+    assert table[3]["features"] == 20 and table[0]["features"] == 784
+    for row in table:
+        assert 0.8 < row["cv_score"] <= 1 and 0.8 < row["test_accuracy"] <= 1 and row["time_s"] > 0
+    chosen = max(table, key=lambda row: row["cv_score"])
+    assert result["metrics"]["test_accuracy"] == chosen["test_accuracy"]
+    assert result["model"]["dataset"] == chosen["stage"]
+    candidates = result["search"]["candidates"]
+    assert len(candidates) == 7  # raw, deskew, blur, 2 PCA scalings, shifts, rotations
+    assert all(len(c["cv_results"]["params"]) == 6 for c in candidates)  # 3 k x 2 weights each
+
+
+def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
+    from distributed import Client, LocalCluster
+    from sklearn.neighbors import KNeighborsClassifier
+
+    import dask.array as da
+    from mnist_dask.experiments.knn_best import fold_tables, vote_search
+    from mnist_dask.transforms import shift_images
+
+    n = 900
+    images = mnist["train_images"][:n]
+    X = np.concatenate([images, shift_images(images, 1, 0), shift_images(images, 0, -1)]).reshape(3 * n, -1)
+    y = np.tile(mnist["train_labels"][:n], 3)
+    source, copy = np.tile(np.arange(n), 3), np.repeat(np.arange(3), n)
+    folds = group_folds(source, copy, y, cv=3, val_per_fold=100, seed=0)
+    grid = {"n_neighbors": [1, 3, 4], "weights": ["uniform", "distance"]}
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
+        tables = fold_tables(da.from_array(X, chunks=(1000, -1)), folds, 4, client)
+        best, score, results = vote_search(tables, y, folds, grid, client)
+    for params, mean in zip(results["params"], results["mean_test_score"]):
+        expected = np.mean([KNeighborsClassifier(**params).fit(X[train], y[train]).score(X[val], y[val])
+                            for train, val in folds])
+        assert abs(mean - expected) <= 0.01 + 1e-9  # equal up to the order of exact distance ties
+    assert score == max(results["mean_test_score"])
