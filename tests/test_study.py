@@ -71,3 +71,17 @@ def test_baseline_k5_scores_09688_on_a_local_cluster(store, tmp_path):
     assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
     assert metrics["test_errors"] == 312
     assert set(result["timings_s"]) >= {"ingest", "predict"}
+
+
+def test_nothing_in_the_store_or_run_folders_needs_unpickling(store, tmp_path_factory):
+    """Results are Zarr with plain numeric dtypes and JSON: no object arrays, no pickle files."""
+    import zarr
+
+    from mnist_dask.store import Store
+
+    arrays = [node for _, node in Store(store).walk() if isinstance(node, zarr.Array)]
+    assert len(arrays) >= 12
+    for array in arrays:
+        assert array.dtype.kind in "biuf", (array.path, array.dtype)
+    base = Path(store).parent.parent
+    assert not [p for p in base.rglob("*") if p.suffix in (".pkl", ".pickle", ".joblib", ".npy")]
