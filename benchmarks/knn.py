@@ -139,7 +139,10 @@ def _run_ours(X_train, y_train, X_test):
 
     model = KNNClassifier(n_neighbors=K, weights="distance").fit(X_train, y_train)
     queries = da.from_array(X_test, chunks=(DEFAULT_TEST_CHUNK, -1))
-    with dask.config.set(scheduler="threads"):
+    from threadpoolctl import threadpool_limits
+
+    # as the estimator's numpy path does: one BLAS thread per task, one task per core
+    with dask.config.set(scheduler="threads"), threadpool_limits(limits=1, user_api="blas"):
         (_, neighbors), labels = dask.compute(model.kneighbors(queries), model.predict(queries))
     return labels, neighbors
 
