@@ -1,0 +1,72 @@
+"""Helpers shared by the scikit-learn experiments: loading MNIST once, fanning work out, JSON-ready curves.
+
+Registers no experiment. Work fans out with distributed's joblib backend: inside
+:func:`on_cluster`, scikit-learn's ``n_jobs=-1`` loops (cross-validation folds,
+one-vs-rest fits, forest trees) run as tasks on the experiment's Dask cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import joblib
+import numpy as np
+from distributed import Client
+
+from mnist_dask.store import Store
+
+ORDERED_TRAIN_ROWS = 10_678  # our local train rows past this index are permuted among same-digit images
+MAX_CURVE_POINTS = 500
+
+
+def load_split(store: Store, split: str, sample: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``sample`` rows (0 = all) of a raw split as numpy (X as ``dtype``, y uint8), like the notebooks."""
+    X, y = store.read_xy("raw", split)
+    if sample:
+        X, y = X[:sample], y[:sample]
+    return X.compute().astype(dtype, copy=False), y.compute()
+
+
+@contextmanager
+def on_cluster(client: Client) -> Iterator[None]:
+    """Route joblib (scikit-learn's n_jobs) to the Dask cluster of ``client`` for the block's duration."""
+    with client.as_current(), joblib.parallel_backend("dask"):
+        yield
+
+
+def order_note(rows: int, what: str) -> str | None:
+    """A note when a figure depends on the order of more training rows than our copy keeps in canonical order."""
+    if rows <= ORDERED_TRAIN_ROWS:
+        return None
+    return (f"{what} depends on the order of the {rows:,} training rows; our local MNIST keeps the canonical order "
+            f"only for the first {ORDERED_TRAIN_ROWS:,} (later rows are permuted among same-digit images), "
+            "so it can differ slightly from the published figure")
+
+
+def downsample(*columns: np.ndarray, points: int = MAX_CURVE_POINTS) -> list[list[float]]:
+    """Columns of a curve reduced to at most ``points`` evenly spaced rows (first and last kept), as lists."""
+    n = len(columns[0])
+    keep = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int)) if n else np.array([], int)
+    return [np.asarray(c, dtype=np.float64)[keep].tolist() for c in columns]
+
+
+def fold_accuracies(y_true: np.ndarray, y_pred: np.ndarray, folds: list[np.ndarray]) -> list[float]:
+    """Accuracy of cross-validated predictions on each test fold: cross_val_score's scores for a deterministic model."""
+    return [float(np.mean(y_true[test] == y_pred[test])) for test in folds]
+
+
+def image(values: np.ndarray) -> list[list[float]]:
+    """784 pixel values as a 28x28 nested list."""
+    return np.asarray(values, dtype=np.float64).reshape(28, 28).tolist()
+
+
+def run_tasks(client: Client, function: Any, calls: list[tuple]) -> list[Any]:
+    """Run ``function(*args)`` for each args tuple as parallel cluster tasks; numpy arguments are scattered first.
+
+    The scattered futures stay referenced here until every result is gathered, so no task loses its inputs.
+    """
+    scattered = [[client.scatter(a) if isinstance(a, np.ndarray) else a for a in args] for args in calls]
+    futures = [client.submit(function, *args, pure=False) for args in scattered]
+    return client.gather(futures)

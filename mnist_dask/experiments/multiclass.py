@@ -1,0 +1,260 @@
+"""Multiclass classifiers: SVC OvO/OvR, SGD with and without scaling, one-vs-rest logistic regression,
+the notebook 004 small-sample comparison, notebook 003's SVC kernels, and chapter 3's error analysis.
+
+One-vs-rest fits (``OneVsRestClassifier(n_jobs=-1)``) and cross-validation folds
+(``cross_val_predict(n_jobs=-1)``) run under the Dask joblib backend, so each binary fit or
+fold is its own cluster task; independent models are submitted as separate tasks, and
+expensive predictions are split into test chunks predicted on the workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from distributed import Client
+from sklearn.base import clone
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from mnist_dask.experiments import register
+from mnist_dask.experiments.common import fold_accuracies, image, load_split, on_cluster, order_note, run_tasks
+
+CV = 3
+DIGITS = np.arange(10)
+PREDICT_CHUNK = 1_000
+
+
+@register("multiclass", svc_sample=2000, test_sample=0, sgd_sample=0, random_state=42, logistic_sample=0,
+          logistic_max_iter=100, small_sample=6000)
+def multiclass(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """SVC OvO vs OvR on the first images, SGD 3-fold CV raw and scaled, OvR saga logistic, the 6,000-image trio."""
+    X, y = load_split(ctx.store, "train")
+    X_test, y_test = load_split(ctx.store, "test", params["test_sample"])
+    seed = params["random_state"]
+    svc = _svc_ovo_ovr(ctx, X[:params["svc_sample"]], y[:params["svc_sample"]], X_test, y_test, seed)
+    sgd_rows, logistic_rows = params["sgd_sample"] or len(y), params["logistic_sample"] or len(y)
+    sgd = _sgd_cv(ctx, X[:sgd_rows], y[:sgd_rows], seed)
+    logistic = _logistic_ovr(ctx, X[:logistic_rows], y[:logistic_rows], X_test, y_test, seed,
+                             params["logistic_max_iter"])
+    small = _small_sample(ctx, params["small_sample"])
+    metrics = {
+        "svc": svc["metrics"], "ovr_svc": svc["ovr_metrics"], "sgd": sgd["metrics"],
+        "logistic_ovr": logistic["metrics"], "small_sample": small["metrics"],
+        "svc_test_accuracy": svc["metrics"]["test_accuracy"],
+        "ovr_svc_test_accuracy": svc["ovr_metrics"]["test_accuracy"],
+        "sgd_cv_scores": sgd["metrics"]["cv_scores"], "sgd_scaled_cv_scores": sgd["metrics"]["scaled_cv_scores"],
+        "logistic_test_accuracy": logistic["metrics"]["test_accuracy"],
+        "logistic_f1_weighted": logistic["metrics"]["f1_weighted"],
+        **{f"{name}_small_accuracy": value for name, value in small["metrics"].items()},
+    }
+    notes = [n for n in [order_note(sgd_rows, "SGD 3-fold CV (raw and scaled)"),
+                         order_note(logistic_rows, "saga's seeded sample order, and so the logistic figures "
+                                                   "(slightly, the fit is near convergence)")] if n]
+    notes += sgd["notes"] + logistic["notes"]
+    return {"model": {"svc": svc["model"], "sgd": sgd["model"], "logistic_ovr": logistic["model"],
+                      "small_sample": small["model"], "test_rows": int(len(y_test))},
+            "metrics": metrics,
+            "figures_data": {"logistic_ovr": logistic["figures_data"], "small_sample": small["figures_data"]},
+            "notes": notes}
+
+
+@register("svm_kernels", sample=0, test_sample=0, kernels=["poly", "rbf", "sigmoid"], degree=3,
+          poly_variance_threshold=100.0, cache_size=1000)
+def svm_kernels(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Notebook 003: StandardScaler + OneVsRest(SVC) with each kernel, plus poly after VarianceThreshold(100)."""
+    X, y = load_split(ctx.store, "train", params["sample"])
+    X_test, y_test = load_split(ctx.store, "test", params["test_sample"])
+    variants = {kernel: (kernel, None) for kernel in params["kernels"]}
+    if params["poly_variance_threshold"] > 0:
+        variants["poly_variance_threshold"] = ("poly", params["poly_variance_threshold"])
+    metrics, models, confusion = {}, {}, {}
+    for name, (kernel, threshold) in variants.items():
+        model = _svc_pipeline(kernel, params["degree"], params["cache_size"], threshold)
+        ctx.log(f"svm_kernels: {name}: 10 one-vs-rest SVC fits as cluster tasks on {len(y):,} images")
+        with on_cluster(ctx.client):
+            model.fit(X, y)
+        y_pred = _predict_on_cluster(ctx.client, model, X_test)
+        metrics[f"{name}_test_accuracy"] = float(accuracy_score(y_test, y_pred))
+        metrics[name] = {"test_accuracy": metrics[f"{name}_test_accuracy"],
+                         "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
+                         "support_vectors": [int(e.n_support_.sum()) for e in model[-1].estimators_]}
+        models[name] = repr(model)
+        confusion[name] = confusion_matrix(y_test, y_pred, labels=DIGITS).tolist()
+        ctx.log(f"svm_kernels: {name}: test accuracy {metrics[f'{name}_test_accuracy']:.4f}")
+    notes = [] if not params["sample"] else [f"trained on the first {params['sample']:,} training images only "
+                                             "(the published figures use all 60,000)"]
+    return {"model": {"pipelines": models, "train_rows": int(len(y)), "test_rows": int(len(y_test))},
+            "metrics": metrics, "figures_data": {"confusion_matrices": confusion},
+            "notes": notes + ["support_vectors lists the support-vector count of each of the 10 binary SVCs"]}
+
+
+@register("error_analysis", sample=0, random_state=42, pairs=25)
+def error_analysis(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Confusion matrix of the scaled SGD's 3-fold predictions, normalised by row and by column, and the 3/5 grid."""
+    X, y = load_split(ctx.store, "train", params["sample"])
+    X_scaled = StandardScaler().fit_transform(X)
+    ctx.log("error_analysis: scaled SGD, 3 folds as cluster tasks")
+    with on_cluster(ctx.client):
+        y_pred = cross_val_predict(SGDClassifier(random_state=params["random_state"]), X_scaled, y, cv=CV, n_jobs=-1)
+    matrix = confusion_matrix(y, y_pred, labels=DIGITS)
+    folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
+    quadrants = {f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[:params["pairs"]].tolist()
+                 for a in (3, 5) for b in (3, 5)}
+    notes = [n for n in [order_note(len(y), "The 3-fold cross-validated predictions")] if n]
+    return {
+        "model": {"estimator": f"SGDClassifier(random_state={params['random_state']})",
+                  "preprocessing": "StandardScaler fitted on the whole training set (as the notebook does)",
+                  "cv": CV, "train_rows": int(len(y))},
+        "metrics": {"confusion_matrix": matrix.tolist(), "cv_scores": fold_accuracies(y, y_pred, folds),
+                    "cv_accuracy": float(np.mean(y == y_pred)),
+                    "errors_by_true_digit": (matrix.sum(axis=1) - np.diag(matrix)).tolist(),
+                    "errors_by_predicted_digit": (matrix.sum(axis=0) - np.diag(matrix)).tolist()},
+        "figures_data": {
+            "confusion_matrix_row_normalised_errors": _normalised_errors(matrix, axis=1),
+            "confusion_matrix_column_normalised_errors": _normalised_errors(matrix, axis=0),
+            "confusion_matrix_note": "rows are true digits, columns predicted digits; the normalised matrices have "
+                                     "their diagonal set to 0 to show only the errors",
+            "three_five_grid": {"indices_are": "training-set row indices", "per_quadrant": params["pairs"],
+                                "quadrants": quadrants},
+        },
+        "notes": notes,
+    }
+
+
+def _svc_ovo_ovr(ctx: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                 seed: int) -> dict[str, Any]:
+    """SVC (45 one-vs-one machines) as one task, then OneVsRest(SVC) as ten tasks, on the first images."""
+    ctx.log(f"multiclass: SVC one-vs-one and one-vs-rest on the first {len(y):,} images")
+    [ovo] = run_tasks(ctx.client, _fit, [(SVC(random_state=seed), X, y)])
+    ovr = OneVsRestClassifier(SVC(random_state=seed), n_jobs=-1)
+    with on_cluster(ctx.client):
+        ovr.fit(X, y)
+    results = {}
+    for name, model in (("metrics", ovo), ("ovr_metrics", ovr)):
+        y_pred = _predict_on_cluster(ctx.client, model, X_test)
+        results[name] = {"test_accuracy": float(accuracy_score(y_test, y_pred)), "train_rows": int(len(y)),
+                         "f1_macro": float(f1_score(y_test, y_pred, average="macro"))}
+    results["metrics"]["binary_classifiers"] = len(DIGITS) * (len(DIGITS) - 1) // 2
+    results["ovr_metrics"]["binary_classifiers"] = len(ovr.estimators_)
+    results["model"] = {"ovo": repr(ovo), "ovr": repr(ovr), "train_rows": int(len(y))}
+    return results
+
+
+def _sgd_cv(ctx: Any, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    """SGD multiclass 3-fold CV accuracies on raw pixels and after StandardScaler (fitted on all rows, as in 001)."""
+    folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
+    scores = {}
+    for name, data in (("cv_scores", X), ("scaled_cv_scores", StandardScaler().fit_transform(X))):
+        ctx.log(f"multiclass: SGD {name}, 3 folds as cluster tasks")
+        with on_cluster(ctx.client):
+            y_pred = cross_val_predict(SGDClassifier(random_state=seed), data, y, cv=CV, n_jobs=-1)
+        scores[name] = fold_accuracies(y, y_pred, folds)
+    return {"metrics": scores, "model": {"estimator": f"SGDClassifier(random_state={seed})", "cv": CV,
+                                         "train_rows": int(len(y))},
+            "notes": ["SGD cv scores are the per-fold accuracies of cross_val_predict (equal to cross_val_score)"]}
+
+
+def _logistic_ovr(ctx: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int,
+                  max_iter: int) -> dict[str, Any]:
+    """Notebook 003's VarianceThreshold + StandardScaler + OneVsRest(saga LogisticRegression) with its digit table."""
+    model = Pipeline([("feature_selection", VarianceThreshold()), ("feature_scaling", StandardScaler()),
+                      ("classification", OneVsRestClassifier(
+                          LogisticRegression(solver="saga", random_state=seed, max_iter=max_iter), n_jobs=-1))])
+    ctx.log(f"multiclass: one-vs-rest saga logistic regression on {len(y):,} images, 10 fits as cluster tasks")
+    with on_cluster(ctx.client):
+        model.fit(X, y)
+    proba = model.predict_proba(X_test)
+    y_pred = model.classes_[np.argmax(proba, axis=1)]
+    table = _digit_table(y_test, y_pred, proba)
+    coef = [model["feature_selection"].inverse_transform(
+        model["feature_scaling"].inverse_transform(e.coef_))[0] for e in model["classification"].estimators_]
+    return {
+        "metrics": {"test_accuracy": float(accuracy_score(y_test, y_pred)),
+                    "f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
+                    "f1_macro": float(f1_score(y_test, y_pred, average="macro")), "per_digit": table,
+                    "confusion_matrix": confusion_matrix(y_test, y_pred, labels=DIGITS).tolist()},
+        "model": {"pipeline": repr(model), "train_rows": int(len(y))},
+        "figures_data": {"coefficient_images": {str(d): image(c) for d, c in zip(DIGITS, coef)},
+                         "misclassified_test_digits_histogram": np.bincount(y_test[y_pred != y_test],
+                                                                            minlength=10).tolist(),
+                         "misclassified_test_indices": np.flatnonzero(y_pred != y_test).tolist()},
+        "notes": [f"notebook 003 used LogisticRegression(multi_class='ovr') (parameter removed in scikit-learn "
+                  f"1.8; inside OneVsRestClassifier each fit is binary, so it had no effect); max_iter={max_iter}"],
+    }
+
+
+def _small_sample(ctx: Any, sample: int) -> dict[str, Any]:
+    """Notebook 004: first ``sample`` images split 67/33 (random_state=42); GaussianNB, liblinear logistic, 5-NN."""
+    X, y = load_split(ctx.store, "train", sample, dtype=np.uint8)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.33, random_state=42)
+    models = {"knn": KNeighborsClassifier(), "gaussian_nb": GaussianNB(),
+              "logistic": OneVsRestClassifier(LogisticRegression(solver="liblinear", max_iter=1000))}
+    ctx.log(f"multiclass: GaussianNB, logistic, k-NN on {sample:,} images as 3 cluster tasks")
+    results = run_tasks(ctx.client, _fit_predict, [(model, X_train, y_train, X_test) for model in models.values()])
+    predictions = dict(zip(models, results))
+    return {"metrics": {name: float(accuracy_score(y_test, p)) for name, p in predictions.items()},
+            "model": {"sample": int(sample), "split": "train_test_split(test_size=0.33, random_state=42)",
+                      "train_rows": int(len(y_train)), "test_rows": int(len(y_test)),
+                      **{name: repr(model) for name, model in models.items()}},
+            "figures_data": {f"{name}_confusion_matrix": confusion_matrix(y_test, p, labels=DIGITS).tolist()
+                             for name, p in predictions.items()}}
+
+
+def _digit_table(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
+    """Notebook 003's per-digit table: accuracy on that digit's images, F1, mean negative/positive probability."""
+    recall = recall_score(y_true, y_pred, labels=DIGITS, average=None, zero_division=0)
+    f1 = f1_score(y_true, y_pred, labels=DIGITS, average=None, zero_division=0)
+    rows = []
+    for d in DIGITS:
+        pos = float(np.mean(proba[y_true == d, d])) if np.any(y_true == d) else float("nan")
+        rows.append({"digit": int(d), "accuracy": float(recall[d]), "f1": float(f1[d]),
+                     "mean_neg_proba": 1.0 - pos, "mean_pos_proba": pos})
+    return rows
+
+
+def _normalised_errors(matrix: np.ndarray, axis: int) -> list[list[float]]:
+    """Confusion matrix divided by its row (axis=1) or column (axis=0) sums, diagonal zeroed."""
+    sums = matrix.sum(axis=axis, keepdims=True)
+    normalised = matrix / np.where(sums == 0, 1, sums)
+    np.fill_diagonal(normalised, 0)
+    return normalised.tolist()
+
+
+def _svc_pipeline(kernel: str, degree: int, cache_size: int, threshold: float | None) -> Pipeline:
+    """Optional VarianceThreshold, StandardScaler, then OneVsRest(SVC(kernel)) fanned out with n_jobs=-1."""
+    steps = [("feature_selection", VarianceThreshold(threshold))] if threshold else []
+    svc = SVC(kernel=kernel, degree=degree, cache_size=cache_size)
+    return Pipeline(steps + [("feature_scaling", StandardScaler()),
+                             ("classification", OneVsRestClassifier(svc, n_jobs=-1))])
+
+
+def _predict_on_cluster(client: Client, model: Any, X: np.ndarray) -> np.ndarray:
+    """Predict X in chunks of rows, one cluster task per chunk, with the model scattered once."""
+    remote = client.scatter(model, broadcast=True)
+    futures = [client.submit(_predict, remote, X[i:i + PREDICT_CHUNK], pure=False)
+               for i in range(0, len(X), PREDICT_CHUNK)]
+    return np.concatenate(client.gather(futures))
+
+
+def _fit(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    """Fit a fresh clone of ``model`` (runs on a worker)."""
+    return clone(model).fit(X, y)
+
+
+def _fit_predict(model: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    """Fit a fresh clone on (X, y) and predict X_test (runs on a worker)."""
+    return clone(model).fit(X, y).predict(X_test)
+
+
+def _predict(model: Any, X: np.ndarray) -> np.ndarray:
+    """Predict one chunk (runs on a worker)."""
+    return model.predict(X)
