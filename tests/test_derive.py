@@ -164,3 +164,8 @@ def test_a_raw_stage_of_the_wrong_shape_or_dtype_is_refused(tmp_path):
     store.complete_stage("raw", {}, {})
     with pytest.raises(UserError, match=r"raw/train/images is \(10, 28, 27\) uint8, expected \(N, 28, 28\) uint8"):
         store.read_xy("raw", "train")
+
+
+def test_a_missing_input_stage_is_a_user_error(store, client):
+    with pytest.raises(UserError, match="input stage 'derived/deskew\\+blur3' is missing or incomplete"):
+        run_transform(store, client, "shift", {}, input_stage="derived/deskew+blur3")
