@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                 _cmd_verify, _store_options(), _cluster_options()).add_argument(
         "store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
 
+    report = _subcommand(commands, "report", "rebuild a run's report.html from its result.json",
+                         _cmd_report, _store_options())
+    report.add_argument("run_dir", metavar="RUN", help="the run's folder (holding result.json)")
+
+    classify = _subcommand(commands, "classify", "predict the digit of your own image files with a run's model",
+                           _cmd_classify, _store_options())
+    classify.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, BMP, JPEG, ... files")
+    classify.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run's folder")
+
     info = _subcommand(commands, "info", "show what a store holds", _cmd_info, _store_options())
     info.add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -176,6 +185,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     store = _store(args, url=args.store_path)
     description = describe(store)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mnist_dask.report import load_result, write_report
+
+    result = load_result(Path(args.run_dir))  # exit 2 before any work when there is no result
+    from mnist_dask.store import DEFAULT_STORE
+
+    given = args.store != os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE)  # else: the run's own store
+    store = _store(args) if given or "store" not in result else None
+    print(write_report(args.run_dir, store))
+    return EXIT_OK
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from mnist_dask.classify import classify_files
+    from mnist_dask.store import DEFAULT_STORE
+
+    given = args.store != os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE)  # else: the run's own store
+    for path, digit, probability in classify_files(args.images, args.run, _store(args) if given else None):
+        print(f"{path}: {digit} (probability {probability:.2f})")
     return EXIT_OK
 
 

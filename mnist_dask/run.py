@@ -56,7 +56,7 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
         context = ExperimentContext(store=store, client=client, run_dir=run_dir, log=log, timings=timings)
         with _timed(timings, job.experiment), span(job.experiment):
             result.update(EXPERIMENTS[job.experiment].run(context, dict(job.params)))
-        return _finish(job, result, timings, run_dir)
+        return _finish(job, result, timings, run_dir, store, log)
     dataset = "raw"
     for step in job.steps:
         with _timed(timings, f"transform {step.transform}"):
@@ -92,7 +92,7 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
     if job.sweep is not None:
         with _timed(timings, "sweep"):
             result["sweep"] = _k_sweep(X_train, y_train.compute(), X_test, y_true, job.sweep, client)
-    return _finish(job, result, timings, run_dir)
+    return _finish(job, result, timings, run_dir, store, log)
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,21 @@ class ExperimentContext:
     timings: dict[str, float]
 
 
-def _finish(job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path) -> dict[str, Any]:
-    """Attach published figures and timings, then write result.json atomically (the run's last write)."""
+def _finish(job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path, store: Store,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """Attach published figures and timings, write result.json atomically, then the report."""
     if job.expect:
         metrics = result.get("metrics", {})
         result["expected"] = {key: {"published": value, "measured": metrics.get(key)}
                               for key, value in job.expect.items()}
     result["timings_s"] = timings
     _write_json_atomically(run_dir / "result.json", result)
+    try:  # after result.json: a report failure must not lose the finished run
+        from mnist_dask.report import write_report
+
+        write_report(run_dir, store)
+    except Exception as exc:  # noqa: BLE001
+        log(f"warning: report.html not written ({type(exc).__name__}: {exc})")
     return result
 
 

@@ -1,0 +1,83 @@
+"""Classify a user's own digit images with a finished run's k-NN model.
+
+Images are preprocessed the way MNIST was made: grayscale, inverted when dark-on-light,
+cropped to the ink's bounding box, scaled into a 20x20 box keeping the aspect ratio, and
+centred by centre of mass in a 28x28 field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from mnist_dask.errors import UserError
+from mnist_dask.knn import KNNClassifier
+from mnist_dask.report import load_result
+from mnist_dask.store import Store
+
+MAX_PIXELS = 40_000_000
+
+
+def classify_files(paths: list[str | Path], run_dir: str | Path,
+                   store: Store | None = None) -> list[tuple[str, int, float]]:
+    """(file, predicted digit, its probability) per image, from the run's model refitted on its training set."""
+    result = load_result(Path(run_dir))
+    images = np.stack([load_digit(p) for p in paths])  # every file checked before the model is built
+    model_params = result.get("model", {})
+    if "n_neighbors" not in model_params:
+        raise UserError(f"{run_dir}: the run has no k-NN model to classify with")
+    store = store or Store(result["store"])
+    X, y = store.read_xy(result.get("dataset", "raw"), "train")
+    if X.shape[1] != 784:
+        raise UserError(f"{run_dir}: its model works on {result.get('dataset')} ({X.shape[1]} features); "
+                        "classify needs a run on 28x28 images")
+    model = KNNClassifier(n_neighbors=model_params["n_neighbors"], weights=model_params.get("weights", "uniform"))
+    model.fit(X.compute(), y.compute())
+    proba = model.predict_proba(images.reshape(len(images), -1))
+    best = np.argmax(proba, axis=1)
+    return [(str(p), int(model.classes_[i]), float(proba[row, i])) for row, (p, i) in enumerate(zip(paths, best))]
+
+
+def load_digit(path: str | Path) -> np.ndarray:
+    """Read one image file (checked: exists, non-empty, an image, not huge) as an MNIST-style 28x28 uint8."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UserError(f"{path}: empty file")
+        with Image.open(path) as image:  # reads the header only: the size is known before decoding
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UserError(f"{path}: image too large ({width}x{height}; at most {MAX_PIXELS:,} pixels)")
+            gray = np.asarray(image.convert("L"), dtype=float)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not an image file") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise UserError(f"{path}: not an image Pillow can read (PNG, BMP, JPEG, ...)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the image ({exc})") from None
+    return mnist_style(gray, str(path))
+
+
+def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
+    """Preprocess a grayscale image (0-255) like MNIST: ink bright on black, 20x20 box, centred by mass."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ink = 255 - gray if np.median(border) > 127 else gray  # dark-on-light paper: invert
+    ink = np.clip(ink - np.median(border if np.median(border) <= 127 else 255 - border), 0, 255)
+    rows, cols = np.nonzero(ink > 0.1 * ink.max()) if ink.max() > 0 else ((), ())
+    if not len(rows):
+        raise UserError(f"{name}: no ink found (a blank image)")
+    box = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    scale = 20 / max(box.shape)
+    size = (max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(box.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=float)
+    field = np.zeros((28, 28))
+    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    field[top:top + small.shape[0], left:left + small.shape[1]] = small
+    cy, cx = ndimage.center_of_mass(field)
+    field = ndimage.shift(field, (round(14 - cy), round(14 - cx)), order=0, mode="constant")
+    return np.clip(field / max(field.max(), 1) * 255, 0, 255).astype(np.uint8)
