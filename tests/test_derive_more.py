@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from distributed import Client, LocalCluster
 from sklearn.decomposition import PCA
 
 from mnist_dask.derive import run_transform
 from mnist_dask.errors import UserError
-from mnist_dask.ingest import ingest
-from mnist_dask.sources import Source
 from mnist_dask.store import Store
 from mnist_dask.transforms import deskew, rotate_images, shift_images, shift_offsets
 
@@ -20,17 +17,8 @@ SAMPLED = "derived/sample2000-300"
 
 
 @pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, client, mnist_dir) -> Store:
-    """Real MNIST in ``raw`` and a seeded sample of it in ``derived/sample2000-300``."""
-    store = Store(str(tmp_path_factory.mktemp("derive_more") / "mnist.zarr"))
-    ingest(Source("idx", (str(mnist_dir),)), store, client)
+def store(store, client) -> Store:
+    """conftest's store (real MNIST in ``raw``) plus a seeded sample in ``derived/sample2000-300``."""
     run_transform(store, client, "sample", SAMPLE)
     return store
 
