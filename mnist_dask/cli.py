@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line interface, one subparser per subcommand."""
-    parser = argparse.ArgumentParser(prog="mnist-dask", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mnist-dask", description="The MNIST classification study as Dask batch jobs over Zarr stores.",
+        epilog="Run 'mnist-dask COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"mnist-dask {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
