@@ -28,8 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:  # Dask's own chatter (port fallbacks, graph sizes) is not the user's business
-        for name in ("distributed", "bokeh", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        import distributed  # noqa: F401  (it configures its loggers on import: ours must come after)
+
+        chatty = ("distributed", "bokeh", "tornado", "asyncio")  # failures reach the user as our one line
+        for name in [*chatty, *(n for n in logging.root.manager.loggerDict if n.startswith(chatty))]:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"distributed(\..*)?$")
     try:
         return args.handler(args) or EXIT_OK

@@ -203,4 +203,4 @@ def _is_local(location: str) -> bool:
 
 def _absolute(location: str) -> str:
     """Make local paths absolute so remote workers with another cwd resolve them alike."""
-    return location if not _is_local(location) else str(Path(location.removeprefix("file://")).expanduser().resolve())
+    return location if not _is_local(location) else os.path.abspath(Path(location.removeprefix("file://")).expanduser())
