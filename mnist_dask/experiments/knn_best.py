@@ -213,17 +213,13 @@ def vote_search(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: lis
 
 
 def vote_table(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold]) -> np.ndarray:
-    """:func:`mnist_dask.search.neighbor_table` rows, with fold -1 for rows that validate in no fold.
+    """:func:`mnist_dask.search.neighbor_table` rows; rows that validate in no fold keep fold -1.
 
     A fold's training rows (copies of its training images, and originals held out in other
-    folds) then never carry its fold number, which the voter checks.
+    folds) then never carry its fold number, which the voter checks. Their neighbour index
+    is -1 (never searched), clipped so the label lookup stays in range.
     """
-    table = neighbor_table(np.maximum(tables[0], 0), tables[1], y, folds)
-    validating = np.zeros(len(y), dtype=bool)
-    for _, val in folds:
-        validating[val] = True
-    table[~validating, 0] = -1
-    return table
+    return neighbor_table(np.maximum(tables[0], 0), tables[1], y, folds)
 
 
 def _test_row(ctx: Any, search: _Search, row: Candidate) -> dict[str, Any]:
