@@ -8,7 +8,6 @@ and marked complete last.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from distributed import Client
 from mnist_dask.cluster import run_stage
 from mnist_dask.errors import UserError
 from mnist_dask.sources import SPLITS, Source
-from mnist_dask.stages import produce_stage
+from mnist_dask.stages import block_md5, produce_stage
 from mnist_dask.store import Store
 
 STAGE = "raw"
@@ -71,6 +70,4 @@ def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DE
 def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:
     """Row count and content MD5s of one loaded split (runs on the worker holding it)."""
     images, labels = split
-    return {"rows": len(images),
-            "images": hashlib.md5(np.ascontiguousarray(images).data).hexdigest(),
-            "labels": hashlib.md5(np.ascontiguousarray(labels).data).hexdigest()}
+    return {"rows": len(images), "images": block_md5(images), "labels": block_md5(labels)}
