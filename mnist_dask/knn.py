@@ -62,7 +62,12 @@ def block_kneighbors(
     dist = np.empty((n, kk), dtype=np.float64)
     idx = np.empty((n, kk), dtype=np.int64)
     if n and kk:
-        prepared = _prepare_train(train, integer=_is_integer(test) and _is_integer(train))
+        # a column that is zero in every test row or every train row adds nothing to any dot
+        # product: leaving it out of the GEMM is exact (MNIST blocks: about 25% fewer flops)
+        active = np.flatnonzero(test.any(axis=0) & train.any(axis=0))
+        integer = _is_integer(test) and _is_integer(train)
+        width = _exact_float32_width(max(_max_abs(test), _max_abs(train))) if integer else 0
+        prepared = _prepare_train(train, active, integer, width)
         step = max(1, _SLAB_ELEMENTS // m)
         for start in range(0, n, step):
             rows = slice(start, start + step)
@@ -206,10 +211,12 @@ class _Train(NamedTuple):
     """One train block with what every test slab needs: float32 copy, norms, error stats."""
 
     rows: np.ndarray  # the original rows
-    rows32: np.ndarray  # float32 copy for the GEMM
+    active: np.ndarray  # the columns that can contribute to a dot product with this test block
+    rows32: np.ndarray  # float32 copy of the active columns, for the GEMM
     norms64: np.ndarray  # |b|^2 in float64 (exact for integer input)
     norms32: np.ndarray  # |b|^2 rounded to float32
     integer: bool  # exact arithmetic is integer arithmetic (done in float64)
+    exact_width: int  # integer dots over this many columns are exact in float32 (0: use float64)
     max_norm2: float  # max |b|^2
     max_norm: float  # max |b|
     max_norm32: float  # max |b'| of the float32 copy
@@ -253,19 +260,19 @@ def _validated_pair(test: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np
     return test, train
 
 
-def _prepare_train(train: np.ndarray, integer: bool) -> _Train:
-    """Float32 copy, norms and the maxima the error bound needs, computed once per block."""
+def _prepare_train(train: np.ndarray, active: np.ndarray, integer: bool, exact_width: int) -> _Train:
+    """Float32 copy of the active columns, norms and the error bound's maxima, once per block."""
     with np.errstate(over="ignore"):  # huge values overflow float32: gemm_safe is then False
-        rows32 = train.astype(np.float32)
+        rows32 = np.take(train, active, axis=1).astype(np.float32)  # np.take: 2x faster than [:, active]
     norms64 = _sq_norms(train)
-    residual = _residual_norms(train, rows32)
+    residual = _residual_norms(np.take(train, active, axis=1), rows32) if _may_round(train) else np.zeros(len(train))
     max_norm2 = float(norms64.max(initial=0.0))
     max_norm32 = float(np.sqrt(_sq_norms(rows32).max(initial=0.0))) if residual.any() else np.sqrt(max_norm2)
     with np.errstate(over="ignore"):
         norms32 = norms64.astype(np.float32)
     return _Train(
-        rows=train, rows32=rows32, norms64=norms64, norms32=norms32,
-        integer=integer, max_norm2=max_norm2, max_norm=float(np.sqrt(max_norm2)),
+        rows=train, active=active, rows32=rows32, norms64=norms64, norms32=norms32,
+        integer=integer, exact_width=exact_width, max_norm2=max_norm2, max_norm=float(np.sqrt(max_norm2)),
         max_norm32=max_norm32, max_residual=float(residual.max(initial=0.0)),
         gemm_safe=max_norm2 < _F32_SAFE and train.shape[1] * _U32 < 0.5,
     )
@@ -278,7 +285,7 @@ def _slab_kneighbors(test: np.ndarray, train: _Train, k: int, margin: int) -> tu
     norms = _sq_norms(test)
     if n_cand == m or not train.gemm_safe or norms.max() >= _F32_SAFE:
         return _exact_topk(test, norms, train, k)
-    approx = np.multiply(test, -2.0, dtype=np.float32) @ train.rows32.T  # -2 a.b (exact scaling)
+    approx = np.multiply(np.take(test, train.active, axis=1), -2.0, dtype=np.float32) @ train.rows32.T  # -2 a.b
     approx += train.norms32  # |b|^2 - 2 a.b: the row constant |a|^2 cannot change the order
     cand, cand_approx = _smallest_per_row(approx, n_cand)
     del approx
@@ -357,6 +364,10 @@ def _exact_pairs(test: np.ndarray, norms: np.ndarray, train: _Train, cand: np.nd
     step = max(1, _GATHER_ELEMENTS // max(1, c * test.shape[1]))
     for start in range(0, n, step):
         rows = slice(start, start + step)
+        if train.exact_width:
+            dots = _exact_integer_dots(test[rows], train.rows, cand[rows], train.exact_width)
+            out[rows] = norms[rows, np.newaxis] + train.norms64[cand[rows]] - 2.0 * dots
+            continue
         gathered = train.rows[cand[rows]].astype(np.float64)  # (s, c, d)
         a = test[rows].astype(np.float64)
         if train.integer:  # every term is an integer below 2**53, so this is exact
@@ -365,6 +376,31 @@ def _exact_pairs(test: np.ndarray, norms: np.ndarray, train: _Train, cand: np.nd
         else:
             out[rows] = _sum_sq_diff(gathered, a[:, np.newaxis, :])
     return out
+
+
+def _exact_integer_dots(test: np.ndarray, train_rows: np.ndarray, cand: np.ndarray, width: int) -> np.ndarray:
+    """Exact dot products (s, c) of small-integer rows, in float32 over column groups of `width`.
+
+    Every partial sum within a group is an integer of magnitude at most 2**24, which float32
+    holds exactly whatever the summation order; the groups are added in float64 (also exact).
+    """
+    gathered = train_rows[cand]  # (s, c, d) in the original small dtype
+    a32 = test.astype(np.float32)[:, :, np.newaxis]
+    dots = np.zeros(cand.shape)
+    for start in range(0, test.shape[1], width):
+        cols = slice(start, start + width)
+        dots += np.matmul(gathered[:, :, cols].astype(np.float32), a32[:, cols])[:, :, 0]
+    return dots
+
+
+def _exact_float32_width(bound: int) -> int:
+    """Columns per group for exact float32 dots of integers up to `bound` in magnitude (0: too few).
+
+    Each product is at most bound**2 in magnitude, so a group of w columns sums to at most
+    w * bound**2, which must not exceed 2**24.
+    """
+    width = int(2.0**24 // max(1, bound * bound))
+    return width if width >= 64 else 0
 
 
 def _exact_topk(test: np.ndarray, norms: np.ndarray, train: _Train, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -388,15 +424,25 @@ def _sum_sq_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _sq_norms(x: np.ndarray) -> np.ndarray:
-    """Row squared norms accumulated in float64 (exact for integer input)."""
+    """Row squared norms accumulated in float64 (exact for integer input).
+
+    Small integers are summed in int32 when no row can overflow it (twice as fast, still exact).
+    """
+    if _is_integer(x) and x.size and x.shape[1] * float(_max_abs(x)) ** 2 < 2.0**31:
+        return np.einsum("ij,ij->i", x, x, dtype=np.int32).astype(np.float64)
     return np.einsum("ij,ij->i", x, x, dtype=np.float64)
 
 
 def _residual_norms(x: np.ndarray, x32: np.ndarray) -> np.ndarray:
     """Norm of what rounding each row to float32 lost (zero when float32 holds it exactly)."""
-    if x.dtype.itemsize <= 2 or x.dtype == np.float32 or (_is_integer(x) and _max_abs(x) <= 2**24):
+    if not _may_round(x):
         return np.zeros(x.shape[0])
     return np.sqrt(_sq_norms(x.astype(np.float64) - x32.astype(np.float64)))
+
+
+def _may_round(x: np.ndarray) -> bool:
+    """True when converting x to float32 can lose information."""
+    return not (x.dtype.itemsize <= 2 or x.dtype == np.float32 or (_is_integer(x) and _max_abs(x) <= 2**24))
 
 
 def _is_integer(x: np.ndarray) -> bool:

@@ -242,6 +242,48 @@ def test_exact_reranking_fixes_float32_order_inside_a_tight_cluster():
     assert not np.array_equal(float32_kneighbors(X_test, X_train, 6), want_ind)
 
 
+@pytest.mark.parametrize(
+    "dtype, low, high",
+    [(np.bool_, 0, 2), (np.uint8, 240, 256), (np.int8, -128, -110), (np.int16, 280, 301), (np.int16, 980, 1001)],
+)
+def test_skipping_zero_columns_and_grouped_float32_dots_stay_exact(dtype, low, high):
+    # columns zero in every test row, or in every train row, are left out of the GEMM, and
+    # small integers are dotted exactly in float32 column groups (int16 up to 300: groups of
+    # 186 columns; up to 1000: too narrow, float64 instead); every path must stay exact.
+    # Values near the dtype's extreme make the partial sums as large as the bound allows.
+    rng = np.random.default_rng(7)
+    X_train = rng.integers(low, high, size=(700, 300)).astype(dtype)
+    X_test = rng.integers(low, high, size=(50, 300)).astype(dtype)
+    X_train[:, :40] = 0
+    X_test[:, 40:90] = 0
+    X_test[:3] = X_train[[5, 9, 600]]  # exact matches: distance zero
+
+    sq, ind = block_kneighbors(X_test, X_train, train_offset=0, k=5, margin=1)
+
+    want_sq, want_ind = reference_kneighbors(X_test, X_train, 5)
+    np.testing.assert_array_equal(ind, want_ind)
+    np.testing.assert_array_equal(sq, want_sq)
+
+
+@pytest.mark.parametrize("bound", [1, 255, 300, 1000])
+def test_grouped_float32_integer_dots_are_exact_at_the_largest_values(bound):
+    from mnist_dask.knn import _exact_float32_width, _exact_integer_dots
+
+    rng = np.random.default_rng(bound)
+    X_train = (bound - rng.integers(0, 2, size=(40, 2_000))).astype(np.int32)  # odd and even sums
+    X_test = (bound - rng.integers(0, 2, size=(30, 2_000))).astype(np.int32)
+    cand = rng.integers(0, 40, size=(30, 7))
+    width = _exact_float32_width(bound)
+    if width == 0:
+        assert bound * bound * 64 > 2**24  # too wide a product for a useful group: float64 is used
+        return
+
+    dots = _exact_integer_dots(X_test, X_train, cand, width)
+
+    want = np.einsum("scd,sd->sc", X_train[cand].astype(np.int64), X_test.astype(np.int64))
+    np.testing.assert_array_equal(dots, want)
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e6])
 def test_float_input_matches_float64_brute_force_bit_for_bit(mnist, offset):
     X_train = mnist["train_images"][:2_500].reshape(2_500, -1) / 255.0 + offset
