@@ -81,7 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = _subcommand(commands, "run", "run a job file (ingest, transforms, search, predict, evaluate)",
                       _cmd_run, _store_options(), _source_options(), _cluster_options())
     run.add_argument("job", metavar="JOB", help="job file, e.g. jobs/knn_baseline.toml")
-    run.add_argument("--run-dir", default=None, help="folder for the run's outputs (default storage/runs/<job name>)")
+    run.add_argument("--run-dir", default=None,
+                     help="folder for the run's outputs (default runs/<job name> beside a local store: "
+                          "storage/runs/<job name>)")
+
+    submit = _subcommand(commands, "submit", "start a job on a Dask cluster and return at once with its run id",
+                         _cmd_submit, _store_options(), _source_options(), _cluster_options(local=False))
+    submit.add_argument("job", metavar="JOB", help="job file, e.g. jobs/knn_baseline.toml")
+    submit.add_argument("--run-dir", default=None,
+                        help="folder for the run's outputs, on a filesystem the workers share "
+                             "(default runs/<run id> beside a local store: storage/runs/<run id>)")
+
+    status = _subcommand(commands, "status", "show a run's state, stage and progress (or its error)",
+                         _cmd_status, _runs_options(), _cluster_options(local=False))
+    status.add_argument("run", metavar="RUN", help="run id (under --runs-dir) or run folder")
+    status.add_argument("--json", action="store_true", help="print the run's record as JSON")
+
+    runs = _subcommand(commands, "runs", "list runs (from --runs-dir, and from the scheduler with --scheduler)",
+                       _cmd_runs, _runs_options(), _cluster_options(local=False))
+    runs.add_argument("--json", action="store_true", help="print the records as JSON")
 
     _subcommand(commands, "verify", "recompute the chunk checksums a store recorded and name corrupted chunks",
                 _cmd_verify, _store_options(), _cluster_options()).add_argument(
@@ -137,18 +155,151 @@ def _cmd_transform(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect
     from mnist_dask.jobs import load_job
-    from mnist_dask.run import DEFAULT_RUNS, run_job
+    from mnist_dask.run import run_job
+    from mnist_dask.runs import runs_root
     from mnist_dask.sources import parse_source
 
     job = load_job(args.job)
     source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
     store = _store(args)
-    run_dir = Path(args.run_dir) if args.run_dir else DEFAULT_RUNS / job.name
+    run_dir = Path(args.run_dir) if args.run_dir else runs_root(store.url) / job.name
     with connect(_cluster(args)) as client:
         result = run_job(job, store, client, run_dir, source=source,
                          log=lambda line: print(f"[{job.name}] {line}", file=sys.stderr))
     print(f"{job.name}: {_headline(result)}; results in {run_dir}/result.json")
     return EXIT_OK
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import connect, scheduler_address
+    from mnist_dask.jobs import load_job
+    from mnist_dask.runs import new_run_id, runs_root
+    from mnist_dask.sources import parse_source
+    from mnist_dask.submit import submit_job
+
+    job = load_job(args.job)
+    source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
+    store = _store(args)
+    if not scheduler_address(args.scheduler):
+        raise UserError("submit needs a running cluster: pass --scheduler ADDRESS (or set DASK_SCHEDULER_ADDRESS); "
+                        "to run here, use 'mnist-dask run'")
+    run_dir = Path(args.run_dir) if args.run_dir else runs_root(store.url) / new_run_id(job.name)
+    with connect(_cluster(args, quiet=True)) as client:
+        run_id = submit_job(job, store, client, run_dir, source=source)
+    print(f"submitted {job.name}: follow it with 'mnist-dask status {run_id}' "
+          f"(outputs in {run_dir.absolute()})", file=sys.stderr)
+    print(run_id)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from mnist_dask.runs import find_run_dir, read_status
+
+    record, client_info = None, {}
+    if args.scheduler or _configured_scheduler():
+        record, client_info = _from_scheduler(args, args.run)
+    if record is None:
+        record = read_status(find_run_dir(args.run, _runs_dir(args)))
+        record = {**record, "state": _state_of(record, client_info)}
+    if args.json:
+        print(json.dumps({**record, **client_info}, indent=2))
+    else:
+        print(_describe_run(record, client_info.get("progress")))
+    return EXIT_OK
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from mnist_dask.runs import list_runs
+
+    records = {r["run_id"]: {**r, "state": _state_of(r, {})} for r in list_runs(_runs_dir(args))}
+    if args.scheduler or _configured_scheduler():
+        from mnist_dask.cluster import connect
+        from mnist_dask.runs import driver_alive, scheduler_runs
+
+        with connect(_cluster(args, quiet=True)) as client:
+            for run_id, record in scheduler_runs(client).items():
+                alive = driver_alive(client, record["driver_key"]) if record.get("driver_key") else None
+                records[run_id] = {**record, "state": _state_of(record, {"driver_alive": alive})}
+    ordered = sorted(records.values(), key=lambda r: r.get("submitted") or r.get("started") or "")
+    if args.json:
+        print(json.dumps(ordered, indent=2))
+        return EXIT_OK
+    if not ordered:
+        print(f"no runs under {_runs_dir(args)}")
+        return EXIT_OK
+    print(f"{'RUN':44s} {'STATE':9s} {'STARTED':19s} {'STAGE / RESULT'}")
+    for record in ordered:
+        started = (record.get("started") or record.get("submitted") or "")[:19].replace("T", " ")
+        print(f"{record['run_id']:44s} {record['state']:9s} {started:19s} {_outcome(record)}")
+    return EXIT_OK
+
+
+def _from_scheduler(args: argparse.Namespace, run_id: str) -> tuple[dict | None, dict]:
+    """A submitted run's record, driver liveness and stage progress, from the scheduler."""
+    from mnist_dask.cluster import connect
+    from mnist_dask.runs import driver_alive, scheduler_runs, stage_progress
+
+    with connect(_cluster(args, quiet=True)) as client:
+        record = scheduler_runs(client).get(Path(run_id).name)
+        if record is None:
+            return None, {}
+        info = {"driver_alive": driver_alive(client, record["driver_key"]) if record.get("driver_key") else None,
+                "progress": stage_progress(client, record["run_id"])}
+    return {**record, "state": _state_of(record, info)}, info
+
+
+def _state_of(record: dict, info: dict) -> str:
+    """The record's state, 'lost' when its driver is known to be gone."""
+    from mnist_dask.runs import liveness
+
+    state = liveness(record)
+    if state in ("queued", "running") and info.get("driver_alive") is False:
+        return "lost"
+    return state
+
+
+def _describe_run(record: dict, progress: dict | None) -> str:
+    """Several lines about one run for a person."""
+    lines = [f"run {record['run_id']} (job {record['job']}): {record['state']}"]
+    for key in ("submitted", "started", "finished"):
+        if record.get(key):
+            lines.append(f"  {key}: {record[key]}")
+    if record["state"] in ("queued", "running") and record.get("stage"):
+        detail = ""
+        if progress and progress.get("total"):
+            where = "" if progress.get("stage") in (None, record["stage"]) else f" of {progress['stage']}"
+            detail = f" ({progress['done']}/{progress['total']} tasks done{where})"
+        lines.append(f"  stage: {record['stage']}{detail}")
+    if record.get("stages"):
+        lines.append("  stages: " + ", ".join(f"{name} {took:.1f} s" for name, took in record["stages"].items()))
+    if record["state"] == "failed":
+        lines.append(f"  error: {record.get('error')}")
+    if record["state"] == "lost":
+        lines.append("  the run's driver is gone (its process or worker died); completed stages are kept in the "
+                     "store: run or submit the job again to resume")
+    if record["state"] == "finished" and record.get("test_accuracy") is not None:
+        lines.append(f"  test accuracy: {record['test_accuracy']:.4f}")
+    if record.get("run_dir"):
+        lines.append(f"  folder: {record['run_dir']}")
+    if record.get("log"):
+        lines.append(f"  last log line: {record['log'][-1]}")
+    return "\n".join(lines)
+
+
+def _outcome(record: dict) -> str:
+    """One short cell: the stage in flight, the accuracy, or the error."""
+    if record["state"] == "failed":
+        return f"error: {record.get('error', '')}"[:80]
+    if record["state"] == "finished":
+        accuracy = record.get("test_accuracy")
+        return f"test accuracy {accuracy:.4f}" if accuracy is not None else "done"
+    return record.get("stage") or ""
+
+
+def _configured_scheduler() -> str | None:
+    from mnist_dask.cluster import scheduler_address
+
+    return scheduler_address(None)
 
 
 def _headline(result: dict) -> str:
@@ -235,18 +386,33 @@ def _source_options() -> argparse.ArgumentParser:
     return parent
 
 
-def _cluster_options() -> argparse.ArgumentParser:
+def _runs_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, parents=[_store_options()])
+    parent.add_argument("--runs-dir", default=None,
+                        help="folder holding the run folders (default runs/ beside a local --store: storage/runs)")
+    return parent
+
+
+def _runs_dir(args: argparse.Namespace) -> Path:
+    from mnist_dask.runs import runs_root
+
+    return Path(args.runs_dir) if args.runs_dir else runs_root(_store(args).url)
+
+
+def _cluster_options(local: bool = True) -> argparse.ArgumentParser:
+    """--scheduler and its connection options; with local, the shape of a local cluster too."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("cluster")
     group.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="existing Dask scheduler (default $DASK_SCHEDULER_ADDRESS / dask.config; "
-                            "else a local cluster is started)")
-    group.add_argument("--workers", type=_positive_int, default=None,
-                       help="worker processes of the local cluster (default: one per core)")
-    group.add_argument("--threads-per-worker", type=_positive_int, default=1,
-                       help="threads per local worker (default 1)")
-    group.add_argument("--memory-limit", default="auto",
-                       help="memory limit per local worker, e.g. 3GB (default auto)")
+                       help="existing Dask scheduler (default $DASK_SCHEDULER_ADDRESS / dask.config"
+                            + ("; else a local cluster is started)" if local else ")"))
+    if local:
+        group.add_argument("--workers", type=_positive_int, default=None,
+                           help="worker processes of the local cluster (default: one per core)")
+        group.add_argument("--threads-per-worker", type=_positive_int, default=1,
+                           help="threads per local worker (default 1)")
+        group.add_argument("--memory-limit", default="auto",
+                           help="memory limit per local worker, e.g. 3GB (default auto)")
     group.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="give up reaching --scheduler after this long (default 10)")
     group.add_argument("--tls-ca-file", metavar="PEM", help="CA certificate for a tls:// scheduler")
@@ -276,13 +442,13 @@ def _store(args: argparse.Namespace, url: str | None = None):
     return Store(url or args.store, options)
 
 
-def _cluster(args: argparse.Namespace):
+def _cluster(args: argparse.Namespace, quiet: bool = False):
     from mnist_dask.cluster import ClusterOptions
 
-    return ClusterOptions(scheduler=args.scheduler, workers=args.workers,
-                          threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
-                          connect_timeout=args.connect_timeout, tls_ca_file=args.tls_ca_file,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key)
+    local = {name: getattr(args, name) for name in ("workers", "threads_per_worker", "memory_limit")
+             if hasattr(args, name)}  # commands that only reach an existing scheduler have none
+    return ClusterOptions(scheduler=args.scheduler, connect_timeout=args.connect_timeout, quiet=quiet,
+                          tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key, **local)
 
 
 def _boolean(text: str) -> bool:

@@ -42,10 +42,15 @@ class ClusterOptions:
     tls_key: str | None = None
 
 
+def scheduler_address(given: str | None) -> str | None:
+    """The scheduler to use: the given address, else dask.config's (DASK_SCHEDULER_ADDRESS), else None."""
+    return given or dask.config.get("scheduler-address", None)
+
+
 @contextlib.contextmanager
 def connect(options: ClusterOptions) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; close whatever this call started."""
-    address = options.scheduler or dask.config.get("scheduler-address", None)
+    address = scheduler_address(options.scheduler)
     if address:
         client = _connect_existing(address, options.connect_timeout, _security(options))
         cluster = None

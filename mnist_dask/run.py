@@ -27,24 +27,43 @@ from mnist_dask.evaluate import classification_metrics
 from mnist_dask.ingest import ingest
 from mnist_dask.jobs import Job
 from mnist_dask.knn import KNNClassifier, kneighbors, vote
+from mnist_dask.runs import RunStatus
 from mnist_dask.search import grid_search
 from mnist_dask.sources import Source
 from mnist_dask.store import Store
 
-DEFAULT_RUNS = Path("storage/runs")
-
-
 def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``job`` and return its result (also written to ``run_dir/result.json``)."""
+            log: Callable[[str], None] = print, status: RunStatus | None = None) -> dict[str, Any]:
+    """Run ``job`` and return its result (also written to ``run_dir/result.json``).
+
+    Its progress is kept in ``run_dir/status.json`` (see mnist_dask.runs).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not pass for this run
+    status = status or RunStatus(run_dir, run_dir.name, job.name)
+    status.running()
+
+    def logged(line: str) -> None:
+        status.log(line)
+        log(line)
+
+    try:
+        result = _run_job(job, store, client, run_dir, source, logged, status)
+    except BaseException as exc:
+        status.failed(exc)
+        raise
+    status.finished(result)
+    return result
+
+
+def _run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None,
+             log: Callable[[str], None], status: RunStatus) -> dict[str, Any]:
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"job": job.name, "job_file": job.path, "description": job.description,
                               "store": store.url, "package_version": __version__}
 
-    with _timed(timings, "ingest"):
+    with _timed(timings, status, "ingest"):
         if source is not None or not store.is_complete("raw"):
             from mnist_dask.sources import parse_source
 
@@ -54,12 +73,12 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
         from mnist_dask.experiments import EXPERIMENTS
 
         context = ExperimentContext(store=store, client=client, run_dir=run_dir, log=log, timings=timings)
-        with _timed(timings, job.experiment), span(job.experiment):
+        with _timed(timings, status, job.experiment), span(job.experiment):
             result.update(EXPERIMENTS[job.experiment].run(context, dict(job.params)))
         return _finish(job, result, timings, run_dir, store, log)
     dataset = "raw"
     for step in job.steps:
-        with _timed(timings, f"transform {step.transform}"):
+        with _timed(timings, status, f"transform {step.transform}"):
             outcome = run_transform(store, client, step.transform, step.params, input_stage=dataset)
             dataset = outcome.stage
             log(f"transform {step.transform}: {outcome.action} -> {dataset}")
@@ -67,7 +86,7 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
 
     params = dict(job.model)
     if job.search is not None:
-        with _timed(timings, "search"), span("search"):
+        with _timed(timings, status, "search"), span("search"):
             on = "raw" if job.search.on == "raw" else dataset
             X, y = store.read_xy(on, "train")
             groups = _groups(store, on)
@@ -84,13 +103,13 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
     y_true = y_test.compute()
     result["model"] = {"estimator": "KNNClassifier (exact, blocked)", **params,
                        "train_rows": int(X_train.shape[0]), "test_rows": int(X_test.shape[0])}
-    with _timed(timings, "predict"):
+    with _timed(timings, status, "predict"):
         y_pred = _predict_to_zarr(KNNClassifier(**params).fit(X_train, y_train), X_test, run_dir, client)
     result["metrics"] = classification_metrics(y_true, y_pred)
     log(f"predict: test accuracy {result['metrics']['test_accuracy']:.4f}")
 
     if job.sweep is not None:
-        with _timed(timings, "sweep"):
+        with _timed(timings, status, "sweep"):
             result["sweep"] = _k_sweep(X_train, y_train.compute(), X_test, y_true, job.sweep, client)
     return _finish(job, result, timings, run_dir, store, log)
 
@@ -161,7 +180,8 @@ def _groups(store: Store, stage: str) -> np.ndarray | None:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], status: RunStatus, name: str) -> Iterator[None]:
+    status.stage(name)
     start = time.perf_counter()
     try:
         yield

@@ -1,0 +1,64 @@
+"""Submit a job to a Dask cluster: its driver runs as a task on a worker, so the submitter can exit.
+
+The job file, store and source are validated where the user is; the driver task then runs
+``run_job`` on a worker with that worker's client (seceded from its thread pool, so the
+worker keeps computing the job's own tasks), under the span ``mnist-dask-run/<run id>``.
+``fire_and_forget`` keeps the driver alive on the scheduler after the submitter disconnects.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, fire_and_forget, span, worker_client
+
+from mnist_dask.errors import UserError
+from mnist_dask.jobs import Job
+from mnist_dask.runs import SPAN_TAG, RunStatus, driver_alive
+from mnist_dask.sources import Source
+from mnist_dask.store import Store
+
+DRIVER_PREFIX = "mnist-dask-driver"
+_ACCEPT_TIMEOUT = 30.0  # seconds to wait for the scheduler to hold the driver task
+
+
+def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None = None) -> str:
+    """Start ``job`` on the cluster and return its run id (the run folder's name) once it is queued."""
+    if "://" not in store.url and not Path(store.url).is_absolute():
+        raise UserError(f"{store.url}: a submitted job needs an absolute store path or URL")
+    run_dir = Path(run_dir).absolute()
+    run_id = run_dir.name
+    key = f"{DRIVER_PREFIX}-{run_id}"
+    queued = RunStatus(run_dir, run_id, job.name, client=client, driver_key=key,
+                       scheduler=client.scheduler.address, store=store.url)
+    queued.queued()
+    future = client.submit(drive_job, job, store, dict(queued.record), source, key=key, pure=False)
+    fire_and_forget(future)
+    deadline = time.monotonic() + _ACCEPT_TIMEOUT
+    while not driver_alive(client, key):  # the submission must reach the scheduler before we disconnect
+        if future.done() or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return run_id
+
+
+def drive_job(job: Job, store: Store, record: dict[str, Any], source: Source | None) -> dict[str, Any]:
+    """(On a worker) run the job with the worker's client; returns the result's metrics."""
+    from mnist_dask.run import run_job
+
+    with worker_client() as client:
+        status = RunStatus.resume(record, client)
+        try:
+            with span(SPAN_TAG, status.record["run_id"]):
+                result = run_job(job, store, client, status.run_dir, source=source, log=_no_echo, status=status)
+        except BaseException as exc:
+            if status.record["state"] != "failed":  # failed before run_job could say so
+                status.failed(exc)
+            raise
+    return result.get("metrics", {})
+
+
+def _no_echo(line: str) -> None:
+    """A driver on a worker has no terminal: its log lives in the run's status record."""

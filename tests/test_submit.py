@@ -1,0 +1,142 @@
+"""submit / status / runs against a real ``dask scheduler`` and two ``dask worker`` processes.
+
+The submitting process exits at once; the job's driver runs on a worker, and the run is
+followed with ``status`` (from the run folder, and from the scheduler) and ``runs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_dask.runs import RunStatus, liveness
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_dask", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _status(run_id: str, *options: str) -> dict:
+    done = _cli("status", run_id, "--json", *options)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _follow(run_id: str, store: str, scheduler: str, timeout: float = 400) -> list[dict]:
+    """Poll status (alternately from the folder and from the scheduler) until the run ends."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        options = ("--store", store) if len(seen) % 2 == 0 else ("--scheduler", scheduler)
+        seen.append(_status(run_id, *options))
+        if seen[-1]["state"] not in ("queued", "running"):
+            return seen
+        assert time.monotonic() < deadline, f"run still {seen[-1]['state']} after {timeout} s: {seen[-1]}"
+        time.sleep(0.5)
+
+
+def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
+        dask_processes, mnist_dir, tmp_path):
+    store = str(tmp_path / "store" / "mnist.zarr")
+    started = time.monotonic()
+    submitted = _cli("submit", str(REPO / "jobs" / "knn_downscaled.toml"), "--scheduler", dask_processes.address,
+                     "--store", store, "--source", f"idx:{mnist_dir}")
+    returned_after = time.monotonic() - started
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]  # the run id is the last line
+    assert run_id.startswith("knn_downscaled-")
+    assert "mnist-dask status" in submitted.stderr
+
+    seen = _follow(run_id, store, dask_processes.address)
+
+    # the submitter had long exited while the job worked: ingest, downscale, predict, sweep
+    final = seen[-1]
+    assert final["state"] == "finished", final
+    assert any(record["state"] == "running" and record.get("stage") for record in seen)
+    assert returned_after < final_wall(final)
+    assert final["test_accuracy"] == pytest.approx(0.9676, abs=5e-5)  # the notebook's figure, computed remotely
+    assert set(final["stages"]) >= {"ingest", "transform downscale", "predict", "sweep"}
+    assert final["pid"] != os.getpid() and final["driver_key"].endswith(run_id)
+    run_dir = Path(final["run_dir"])
+    assert run_dir == tmp_path / "store" / "runs" / run_id  # runs/ beside the local store
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["metrics"]["test_accuracy"] == final["test_accuracy"]
+    assert (run_dir / "report.html").exists()
+
+    text = _cli("status", run_id, "--store", store)
+    assert text.returncode == 0 and "finished" in text.stdout and "test accuracy: 0.9676" in text.stdout
+
+    listed = _cli("runs", "--store", store)
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
+    assert "finished" in line and "0.9676" in line
+    from_scheduler = json.loads(_cli("runs", "--scheduler", dask_processes.address, "--json",
+                                     "--runs-dir", str(tmp_path / "elsewhere")).stdout)
+    assert [r["state"] for r in from_scheduler if r["run_id"] == run_id] == ["finished"]
+
+
+def final_wall(record: dict) -> float:
+    """Seconds the run's stages took (what the submitter did not wait for)."""
+    return sum(record["stages"].values())
+
+
+def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, tmp_path):
+    train, test = small.write_csv(tmp_path / "csv")
+    lines = train.read_text().splitlines()
+    lines[3] = lines[3].replace(",", ",x", 1)  # a non-numeric pixel, found by the parser on a worker
+    train.write_text("\n".join(lines) + "\n")
+    store = str(tmp_path / "store" / "mnist.zarr")
+
+    submitted = _cli("submit", str(REPO / "jobs" / "knn_baseline.toml"), "--scheduler", dask_processes.address,
+                     "--store", store, "--source", f"csv:{train},{test}")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]
+
+    final = _follow(run_id, store, dask_processes.address)[-1]
+
+    assert final["state"] == "failed"
+    assert final["error"].startswith(f"{train}: non-integer value")
+    assert final["stage"] == "ingest"
+    text = _cli("status", run_id, "--scheduler", dask_processes.address)
+    assert text.returncode == 0 and "failed" in text.stdout and f"error: {final['error']}" in text.stdout
+    assert not (Path(final["run_dir"]) / "result.json").exists()
+
+
+def test_submit_without_a_scheduler_is_a_one_line_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "mnist_dask", "submit", str(REPO / "jobs" / "knn_baseline.toml"),
+                           "--store", str(tmp_path / "s.zarr")], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--scheduler" in done.stderr
+
+
+def test_unknown_run_is_a_one_line_error(tmp_path):
+    done = _cli("status", "no-such-run", "--runs-dir", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no-such-run" in done.stderr
+
+
+def test_a_running_record_whose_process_is_gone_is_lost(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    status = RunStatus(tmp_path / "run-1", "run-1", "knn_baseline")
+    status.running()
+    assert liveness(status.record) == "running"  # this process is alive
+    status._write(pid=child.pid)  # as if the run's process had been killed
+
+    listed = _cli("runs", "--runs-dir", str(tmp_path))
+    shown = _cli("status", "run-1", "--runs-dir", str(tmp_path))
+
+    assert liveness(status.record) == "lost"
+    assert listed.returncode == 0 and "lost" in listed.stdout.splitlines()[1]
+    assert shown.returncode == 0 and "lost" in shown.stdout and "the job again to resume" in shown.stdout
