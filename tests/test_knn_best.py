@@ -14,7 +14,7 @@ from mnist_dask.experiments.knn_best import group_folds
 from mnist_dask.jobs import load_job
 
 REPO = Path(__file__).resolve().parents[1]
-INGREDIENTS = ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations"]
+INGREDIENTS = ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations", "+IDM"]
 
 
 def test_job_file_parses_with_its_search_space():
@@ -53,15 +53,16 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     result = json.loads((run_dir / "result.json").read_text())
     table = result["ablation"]
     assert [row["ingredient"] for row in table] == INGREDIENTS
-    assert [row["train_rows"] for row in table] == [2000] * 4 + [10_000, 14_000]
+    assert [row["train_rows"] for row in table] == [2000] * 4 + [10_000, 14_000, 2000]
     assert table[3]["features"] == 20 and table[0]["features"] == 784
+    assert table[6]["stage"] == table[3]["stage"] and table[6]["idm"]["warp"] in (1, 2)  # re-ranks +PCA's
     for row in table:
         assert 0.8 < row["cv_score"] <= 1 and 0.8 < row["test_accuracy"] <= 1 and row["time_s"] > 0
     chosen = max(table, key=lambda row: row["cv_score"])
     assert result["metrics"]["test_accuracy"] == chosen["test_accuracy"]
     assert result["model"]["dataset"] == chosen["stage"]
     candidates = result["search"]["candidates"]
-    assert len(candidates) == 7  # raw, deskew, blur, 2 PCA scalings, shifts, rotations
+    assert len(candidates) == 9  # raw, deskew, blur, 2 PCA scalings, shifts, rotations, IDM warps 1 and 2
     assert all(len(c["cv_results"]["params"]) == 6 for c in candidates)  # 3 k x 2 weights each
 
 

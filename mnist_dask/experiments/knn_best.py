@@ -1,9 +1,11 @@
 """``knn_best``: a k-NN pipeline chosen by cross-validation on the training images only.
 
 Ingredients are added one at a time, each a chain of stages in the store (see
-:mod:`mnist_dask.derive`): raw -> +deskew -> +blur -> +PCA -> +shifts -> +rotations.
-Every ingredient's free choices (blur sigma, PCA size and feature scaling, rotation
-angle) and every chain's (k, weights) are chosen by the same cross-validation:
+:mod:`mnist_dask.derive`): raw -> +deskew -> +blur -> +PCA -> +shifts -> +rotations, then
++IDM: the +PCA row's nearest candidates re-ranked by the image distortion model distance
+(:mod:`mnist_dask.idm`) on the +blur row's images. Every ingredient's free choices (blur
+sigma, PCA size and feature scaling, rotation angle, IDM warp) and every row's (k, weights)
+are chosen by the same cross-validation:
 
 * folds are drawn over the *original* training images (stratified, shuffled, seeded), so
   all copies of an image (its shifts and rotations) sit on the same side of a fold;
@@ -31,6 +33,7 @@ from distributed import Client
 from mnist_dask.derive import run_transform
 from mnist_dask.experiments import register
 from mnist_dask.knn import kneighbors, vote
+from mnist_dask.rerank import idm_rerank
 from mnist_dask.search import NeighborVoteClassifier, _plain, neighbor_table
 from mnist_dask.store import Store
 
@@ -52,12 +55,13 @@ class Candidate:
     cv_score: float = float("nan")
     cv_results: dict[str, list[Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    idm: dict[str, Any] | None = None  # IDM re-rank: warp, context, candidates, image stage
 
 
 @register("knn_best", cv=5, cv_val_per_fold=2000, seed=0, n_neighbors=[1, 2, 3, 4, 5, 6, 7, 8, 10],
           weights=["uniform", "distance"], blur_sigmas=[1.0], pca_sizes=[40, 50, 60],
           pca_scale_powers=[0.0, 0.25, 0.5], shift_radius=1, shift_shape="cross", rotation_degrees=[10.0],
-          train_sample=0, test_sample=0)
+          idm_warps=[1, 2], idm_context=1, train_sample=0, test_sample=0)
 def run(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
     """Search the ingredients by CV on the training set, then score every ablation row on the test set once."""
     search = _Search(ctx, params)
@@ -100,7 +104,8 @@ class _Search:
         shifts = self.best("+shifts", [(*blur.chain, ("augment", {**augment, "degrees": 0.0}), pca_step)])
         rotations = self.best("+rotations", [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step)
                                              for d in self.p["rotation_degrees"]])
-        return [raw, deskew, blur, pca, shifts, rotations]
+        idm = max((self.score_idm(pca, blur.stage, int(w)) for w in self.p["idm_warps"]), key=lambda c: c.cv_score)
+        return [raw, deskew, blur, pca, shifts, rotations, idm]
 
     def best(self, label: str, chains: list[Chain]) -> Candidate:
         """Score every chain by CV and return the best (first on ties)."""
@@ -122,6 +127,30 @@ class _Search:
         self.tried.append(candidate)
         self.ctx.log(f"knn_best: {label} {candidate.stage}: cv {candidate.cv_score:.4f} {candidate.best_params} "
                      f"({candidate.seconds['stages'] + candidate.seconds['cv']:.0f} s)")
+        return candidate
+
+    def score_idm(self, base: Candidate, image_stage: str, warp: int) -> Candidate:
+        """Cross-validate the base row's neighbours re-ranked by IDM on image_stage's images.
+
+        The base's fold searches give each validation row its nearest training rows (as many as
+        the largest k); the IDM re-orders them, and (k, weights) are scored as votes again.
+        """
+        options = {"warp": warp, "context": int(self.p["idm_context"]), "candidates": max(self.grid["n_neighbors"]),
+                   "images": image_stage}
+        candidate = Candidate("+IDM", (*base.chain, ("idm", options)), stage=base.stage, idm=options)
+        candidate.seconds["stages"] = 0.0
+        start = time.perf_counter()
+        X, y, folds = self.training_rows(base.stage)
+        idx, dist = fold_tables(X, folds, options["candidates"], self.client)
+        images = self.store.read(f"{image_stage}/train/images").compute()
+        val = np.concatenate([v for _, v in folds])
+        idx[val], dist[val] = idm_rerank(self.client, images[val], images, idx[val], warp, options["context"])
+        candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search((idx, dist), y, folds,
+                                                                                      self.grid, self.client)
+        candidate.seconds["cv"] = round(time.perf_counter() - start, 3)
+        self.tried.append(candidate)
+        self.ctx.log(f"knn_best: +IDM (warp {warp}) on {base.stage}: cv {candidate.cv_score:.4f} "
+                     f"{candidate.best_params} ({candidate.seconds['cv']:.0f} s)")
         return candidate
 
     def build(self, chain: Chain) -> str:
@@ -150,9 +179,9 @@ class _Search:
                          "base": _chain_json(self.base)},
             "param_grid": self.grid,
             "options": {key: self.p[key] for key in ("blur_sigmas", "pca_sizes", "pca_scale_powers", "shift_radius",
-                                                     "shift_shape", "rotation_degrees")},
+                                                     "shift_shape", "rotation_degrees", "idm_warps", "idm_context")},
             "candidates": [{"ingredient": c.label, "stage": c.stage, "cv_score": c.cv_score,
-                            "best_params": c.best_params, "seconds": c.seconds,
+                            "best_params": c.best_params, "seconds": c.seconds, "idm": c.idm,
                             "cv_results": {key: c.cv_results[key] for key in ("params", "mean_test_score",
                                                                                "std_test_score")}}
                            for c in self.tried],
@@ -228,15 +257,23 @@ def _test_row(ctx: Any, search: _Search, row: Candidate) -> dict[str, Any]:
     X_train, y_train = ctx.store.read_xy(row.stage, "train")
     X_test, y_test = ctx.store.read_xy(row.stage, "test")
     k, weights = int(row.best_params["n_neighbors"]), row.best_params["weights"]
+    searched = row.idm["candidates"] if row.idm else k
     distances, indices = ctx.client.compute(
-        kneighbors(X_test.rechunk({0: _VAL_CHUNK, 1: -1}), X_train.rechunk({0: _TRAIN_CHUNK, 1: -1}), k), sync=True)
+        kneighbors(X_test.rechunk({0: _VAL_CHUNK, 1: -1}), X_train.rechunk({0: _TRAIN_CHUNK, 1: -1}), searched),
+        sync=True)
+    if row.idm:  # re-rank the candidates by IDM on the image stage, then vote among the k nearest
+        images = row.idm["images"]
+        indices, distances = idm_rerank(ctx.client, ctx.store.read(f"{images}/test/images").compute(),
+                                        ctx.store.read(f"{images}/train/images").compute(), indices,
+                                        row.idm["warp"], row.idm["context"])
+        indices, distances = indices[:, :k], distances[:, :k]
     y_train = y_train.compute()
     classes = np.unique(y_train)
     predicted = classes[np.argmax(vote(y_train[indices], distances, weights, classes), axis=1)]
     accuracy = float(np.mean(predicted == y_test.compute()))
     test_s = round(time.perf_counter() - start, 3)
     ctx.log(f"knn_best: {row.label}: test accuracy {accuracy:.4f} ({test_s:.0f} s)")
-    return {"ingredient": row.label, "stage": row.stage, "features": int(X_train.shape[1]),
+    return {"ingredient": row.label, "stage": row.stage, "idm": row.idm, "features": int(X_train.shape[1]),
             "train_rows": int(X_train.shape[0]), "n_neighbors": k, "weights": weights,
             "cv_score": row.cv_score, "test_accuracy": accuracy, "stages_s": row.seconds["stages"],
             "cv_s": row.seconds["cv"], "test_s": test_s,
@@ -267,5 +304,5 @@ def _copy_ids(store: Store, stage: str, n: int) -> np.ndarray:
 
 
 def _chain_json(chain: Chain) -> list[dict[str, Any]]:
-    """A chain as job-file style steps, for result.json."""
-    return [{"transform": name, **params} for name, params in chain]
+    """A chain as job-file style steps, for result.json (an IDM step re-ranks, it is no transform)."""
+    return [{"rerank" if name == "idm" else "transform": name, **params} for name, params in chain]

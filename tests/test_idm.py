@@ -1,0 +1,58 @@
+"""The IDM distance: equal to a direct per-pixel implementation, and tolerant of small deformations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from mnist_dask.idm import idm_distances, sobel_gradients
+from mnist_dask.transforms import shift_images
+
+
+def direct_idm(query: np.ndarray, reference: np.ndarray, warp: int, context: int) -> float:
+    """Keysers' definition, pixel by pixel: each query pixel's best-matching context within the warp."""
+    ch, h, w = query.shape
+    pad = warp + context
+    q = np.pad(query, ((0, 0), (context, context), (context, context)))
+    r = np.pad(reference, ((0, 0), (pad, pad), (pad, pad)))
+    total = 0.0
+    for y in range(h):
+        for x in range(w):
+            patch = q[:, y : y + 2 * context + 1, x : x + 2 * context + 1]
+            total += min(
+                float(((patch - r[:, y + warp + dy : y + warp + dy + 2 * context + 1,
+                                   x + warp + dx : x + warp + dx + 2 * context + 1]) ** 2).sum())
+                for dy in range(-warp, warp + 1) for dx in range(-warp, warp + 1))
+    return total
+
+
+@pytest.mark.parametrize("warp, context", [(0, 0), (1, 1), (2, 1), (1, 2)])
+def test_equals_the_direct_definition(warp, context):
+    rng = np.random.default_rng(warp * 10 + context)
+    queries = rng.random((3, 2, 9, 8), dtype=np.float32)
+    candidates = rng.random((3, 4, 2, 9, 8), dtype=np.float32)
+    got = idm_distances(queries, candidates, warp=warp, context=context)
+    want = [[direct_idm(queries[i], candidates[i, j], warp, context) for j in range(4)] for i in range(3)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_sobel_gradients_equal_scipy_image_by_image(mnist):
+    images = mnist["train_images"][:5]
+    gradients = sobel_gradients(images)
+    for image, (vertical, horizontal) in zip(images, gradients):
+        x = image.astype(np.float32) / 255.0
+        np.testing.assert_allclose(vertical, ndimage.sobel(x, axis=0, mode="constant"), atol=1e-5)
+        np.testing.assert_allclose(horizontal, ndimage.sobel(x, axis=1, mode="constant"), atol=1e-5)
+
+
+def test_a_one_pixel_shift_costs_nothing_within_the_warp_but_a_lot_in_euclidean_terms(mnist):
+    image = mnist["train_images"][:1]
+    shifted = shift_images(image, 1, 1)
+    other = mnist["train_images"][1:2]  # a different digit
+    q = sobel_gradients(image)
+    refs = np.stack([sobel_gradients(shifted), sobel_gradients(other)], axis=1)
+    shifted_idm, other_idm = idm_distances(q, refs, warp=1, context=1)[0]
+    assert shifted_idm == pytest.approx(0.0, abs=1e-6)
+    assert other_idm > 0
+    assert ((q[0] - refs[0, 0]) ** 2).sum() > 0.1 * ((q[0] - refs[0, 1]) ** 2).sum()  # Euclidean sees the shift
