@@ -110,13 +110,18 @@ class RunStatus:
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The record in a run folder; a user error when there is none or it is unreadable."""
-    path = Path(run_dir) / STATUS_FILE
+    return read_run_json(Path(run_dir) / STATUS_FILE, f"no such run status (is {run_dir} a run folder?)",
+                         "unreadable run status")
+
+
+def read_run_json(path: Path, missing: str, unreadable: str) -> dict[str, Any]:
+    """A JSON file of a run folder; a one-line UserError naming the file when absent or unreadable."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: no such run status (is {run_dir} a run folder?)") from None
+        raise UserError(f"{path}: {missing}") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable run status ({exc})") from None
+        raise UserError(f"{path}: {unreadable} ({exc})") from None
 
 
 def find_run_dir(ref: str, runs_root: Path) -> Path:

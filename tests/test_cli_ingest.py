@@ -8,7 +8,6 @@ real MNIST files and small generated IDX/CSV files.
 from __future__ import annotations
 
 import concurrent.futures
-import gzip
 import json
 import os
 import shutil

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mnist_dask.experiments.knn_best import group_folds
 from mnist_dask.jobs import load_job

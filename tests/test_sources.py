@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,7 +155,7 @@ def test_image_count_differing_from_label_count_names_both_files(small, tmp_path
     with pytest.raises(UserError) as exc:
         Source("idx", (str(folder),)).load_split("train")
     assert_one_line(exc, str(folder / "train-images-idx3-ubyte.gz"), str(folder / "train-labels-idx1-ubyte.gz"),
-                    f"40 images but", f"has {n_labels} labels")
+                    "40 images but", f"has {n_labels} labels")
 
 
 def test_malformed_idx_file_in_a_folder_is_reported_with_its_path(small, tmp_path):
