@@ -49,10 +49,8 @@ def _follow(run_id: str, store: str, scheduler: str, timeout: float = 400) -> li
 def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
         dask_processes, mnist_dir, tmp_path):
     store = str(tmp_path / "store" / "mnist.zarr")
-    started = time.monotonic()
     submitted = _cli("submit", str(REPO / "jobs" / "knn_downscaled.toml"), "--scheduler", dask_processes.address,
                      "--store", store, "--source", f"idx:{mnist_dir}")
-    returned_after = time.monotonic() - started
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.strip().splitlines()[-1]  # the run id is the last line
     assert run_id.startswith("knn_downscaled-")
@@ -60,11 +58,11 @@ def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
 
     seen = _follow(run_id, store, dask_processes.address)
 
-    # the submitter had long exited while the job worked: ingest, downscale, predict, sweep
+    # the submitter had exited before the job got anywhere: ingest, downscale, predict, sweep came later
     final = seen[-1]
     assert final["state"] == "finished", final
+    assert seen[0]["state"] in ("queued", "running") and "predict" not in seen[0]["stages"]
     assert any(record["state"] == "running" and record.get("stage") for record in seen)
-    assert returned_after < final_wall(final)
     assert final["test_accuracy"] == pytest.approx(0.9676, abs=5e-5)  # the notebook's figure, computed remotely
     assert set(final["stages"]) >= {"ingest", "transform downscale", "predict", "sweep"}
     assert final["pid"] != os.getpid() and final["driver_key"].endswith(run_id)
@@ -84,11 +82,6 @@ def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
     from_scheduler = json.loads(_cli("runs", "--scheduler", dask_processes.address, "--json",
                                      "--runs-dir", str(tmp_path / "elsewhere")).stdout)
     assert [r["state"] for r in from_scheduler if r["run_id"] == run_id] == ["finished"]
-
-
-def final_wall(record: dict) -> float:
-    """Seconds the run's stages took (what the submitter did not wait for)."""
-    return sum(record["stages"].values())
 
 
 def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, tmp_path):
