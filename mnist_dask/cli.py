@@ -193,10 +193,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import scheduler_address
     from mnist_dask.runs import find_run_dir, read_status
 
     record, client_info = None, {}
-    if args.scheduler or _configured_scheduler():
+    if scheduler_address(args.scheduler):
         record, client_info = _from_scheduler(args, args.run)
     if record is None:
         record = read_status(find_run_dir(args.run, _runs_dir(args)))
@@ -209,16 +210,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
+    from mnist_dask.cluster import scheduler_address
     from mnist_dask.runs import list_runs
 
     records = {r["run_id"]: {**r, "state": _state_of(r, {})} for r in list_runs(_runs_dir(args))}
-    if args.scheduler or _configured_scheduler():
+    if scheduler_address(args.scheduler):
         from mnist_dask.cluster import connect
-        from mnist_dask.runs import driver_alive, scheduler_runs
+        from mnist_dask.runs import scheduler_runs
 
         with connect(_cluster(args, quiet=True)) as client:
             for run_id, record in scheduler_runs(client).items():
-                alive = driver_alive(client, record["driver_key"]) if record.get("driver_key") else None
+                alive = _driver_alive(client, record)
                 records[run_id] = {**record, "state": _state_of(record, {"driver_alive": alive})}
     ordered = sorted(records.values(), key=lambda r: r.get("submitted") or r.get("started") or "")
     if args.json:
@@ -237,15 +239,21 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _from_scheduler(args: argparse.Namespace, run_id: str) -> tuple[dict | None, dict]:
     """A submitted run's record, driver liveness and stage progress, from the scheduler."""
     from mnist_dask.cluster import connect
-    from mnist_dask.runs import driver_alive, scheduler_runs, stage_progress
+    from mnist_dask.runs import scheduler_runs, stage_progress
 
     with connect(_cluster(args, quiet=True)) as client:
         record = scheduler_runs(client).get(Path(run_id).name)
         if record is None:
             return None, {}
-        info = {"driver_alive": driver_alive(client, record["driver_key"]) if record.get("driver_key") else None,
-                "progress": stage_progress(client, record["run_id"])}
+        info = {"driver_alive": _driver_alive(client, record), "progress": stage_progress(client, record["run_id"])}
     return {**record, "state": _state_of(record, info)}, info
+
+
+def _driver_alive(client, record: dict) -> bool | None:
+    """Whether the scheduler still holds a submitted run's driver (None: not a submitted run)."""
+    from mnist_dask.runs import driver_alive
+
+    return driver_alive(client, record["driver_key"]) if record.get("driver_key") else None
 
 
 def _state_of(record: dict, info: dict) -> str:
@@ -294,12 +302,6 @@ def _outcome(record: dict) -> str:
         accuracy = record.get("test_accuracy")
         return f"test accuracy {accuracy:.4f}" if accuracy is not None else "done"
     return record.get("stage") or ""
-
-
-def _configured_scheduler() -> str | None:
-    from mnist_dask.cluster import scheduler_address
-
-    return scheduler_address(None)
 
 
 def _headline(result: dict) -> str:

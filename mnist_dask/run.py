@@ -7,7 +7,6 @@ written last (atomically), so a run folder with a result is a finished run.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from mnist_dask.evaluate import classification_metrics
 from mnist_dask.ingest import ingest
 from mnist_dask.jobs import Job
 from mnist_dask.knn import KNNClassifier, kneighbors, vote
-from mnist_dask.runs import RunStatus
+from mnist_dask.runs import RunStatus, write_run_json
 from mnist_dask.search import grid_search
 from mnist_dask.sources import Source
 from mnist_dask.store import Store
@@ -133,7 +132,7 @@ def _finish(job: Job, result: dict[str, Any], timings: dict[str, float], run_dir
         result["expected"] = {key: {"published": value, "measured": metrics.get(key)}
                               for key, value in job.expect.items()}
     result["timings_s"] = timings
-    _write_json_atomically(run_dir / "result.json", result)
+    write_run_json(run_dir / "result.json", result)
     try:  # after result.json: a report failure must not lose the finished run
         from mnist_dask.report import write_report
 
@@ -187,9 +186,4 @@ def _timed(timings: dict[str, float], status: RunStatus, name: str) -> Iterator[
         yield
     finally:
         timings[name] = round(time.perf_counter() - start, 3)
-
-
-def _write_json_atomically(path: Path, value: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(value, indent=2) + "\n")
-    partial.replace(path)
+    status.stage_done(name, timings[name])  # only a stage that completed

@@ -67,9 +67,12 @@ class RunStatus:
         self._write(state="running", started=_now(), host=socket.gethostname(), pid=os.getpid())
 
     def stage(self, name: str) -> None:
-        """A stage begins; the one before it (if any) is over."""
-        self._close_stage()
-        self._write(stage=name, stage_started=time.time())
+        """A stage begins."""
+        self._write(stage=name)
+
+    def stage_done(self, name: str, seconds: float) -> None:
+        """A stage ended, after ``seconds``."""
+        self._write(stages={**self.record["stages"], name: seconds})
 
     def log(self, line: str) -> None:
         """Keep a log line (the last LOG_LINES are kept)."""
@@ -77,7 +80,6 @@ class RunStatus:
 
     def finished(self, result: dict[str, Any]) -> None:
         """The run ended with a result."""
-        self._close_stage()
         metrics = result.get("metrics", {})
         self._write(state="finished", finished=_now(), stage=None,
                     test_accuracy=metrics.get("test_accuracy") if isinstance(metrics, dict) else None)
@@ -90,17 +92,10 @@ class RunStatus:
         tail = traceback.format_exception(exc)[-3:] if not isinstance(exc, UserError) else []
         self._write(state="failed", finished=_now(), error=message, traceback_tail="".join(tail)[-2000:])
 
-    def _close_stage(self) -> None:
-        if self.record.get("stage") and self.record.get("stage_started"):
-            took = round(time.time() - self.record["stage_started"], 3)
-            self.record["stages"] = {**self.record["stages"], self.record["stage"]: took}
-
     def _write(self, **fields: Any) -> None:
         self.record.update(fields)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.run_dir / (STATUS_FILE + ".part")
-        partial.write_text(json.dumps(self.record, indent=2) + "\n")
-        partial.replace(self.run_dir / STATUS_FILE)
+        write_run_json(self.run_dir / STATUS_FILE, self.record)
         if self.client is not None:
             try:
                 self.client.set_metadata([METADATA_KEY, self.record["run_id"]], self.record)
@@ -112,6 +107,13 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     """The record in a run folder; a user error when there is none or it is unreadable."""
     return read_run_json(Path(run_dir) / STATUS_FILE, f"no such run status (is {run_dir} a run folder?)",
                          "unreadable run status")
+
+
+def write_run_json(path: Path, value: dict[str, Any]) -> None:
+    """Write a run folder's JSON file atomically: readers see the old file or the whole new one."""
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    partial.replace(path)
 
 
 def read_run_json(path: Path, missing: str, unreadable: str) -> dict[str, Any]:

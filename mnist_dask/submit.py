@@ -14,7 +14,6 @@ from typing import Any
 
 from distributed import Client, fire_and_forget, span, worker_client
 
-from mnist_dask.errors import UserError
 from mnist_dask.jobs import Job
 from mnist_dask.runs import SPAN_TAG, RunStatus, driver_alive
 from mnist_dask.sources import Source
@@ -26,8 +25,6 @@ _ACCEPT_TIMEOUT = 30.0  # seconds to wait for the scheduler to hold the driver t
 
 def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None = None) -> str:
     """Start ``job`` on the cluster and return its run id (the run folder's name) once it is queued."""
-    if "://" not in store.url and not Path(store.url).is_absolute():
-        raise UserError(f"{store.url}: a submitted job needs an absolute store path or URL")
     run_dir = Path(run_dir).absolute()
     run_id = run_dir.name
     key = f"{DRIVER_PREFIX}-{run_id}"
