@@ -104,7 +104,7 @@ class _Search:
         shifts = self.best("+shifts", [(*blur.chain, ("augment", {**augment, "degrees": 0.0}), pca_step)])
         rotations = self.best("+rotations", [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step)
                                              for d in self.p["rotation_degrees"]])
-        idm = max((self.score_idm(pca, blur.stage, int(w)) for w in self.p["idm_warps"]), key=lambda c: c.cv_score)
+        idm = max(self.score_idm(pca, blur.stage), key=lambda c: c.cv_score)
         return [raw, deskew, blur, pca, shifts, rotations, idm]
 
     def best(self, label: str, chains: list[Chain]) -> Candidate:
@@ -129,29 +129,38 @@ class _Search:
                      f"({candidate.seconds['stages'] + candidate.seconds['cv']:.0f} s)")
         return candidate
 
-    def score_idm(self, base: Candidate, image_stage: str, warp: int) -> Candidate:
-        """Cross-validate the base row's neighbours re-ranked by IDM on image_stage's images.
+    def score_idm(self, base: Candidate, image_stage: str) -> list[Candidate]:
+        """Cross-validate the base row's neighbours re-ranked by IDM on image_stage's images, per warp.
 
         The base's fold searches give each validation row its nearest training rows (as many as
-        the largest k); the IDM re-orders them, and (k, weights) are scored as votes again.
+        the largest k), once for all warps; the IDM re-orders them, and (k, weights) are scored
+        as votes again. Each row's time counts the shared search as if it ran alone.
         """
-        options = {"warp": warp, "context": int(self.p["idm_context"]), "candidates": max(self.grid["n_neighbors"]),
-                   "images": image_stage}
-        candidate = Candidate("+IDM", (*base.chain, ("idm", options)), stage=base.stage, idm=options)
-        candidate.seconds["stages"] = 0.0
         start = time.perf_counter()
+        n_candidates = max(self.grid["n_neighbors"])
         X, y, folds = self.training_rows(base.stage)
-        idx, dist = fold_tables(X, folds, options["candidates"], self.client)
+        idx, dist = fold_tables(X, folds, n_candidates, self.client)
         images = self.store.read(f"{image_stage}/train/images").compute()
         val = np.concatenate([v for _, v in folds])
-        idx[val], dist[val] = idm_rerank(self.client, images[val], images, idx[val], warp, options["context"])
-        candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search((idx, dist), y, folds,
-                                                                                      self.grid, self.client)
-        candidate.seconds["cv"] = round(time.perf_counter() - start, 3)
-        self.tried.append(candidate)
-        self.ctx.log(f"knn_best: +IDM (warp {warp}) on {base.stage}: cv {candidate.cv_score:.4f} "
-                     f"{candidate.best_params} ({candidate.seconds['cv']:.0f} s)")
-        return candidate
+        shared = time.perf_counter() - start
+        scored = []
+        for warp in (int(w) for w in self.p["idm_warps"]):
+            start = time.perf_counter()
+            options = {"warp": warp, "context": int(self.p["idm_context"]), "candidates": n_candidates,
+                       "images": image_stage}
+            candidate = Candidate("+IDM", (*base.chain, ("idm", options)), stage=base.stage, idm=options)
+            candidate.seconds["stages"] = 0.0
+            reranked = idx.copy(), dist.copy()
+            reranked[0][val], reranked[1][val] = idm_rerank(self.client, images[val], images, idx[val], warp,
+                                                            options["context"])
+            candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(reranked, y, folds,
+                                                                                          self.grid, self.client)
+            candidate.seconds["cv"] = round(shared + time.perf_counter() - start, 3)
+            self.tried.append(candidate)
+            self.ctx.log(f"knn_best: +IDM (warp {warp}) on {base.stage}: cv {candidate.cv_score:.4f} "
+                         f"{candidate.best_params} ({candidate.seconds['cv']:.0f} s)")
+            scored.append(candidate)
+        return scored
 
     def build(self, chain: Chain) -> str:
         """Run (or skip, when complete) every stage of base + chain; returns the last stage."""
