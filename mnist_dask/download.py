@@ -1,26 +1,56 @@
 """Download files into a cache, checked against known MD5 sums, with retries.
 
-A file is written to a temporary name and renamed only after its checksum matches,
-so the cache never holds a partial or corrupt download.
+A file is accepted by the MD5 of its *content* (gunzipped when it is gzip data), since
+mirrors re-compress files: the same MNIST content can come in other ``.gz`` bytes. The
+canonical ``.gz`` MD5 is accepted as well (a quick check that needs no decompression).
+A file is written to a temporary name and renamed only after its checksum matches, so
+the cache never holds a partial or wrong download.
+
+Why not pooch: it checks the hash of the downloaded bytes (here the content is what must
+match), retries only ``requests`` errors, and speaks HTTP/FTP only, while a source here may
+be any fsspec URL (``s3://...``).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 
 from mnist_dask.errors import UserError
 
-#: MD5 sums of the canonical MNIST files, as published with the dataset's mirrors.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+GZIP_MAGIC = b"\x1f\x8b"
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """What a file must hold: content with this MD5 (after gunzip), or exactly these ``.gz`` bytes."""
+
+    content_md5: str
+    file_md5: str | None = None
+
+    def check(self, path: Path) -> str | None:
+        """None when the file is acceptable, else why not (the MD5 found)."""
+        if self.file_md5 is not None and file_md5(path) == self.file_md5:
+            return None
+        found = content_md5(path)
+        return None if found == self.content_md5 else f"content md5 {found}, expected {self.content_md5}"
+
+
+#: The canonical MNIST files: MD5 of the uncompressed content, and of the published ``.gz``.
+MNIST_CHECKSUMS = {
+    "train-images-idx3-ubyte.gz": Checksum("6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train-labels-idx1-ubyte.gz": Checksum("a25bea736e30d166cdddb491f175f624", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "t10k-images-idx3-ubyte.gz": Checksum("2646ac647ad5339dbf082846283269ea", "9fb629c4189551a2d022fa330f9573f3"),
+    "t10k-labels-idx1-ubyte.gz": Checksum("27ae3e4e09519cfbb04c329615203637", "ec29112dd5afa0611ce80d1b7f02629c"),
 }
 
 #: Public mirrors of the IDX files, tried in order when ``--source idx`` names no location.
@@ -38,24 +68,24 @@ def cache_dir() -> Path:
     return Path(base) / "mnist-dask"
 
 
-def fetch(url: str, md5: str | None, cache: Path | None = None, attempts: int = 3,
+def fetch(url: str, checksum: Checksum | None, cache: Path | None = None, attempts: int = 3,
           backoff: float = 1.0) -> Path:
     """Return a local copy of ``url`` in the cache, downloading it if needed.
 
-    A cached file is reused only if it matches ``md5``. Network errors are retried
+    A cached file is reused only if it passes ``checksum``. Network errors are retried
     ``attempts`` times with exponential backoff; a checksum mismatch is not retried
     (the server sent the wrong bytes) and leaves nothing in the cache.
     """
     cache = cache or cache_dir()
     target = cache / url.rstrip("/").rsplit("/", 1)[-1]
-    if target.exists() and (md5 is None or file_md5(target) == md5):
+    if target.exists() and (checksum is None or checksum.check(target) is None):
         return target
     cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     for attempt in range(1, attempts + 1):
         try:
             with fsspec.open(url, "rb") as src, open(partial, "wb") as dst:
-                while block := src.read(1 << 20):
+                while block := src.read(_BLOCK):
                     dst.write(block)
             break
         except Exception as exc:  # any transport failure (aiohttp, fsspec, OS) is retried
@@ -63,20 +93,40 @@ def fetch(url: str, md5: str | None, cache: Path | None = None, attempts: int = 
             if attempt == attempts:
                 raise UserError(f"{url}: download failed after {attempts} attempts ({_one_line(exc)})") from None
             time.sleep(backoff * 2 ** (attempt - 1))
-    actual = file_md5(partial)
-    if md5 is not None and actual != md5:
+    problem = checksum.check(partial) if checksum is not None else None
+    if problem is not None:
         partial.unlink()
-        raise UserError(f"{url}: checksum mismatch (md5 {actual}, expected {md5}); file not kept")
+        raise UserError(f"{url}: checksum mismatch ({problem}); file not kept")
     partial.replace(target)
     return target
 
 
 def file_md5(path: Path | str) -> str:
-    """MD5 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.md5()
+    """MD5 hex digest of a file's bytes, read in 1 MiB blocks."""
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
+        return _md5(iter(lambda: f.read(_BLOCK), b""))
+
+
+def content_md5(path: Path | str) -> str:
+    """MD5 of a file's content: of the gunzipped data for a gzip file, else of its bytes.
+
+    A gzip file that does not decompress has no content MD5: the MD5 of its bytes is given.
+    """
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == GZIP_MAGIC
+    if not gzipped:
+        return file_md5(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            return _md5(iter(lambda: f.read(_BLOCK), b""))
+    except (EOFError, OSError, zlib.error):
+        return file_md5(path)
+
+
+def _md5(blocks: Iterator[bytes]) -> str:
+    digest = hashlib.md5()
+    for block in blocks:
+        digest.update(block)
     return digest.hexdigest()
 
 

@@ -42,7 +42,7 @@ class Source:
         return self.kind + (":" + ",".join(self.locations) if self.locations else "")
 
     def input_checksums(self) -> dict[str, str]:
-        """MD5 of every input file (for openml: of the fetched arrays); cheap, no parsing."""
+        """MD5 of every input's content (IDX: uncompressed, as mirrors re-compress; openml: the arrays)."""
         if self.kind == "openml":
             images, labels = _openml_arrays()
             return {"openml:mnist_784": _arrays_md5(images, labels)}
@@ -144,7 +144,7 @@ def _locate_idx(locations: tuple[str, ...], stem: str) -> str:
     for base in locations:  # mirrors, in order
         try:
             url = base.rstrip("/") + "/" + stem + ".gz"
-            return str(download.fetch(url, download.MNIST_MD5[stem + ".gz"]))
+            return str(download.fetch(url, download.MNIST_CHECKSUMS[stem + ".gz"]))
         except UserError as exc:
             errors.append(str(exc))
     raise UserError("; ".join(errors))
@@ -186,7 +186,7 @@ def _md5_of(path: str) -> str:
     if _is_local(path):
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
-        return download.file_md5(path)
+        return download.content_md5(path)
     return hashlib.md5(_read_bytes(path)).hexdigest()
 
 

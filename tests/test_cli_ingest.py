@@ -26,11 +26,11 @@ from mnist_dask import cli
 from mnist_dask.errors import UserError
 from mnist_dask.store import Store
 
-MNIST_MD5 = {
-    "train-images": "f51292e8ea1be633b59f208ab917bd19",  # the local copy (see ../shared/data/mnist/README.md)
-    "train-labels": "d53e105ee54ea40749a09fcbcd1e9432",
-    "test-images": "9fb629c4189551a2d022fa330f9573f3",
-    "test-labels": "ec29112dd5afa0611ce80d1b7f02629c",
+MNIST_MD5 = {  # canonical MNIST, MD5 of the uncompressed IDX content
+    "train-images": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels": "a25bea736e30d166cdddb491f175f624",
+    "test-images": "2646ac647ad5339dbf082846283269ea",
+    "test-labels": "27ae3e4e09519cfbb04c329615203637",
 }
 ARRAYS = ("train/images", "train/labels", "test/images", "test/labels")
 CONSOLE_SCRIPT = Path(sys.executable).parent / "mnist-dask"

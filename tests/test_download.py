@@ -133,6 +133,7 @@ def mnist_server(mnist_dir, tmp_path_factory) -> Iterator[FileServer]:
 
 PAYLOAD = np.random.default_rng(3).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
+PAYLOAD_SUM = download.Checksum(PAYLOAD_MD5)
 
 
 # -- cache location ---------------------------------------------------------------------
@@ -156,21 +157,21 @@ def test_file_md5_matches_hashlib(tmp_path):
 # -- fetch ------------------------------------------------------------------------------
 def test_good_file_is_cached_and_a_second_fetch_does_not_hit_the_server(server, cache):
     (server.root / "data.bin").write_bytes(PAYLOAD)
-    first = download.fetch(server.url + "data.bin", PAYLOAD_MD5, backoff=0)
+    first = download.fetch(server.url + "data.bin", PAYLOAD_SUM, backoff=0)
     assert first == cache / "data.bin"
     assert first.read_bytes() == PAYLOAD
     assert sorted(p.name for p in cache.iterdir()) == ["data.bin"]
     seen = len(server.requests)
     assert server.gets("/data.bin") >= 1
 
-    second = download.fetch(server.url + "data.bin", PAYLOAD_MD5, backoff=0)
+    second = download.fetch(server.url + "data.bin", PAYLOAD_SUM, backoff=0)
     assert second == first and second.read_bytes() == PAYLOAD
     assert len(server.requests) == seen  # served from the cache
 
 
 def test_explicit_cache_argument_overrides_the_environment(server, cache, tmp_path):
     (server.root / "data.bin").write_bytes(PAYLOAD)
-    target = download.fetch(server.url + "data.bin", PAYLOAD_MD5, cache=tmp_path / "other", backoff=0)
+    target = download.fetch(server.url + "data.bin", PAYLOAD_SUM, cache=tmp_path / "other", backoff=0)
     assert target == tmp_path / "other" / "data.bin" and target.read_bytes() == PAYLOAD
     assert not cache.exists()
 
@@ -179,7 +180,7 @@ def test_cached_file_with_a_stale_checksum_is_downloaded_again(server, cache):
     (server.root / "data.bin").write_bytes(PAYLOAD)
     cache.mkdir()
     (cache / "data.bin").write_bytes(b"an old, corrupt copy")
-    target = download.fetch(server.url + "data.bin", PAYLOAD_MD5, backoff=0)
+    target = download.fetch(server.url + "data.bin", PAYLOAD_SUM, backoff=0)
     assert target.read_bytes() == PAYLOAD
     assert server.gets("/data.bin") >= 1
 
@@ -188,7 +189,7 @@ def test_checksum_mismatch_is_refused_and_leaves_nothing_in_the_cache(server, ca
     (server.root / "data.bin").write_bytes(PAYLOAD)
     wrong = "0123456789abcdef0123456789abcdef"
     with pytest.raises(UserError) as exc:
-        download.fetch(server.url + "data.bin", wrong, backoff=0)
+        download.fetch(server.url + "data.bin", download.Checksum(wrong), backoff=0)
     message = str(exc.value)
     assert "\n" not in message
     assert server.url + "data.bin" in message and "checksum mismatch" in message
@@ -200,7 +201,7 @@ def test_checksum_mismatch_is_refused_and_leaves_nothing_in_the_cache(server, ca
 def test_server_error_then_success_is_retried(server, cache):
     (server.root / "data.bin").write_bytes(PAYLOAD)
     server.failures["/data.bin"] = [500]
-    target = download.fetch(server.url + "data.bin", PAYLOAD_MD5, attempts=3, backoff=0)
+    target = download.fetch(server.url + "data.bin", PAYLOAD_SUM, attempts=3, backoff=0)
     assert target.read_bytes() == PAYLOAD
     assert server.gets("/data.bin") == 2
     assert [p.name for p in cache.iterdir()] == ["data.bin"]
@@ -211,7 +212,7 @@ def test_server_always_failing_gives_up_after_the_given_attempts(server, cache, 
     (server.root / "data.bin").write_bytes(PAYLOAD)
     server.always_fail["/data.bin"] = 500
     with pytest.raises(UserError) as exc:
-        download.fetch(server.url + "data.bin", PAYLOAD_MD5, attempts=attempts, backoff=0)
+        download.fetch(server.url + "data.bin", PAYLOAD_SUM, attempts=attempts, backoff=0)
     message = str(exc.value)
     assert "\n" not in message
     assert message.startswith(f"{server.url}data.bin: download failed after {attempts} attempts")
@@ -243,7 +244,8 @@ def test_idx_url_source_downloads_the_canonical_test_files(mnist_server, cache, 
     cached = sorted(p.name for p in cache.iterdir())
     assert "t10k-images-idx3-ubyte.gz" in cached and "t10k-labels-idx1-ubyte.gz" in cached
     assert not any(name.endswith(".part") for name in cached)
-    assert download.file_md5(cache / "t10k-images-idx3-ubyte.gz") == download.MNIST_MD5["t10k-images-idx3-ubyte.gz"]
+    canonical = download.MNIST_CHECKSUMS["t10k-images-idx3-ubyte.gz"]
+    assert download.file_md5(cache / "t10k-images-idx3-ubyte.gz") == canonical.file_md5
 
     seen = len(mnist_server.requests)
     images_again, _ = source.load_split("test")  # from the cache
@@ -251,17 +253,48 @@ def test_idx_url_source_downloads_the_canonical_test_files(mnist_server, cache, 
     assert len(mnist_server.requests) == seen
 
 
-def test_idx_url_source_refuses_the_non_canonical_train_images(mnist_server, cache):
-    source = Source("idx", (mnist_server.url + "mnist/",))
+def test_idx_url_source_accepts_recompressed_train_images_by_their_content(mnist_server, cache, mnist):
+    """The local train-images .gz was re-compressed: its .gz MD5 is not the canonical one, its content is."""
+    canonical = download.MNIST_CHECKSUMS["train-images-idx3-ubyte.gz"]
+    served = mnist_server.root / "mnist" / "train-images-idx3-ubyte.gz"
+    assert download.file_md5(served) != canonical.file_md5
+    assert download.content_md5(served) == canonical.content_md5
+    images, labels = Source("idx", (mnist_server.url + "mnist/",)).load_split("train")
+    np.testing.assert_array_equal(images, mnist["train_images"])
+    np.testing.assert_array_equal(labels, mnist["train_labels"])
+    assert download.content_md5(cache / "train-images-idx3-ubyte.gz") == canonical.content_md5
+
+
+def test_idx_url_source_refuses_other_content_and_keeps_nothing(mnist_server, cache, mnist):
+    """Real IDX bytes with one pixel changed: valid gzip and IDX, but not the canonical content."""
+    import gzip
+
+    altered = mnist["test_images"].copy()
+    altered[0, 14, 14] ^= 1
+    folder = mnist_server.root / "altered"
+    folder.mkdir(exist_ok=True)
+    header = b"\x00\x00\x08\x03" + (10_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + altered.tobytes()))
+    (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(mnist_server.root / "mnist" / "t10k-labels-idx1-ubyte.gz")
     with pytest.raises(UserError) as exc:
-        source.load_split("train")
+        Source("idx", (mnist_server.url + "altered/",)).load_split("test")
     message = str(exc.value)
     assert "\n" not in message
-    assert "train-images-idx3-ubyte.gz" in message and "checksum mismatch" in message
-    assert "f51292e8ea1be633b59f208ab917bd19" in message  # what the server sent
-    assert download.MNIST_MD5["train-images-idx3-ubyte.gz"] in message  # what was expected
-    assert not (cache / "train-images-idx3-ubyte.gz").exists()
-    assert not (cache / "train-images-idx3-ubyte.gz.part").exists()
+    assert "t10k-images-idx3-ubyte.gz: checksum mismatch (content md5" in message
+    assert download.MNIST_CHECKSUMS["t10k-images-idx3-ubyte.gz"].content_md5 in message  # what was expected
+    assert hashlib.md5(header + altered.tobytes()).hexdigest() in message  # what the server sent
+    assert not (cache / "t10k-images-idx3-ubyte.gz").exists()
+    assert not (cache / "t10k-images-idx3-ubyte.gz.part").exists()
+
+
+def test_content_md5_of_a_plain_file_is_its_md5_and_of_gzip_its_uncompressed_md5(tmp_path):
+    import gzip
+
+    plain, packed = tmp_path / "plain.bin", tmp_path / "packed.gz"
+    plain.write_bytes(PAYLOAD)
+    packed.write_bytes(gzip.compress(PAYLOAD, compresslevel=1))
+    assert download.content_md5(plain) == PAYLOAD_MD5 == download.content_md5(packed)
+    assert download.file_md5(packed) != PAYLOAD_MD5
 
 
 def test_idx_url_source_tries_the_next_mirror_when_one_fails(mnist_server, cache, mnist):

@@ -124,12 +124,14 @@ def test_idx_folder_finds_files_named_with_a_dot_before_idx(small, tmp_path):
     assert_split_equals(loaded, small.arrays["test_images"], small.arrays["test_labels"])
 
 
-def test_idx_input_checksums_are_md5s_of_the_four_files(small, tmp_path):
+def test_idx_input_checksums_are_md5s_of_the_four_files_uncompressed_content(small, tmp_path):
     folder = small.write_idx(tmp_path / "idx")
     checksums = Source("idx", (str(folder),)).input_checksums()
     assert set(checksums) == {"train-images", "train-labels", "test-images", "test-labels"}
-    expected = hashlib.md5((folder / "t10k-labels-idx1-ubyte.gz").read_bytes()).hexdigest()
+    expected = hashlib.md5(small.labels_bytes(small.arrays["test_labels"])).hexdigest()
     assert checksums["test-labels"] == expected
+    plain = small.write_idx(tmp_path / "plain", gz=False)  # the same content, not gzipped: the same inputs
+    assert Source("idx", (str(plain),)).input_checksums() == checksums
 
 
 def test_idx_folder_missing_a_file_is_refused(small, tmp_path):
@@ -172,14 +174,16 @@ def test_real_mnist_folder_loads_the_fixture_arrays(mnist_dir, mnist):
     assert_split_equals(source.load_split("test"), mnist["test_images"], mnist["test_labels"])
 
 
-def test_real_mnist_input_checksums_match_the_published_md5s(mnist_dir):
+def test_real_mnist_input_checksums_are_the_canonical_content_md5s(mnist_dir):
     checksums = Source("idx", (str(mnist_dir),)).input_checksums()
     assert checksums == {
-        "train-images": "f51292e8ea1be633b59f208ab917bd19",  # the local, reordered copy (see its README)
-        "train-labels": download.MNIST_MD5["train-labels-idx1-ubyte.gz"],
-        "test-images": download.MNIST_MD5["t10k-images-idx3-ubyte.gz"],
-        "test-labels": download.MNIST_MD5["t10k-labels-idx1-ubyte.gz"],
+        "train-images": "6bbc9ace898e44ae57da46a324031adb",  # canonical MNIST, uncompressed
+        "train-labels": "a25bea736e30d166cdddb491f175f624",
+        "test-images": "2646ac647ad5339dbf082846283269ea",
+        "test-labels": "27ae3e4e09519cfbb04c329615203637",
     }
+    assert checksums == {name.removesuffix("-idx3-ubyte.gz").removesuffix("-idx1-ubyte.gz").replace("t10k", "test"):
+                         checksum.content_md5 for name, checksum in download.MNIST_CHECKSUMS.items()}
 
 
 # -- CSV --------------------------------------------------------------------------------

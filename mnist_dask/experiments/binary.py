@@ -21,8 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mnist_dask.experiments import register
-from mnist_dask.experiments.common import (downsample, fold_accuracies, image, load_split, on_cluster, order_note,
-                                           run_tasks)
+from mnist_dask.experiments.common import downsample, fold_accuracies, image, load_split, on_cluster, run_tasks
 
 CV = 3
 
@@ -54,14 +53,13 @@ def binary_5_detector(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
         **{f"random_forest_{k}": rf[k] for k in ("precision", "recall", "f1", "roc_auc")},
     }
     ctx.log(f"binary_5_detector: SGD cv {sgd['cv_scores']}, AUC {sgd['roc_auc']:.4f}; forest AUC {rf['roc_auc']:.4f}")
-    notes = [n for n in [order_note(len(y), "Unshuffled 3-fold CV (and so every figure of this job)")] if n]
     return {
         "model": {"sgd": f"SGDClassifier(random_state={seed})", "forest": repr(forest), "cv": CV,
                   "target": "digit == 5", "train_rows": int(len(y)), "positives": int(y.sum())},
         "metrics": metrics,
         "curves": {"sgd": sgd["curves"], "random_forest": rf["curves"],
                    "threshold_90_precision": precision_90},
-        "notes": notes + ["cv_scores are the accuracies of the cross_val_predict predictions on each of the 3 "
+        "notes": ["cv_scores are the accuracies of the cross_val_predict predictions on each of the 3 "
                           "StratifiedKFold test folds, equal to cross_val_score for these seeded models",
                           "never_5_cv_scores use unshuffled KFold(3), as cross_val_score does for the notebook's "
                           "Never5Classifier (a BaseEstimator, not a classifier, so no stratification)"],

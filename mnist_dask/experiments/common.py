@@ -17,7 +17,6 @@ from distributed import Client
 
 from mnist_dask.store import Store
 
-ORDERED_TRAIN_ROWS = 10_678  # our local train rows past this index are permuted among same-digit images
 MAX_CURVE_POINTS = 500
 
 
@@ -34,15 +33,6 @@ def on_cluster(client: Client) -> Iterator[None]:
     """Route joblib (scikit-learn's n_jobs) to the Dask cluster of ``client`` for the block's duration."""
     with client.as_current(), joblib.parallel_backend("dask"):
         yield
-
-
-def order_note(rows: int, what: str) -> str | None:
-    """A note when a figure depends on the order of more training rows than our copy keeps in canonical order."""
-    if rows <= ORDERED_TRAIN_ROWS:
-        return None
-    return (f"{what} depends on the order of the {rows:,} training rows; our local MNIST keeps the canonical order "
-            f"only for the first {ORDERED_TRAIN_ROWS:,} (later rows are permuted among same-digit images), "
-            "so it can differ slightly from the published figure")
 
 
 def downsample(*columns: np.ndarray, points: int = MAX_CURVE_POINTS) -> list[list[float]]:

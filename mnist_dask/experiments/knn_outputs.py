@@ -18,7 +18,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.experiments import register
-from mnist_dask.experiments.common import image, load_split, on_cluster, order_note
+from mnist_dask.experiments.common import image, load_split, on_cluster
 from mnist_dask.knn import kneighbors
 
 CV = 3
@@ -37,7 +37,6 @@ def multilabel(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
         Y_pred = cross_val_predict(model, X, Y, cv=CV, n_jobs=-1)
     folds = [test for _, test in KFold(CV).split(X)]
     per_label = f1_score(Y, Y_pred, average=None)
-    notes = [n for n in [order_note(len(Y), "Unshuffled 3-fold cross_val_predict")] if n]
     return {
         "model": {"estimator": repr(model), "cv": "KFold(3), unshuffled (cross_val_predict on multilabel y)",
                   "labels": ["digit >= 7", "digit is odd"], "train_rows": int(len(Y))},
@@ -48,7 +47,6 @@ def multilabel(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
                     "exact_match_cv_scores": [float(np.mean(np.all(Y[f] == Y_pred[f], axis=1))) for f in folds],
                     "label_support": Y.sum(axis=0).tolist()},
         "figures_data": {"misclassified_indices": np.flatnonzero(np.any(Y != Y_pred, axis=1))[:200].tolist()},
-        "notes": notes,
     }
 
 

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mnist_dask.experiments import register
-from mnist_dask.experiments.common import fold_accuracies, image, load_split, on_cluster, order_note, run_tasks
+from mnist_dask.experiments.common import fold_accuracies, image, load_split, on_cluster, run_tasks
 
 CV = 3
 DIGITS = np.arange(10)
@@ -56,10 +56,7 @@ def multiclass(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
         "logistic_f1_weighted": logistic["metrics"]["f1_weighted"],
         **{f"{name}_small_accuracy": value for name, value in small["metrics"].items()},
     }
-    notes = [n for n in [order_note(sgd_rows, "SGD 3-fold CV (raw and scaled)"),
-                         order_note(logistic_rows, "saga's seeded sample order, and so the logistic figures "
-                                                   "(slightly, the fit is near convergence)")] if n]
-    notes += sgd["notes"] + logistic["notes"]
+    notes = sgd["notes"] + logistic["notes"]
     return {"model": {"svc": svc["model"], "sgd": sgd["model"], "logistic_ovr": logistic["model"],
                       "small_sample": small["model"], "test_rows": int(len(y_test))},
             "metrics": metrics,
@@ -109,7 +106,6 @@ def error_analysis(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
     folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
     quadrants = {f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[:params["pairs"]].tolist()
                  for a in (3, 5) for b in (3, 5)}
-    notes = [n for n in [order_note(len(y), "The 3-fold cross-validated predictions")] if n]
     return {
         "model": {"estimator": f"SGDClassifier(random_state={params['random_state']})",
                   "preprocessing": "StandardScaler fitted on the whole training set (as the notebook does)",
@@ -126,7 +122,6 @@ def error_analysis(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
             "three_five_grid": {"indices_are": "training-set row indices", "per_quadrant": params["pairs"],
                                 "quadrants": quadrants},
         },
-        "notes": notes,
     }
 
 
