@@ -64,7 +64,7 @@ def _notebook_loop(data: str) -> dict:
 
 def _numpy_expand(data: str) -> dict:
     """Ours, one process: expand_block slicing plus the same shuffle, in memory."""
-    from mnist_dask.transforms import expand_block, shift_offsets
+    from mnist_dask.transforms.kernels import expand_block, shift_offsets
 
     train = _load(data)
     start = time.perf_counter()
@@ -79,10 +79,10 @@ def _stages(data: str, workers: int) -> list[dict]:
     """Ours as stages on a LocalCluster: ingest once, then shift5x and shift25x written to Zarr."""
     from distributed import Client, LocalCluster
 
-    from mnist_dask.derive import run_transform
-    from mnist_dask.ingest import ingest
-    from mnist_dask.sources import Source
-    from mnist_dask.store import Store
+    from mnist_dask.transforms.registry import run_transform
+    from mnist_dask.data.ingest import ingest
+    from mnist_dask.data.sources import Source
+    from mnist_dask.data.store import Store
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

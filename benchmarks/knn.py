@@ -1,4 +1,4 @@
-"""Benchmark exact blocked k-NN (mnist_dask.knn) against scikit-learn brute, FAISS and the GEMM floor.
+"""Benchmark exact blocked k-NN (mnist_dask.neighbors.knn) against scikit-learn brute, FAISS and the GEMM floor.
 
 For each training-set size, every method runs in its own fresh Python process (so that
 ru_maxrss is that method's peak), classifies the MNIST test images with k=4 and
@@ -116,9 +116,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _import_method(method: str) -> None:
     """Import what a method needs, so that import time is not counted as run time."""
-    import dask.array  # noqa: F401  (all methods vote with mnist_dask.knn, which imports dask)
+    import dask.array  # noqa: F401  (all methods vote with mnist_dask.neighbors.knn, which imports dask)
 
-    import mnist_dask.knn  # noqa: F401
+    import mnist_dask.neighbors.knn  # noqa: F401
 
     if method == "sklearn":
         import sklearn.neighbors  # noqa: F401
@@ -127,7 +127,7 @@ def _import_method(method: str) -> None:
 
 
 def _run_ours(X_train, y_train, X_test):
-    """mnist_dask.knn, dask threads scheduler: kneighbors k=4 and predict as one graph.
+    """mnist_dask.neighbors.knn, dask threads scheduler: kneighbors k=4 and predict as one graph.
 
     The numpy queries are wrapped exactly as the estimator's numpy path does, so that the
     neighbours (kept to explain disagreements) and the predictions share one computation.
@@ -135,7 +135,7 @@ def _run_ours(X_train, y_train, X_test):
     import dask
     import dask.array as da
 
-    from mnist_dask.knn import DEFAULT_TEST_CHUNK, KNNClassifier
+    from mnist_dask.neighbors.knn import DEFAULT_TEST_CHUNK, KNNClassifier
 
     model = KNNClassifier(n_neighbors=K, weights="distance").fit(X_train, y_train)
     queries = da.from_array(X_test, chunks=(DEFAULT_TEST_CHUNK, -1))
@@ -160,7 +160,7 @@ def _run_faiss(X_train, y_train, X_test):
     """FAISS IndexFlatL2 (exact scan, float32 distances), voted like scikit-learn."""
     import faiss
 
-    from mnist_dask.knn import vote
+    from mnist_dask.neighbors.knn import vote
 
     index = faiss.IndexFlatL2(X_train.shape[1])
     index.add(np.ascontiguousarray(X_train, dtype=np.float32))

@@ -1,7 +1,7 @@
 """Benchmark: the k-NN grid search (weights x n_neighbors 3-5, cv=5), ours vs scikit-learn vs dask-ml.
 
 Prints one table, every row measured in this run on real MNIST training images:
-- ours: ``mnist_dask.search.grid_search`` (one exact neighbour search per fold) on a
+- ours: ``mnist_dask.neighbors.search.grid_search`` (one exact neighbour search per fold) on a
   LocalCluster of ``--workers`` single-threaded worker processes;
 - scikit-learn: ``GridSearchCV(KNeighborsClassifier(), grid, cv=5, n_jobs=-1)``;
 - dask-ml, the textbook cached pipeline: ``KNeighborsTransformer`` then
@@ -43,7 +43,7 @@ def main() -> None:
         print(json.dumps([seconds, [float(v) for v in scores], best, peak]))
         return
 
-    runs = [("ours (mnist_dask.search on LocalCluster)", _ours)]
+    runs = [("ours (mnist_dask.neighbors.search on LocalCluster)", _ours)]
     if "sklearn" not in args.skip:
         runs.append(("scikit-learn GridSearchCV(n_jobs=-1)", _sklearn))
     if "dask-ml" not in args.skip:
@@ -65,7 +65,7 @@ def _ours(data: str, rows: int, workers: int):
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from mnist_dask.search import grid_search
+    from mnist_dask.neighbors.search import grid_search
 
     X, y = _load(data, rows)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",

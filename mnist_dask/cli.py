@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- subcommands -----------------------------------------------------------------------
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect
-    from mnist_dask.ingest import ingest
-    from mnist_dask.sources import parse_source
+    from mnist_dask.data.ingest import ingest
+    from mnist_dask.data.sources import parse_source
 
     source, store = parse_source(args.source), _store(args)
     with connect(_cluster(args)) as client:
@@ -139,7 +139,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_transform(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect
-    from mnist_dask.derive import run_transform
+    from mnist_dask.transforms.registry import run_transform
 
     store = _store(args)
     params = {key.removeprefix("param_"): value for key, value in vars(args).items() if key.startswith("param_")}
@@ -154,10 +154,10 @@ def _cmd_transform(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect
-    from mnist_dask.jobs import load_job
-    from mnist_dask.run import run_job
-    from mnist_dask.runs import runs_root
-    from mnist_dask.sources import parse_source
+    from mnist_dask.jobs.spec import load_job
+    from mnist_dask.jobs.driver import run_job
+    from mnist_dask.jobs.records import runs_root
+    from mnist_dask.data.sources import parse_source
 
     job = load_job(args.job)
     source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
@@ -172,10 +172,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect, scheduler_address
-    from mnist_dask.jobs import load_job
-    from mnist_dask.runs import new_run_id, runs_root
-    from mnist_dask.sources import parse_source
-    from mnist_dask.submit import submit_job
+    from mnist_dask.jobs.spec import load_job
+    from mnist_dask.jobs.records import new_run_id, runs_root
+    from mnist_dask.data.sources import parse_source
+    from mnist_dask.jobs.submit import submit_job
 
     job = load_job(args.job)
     source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
@@ -194,7 +194,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import scheduler_address
-    from mnist_dask.runs import find_run_dir, read_status
+    from mnist_dask.jobs.records import find_run_dir, read_status
 
     record, client_info = None, {}
     if scheduler_address(args.scheduler):
@@ -211,12 +211,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import scheduler_address
-    from mnist_dask.runs import list_runs
+    from mnist_dask.jobs.records import list_runs
 
     records = {r["run_id"]: {**r, "state": _state_of(r, {})} for r in list_runs(_runs_dir(args))}
     if scheduler_address(args.scheduler):
         from mnist_dask.cluster import connect
-        from mnist_dask.runs import scheduler_runs
+        from mnist_dask.jobs.records import scheduler_runs
 
         with connect(_cluster(args, quiet=True)) as client:
             for run_id, record in scheduler_runs(client).items():
@@ -239,7 +239,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _from_scheduler(args: argparse.Namespace, run_id: str) -> tuple[dict | None, dict]:
     """A submitted run's record, driver liveness and stage progress, from the scheduler."""
     from mnist_dask.cluster import connect
-    from mnist_dask.runs import scheduler_runs, stage_progress
+    from mnist_dask.jobs.records import scheduler_runs, stage_progress
 
     with connect(_cluster(args, quiet=True)) as client:
         record = scheduler_runs(client).get(Path(run_id).name)
@@ -251,14 +251,14 @@ def _from_scheduler(args: argparse.Namespace, run_id: str) -> tuple[dict | None,
 
 def _driver_alive(client, record: dict) -> bool | None:
     """Whether the scheduler still holds a submitted run's driver (None: not a submitted run)."""
-    from mnist_dask.runs import driver_alive
+    from mnist_dask.jobs.records import driver_alive
 
     return driver_alive(client, record["driver_key"]) if record.get("driver_key") else None
 
 
 def _state_of(record: dict, info: dict) -> str:
     """The record's state, 'lost' when its driver is known to be gone."""
-    from mnist_dask.runs import liveness
+    from mnist_dask.jobs.records import liveness
 
     state = liveness(record)
     if state in ("queued", "running") and info.get("driver_alive") is False:
@@ -315,14 +315,14 @@ def _headline(result: dict) -> str:
 
 
 def _transforms():
-    from mnist_dask.derive import TRANSFORMS
+    from mnist_dask.transforms.registry import TRANSFORMS
 
     return TRANSFORMS
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect
-    from mnist_dask.verify import verify_store
+    from mnist_dask.data.verify import verify_store
 
     store = _store(args, url=args.store_path)
     if not store.exists():
@@ -338,7 +338,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from mnist_dask.info import describe, format_description
+    from mnist_dask.data.info import describe, format_description
 
     store = _store(args, url=args.store_path)
     description = describe(store)
@@ -347,10 +347,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from mnist_dask.report import load_result, write_report
+    from mnist_dask.report.render import load_result, write_report
 
     result = load_result(Path(args.run_dir))  # exit 2 before any work when there is no result
-    from mnist_dask.store import DEFAULT_STORE
+    from mnist_dask.data.store import DEFAULT_STORE
 
     given = args.store != os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE)  # else: the run's own store
     store = _store(args) if given or "store" not in result else None
@@ -359,8 +359,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from mnist_dask.classify import classify_files
-    from mnist_dask.store import DEFAULT_STORE
+    from mnist_dask.jobs.classify import classify_files
+    from mnist_dask.data.store import DEFAULT_STORE
 
     given = args.store != os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE)  # else: the run's own store
     for path, digit, probability in classify_files(args.images, args.run, _store(args) if given else None):
@@ -370,7 +370,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 # -- shared options --------------------------------------------------------------------
 def _store_options() -> argparse.ArgumentParser:
-    from mnist_dask.store import DEFAULT_STORE
+    from mnist_dask.data.store import DEFAULT_STORE
 
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("store")
@@ -396,7 +396,7 @@ def _runs_options() -> argparse.ArgumentParser:
 
 
 def _runs_dir(args: argparse.Namespace) -> Path:
-    from mnist_dask.runs import runs_root
+    from mnist_dask.jobs.records import runs_root
 
     return Path(args.runs_dir) if args.runs_dir else runs_root(_store(args).url)
 
@@ -433,7 +433,7 @@ def _subcommand(commands: argparse._SubParsersAction, name: str, help_text: str,
 
 
 def _store(args: argparse.Namespace, url: str | None = None):
-    from mnist_dask.store import Store
+    from mnist_dask.data.store import Store
 
     options = {}
     for item in args.storage_option:

@@ -193,9 +193,9 @@ def client():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, client, mnist_dir):
     """A module's store with real MNIST ingested into ``raw``."""
-    from mnist_dask.ingest import ingest
-    from mnist_dask.sources import Source
-    from mnist_dask.store import Store
+    from mnist_dask.data.ingest import ingest
+    from mnist_dask.data.sources import Source
+    from mnist_dask.data.store import Store
 
     store = Store(str(tmp_path_factory.mktemp("store") / "mnist.zarr"))
     ingest(Source("idx", (str(mnist_dir),)), store, client)

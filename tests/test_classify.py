@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_dask.classify import mnist_style
+from mnist_dask.jobs.classify import mnist_style
 
 REPO = Path(__file__).resolve().parents[1]
 

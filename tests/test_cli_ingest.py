@@ -24,7 +24,7 @@ from distributed import LocalCluster
 
 from mnist_dask import cli
 from mnist_dask.errors import UserError
-from mnist_dask.store import Store
+from mnist_dask.data.store import Store
 
 MNIST_MD5 = {  # canonical MNIST, MD5 of the uncompressed IDX content
     "train-images": "6bbc9ace898e44ae57da46a324031adb",

@@ -14,10 +14,10 @@ import pytest
 import scipy.ndimage as ndi
 import zarr
 
-from mnist_dask.derive import run_transform
+from mnist_dask.transforms.registry import run_transform
 from mnist_dask.errors import UserError
-from mnist_dask.store import Store
-from mnist_dask.transforms import deskew, shift_offsets
+from mnist_dask.data.store import Store
+from mnist_dask.transforms.kernels import deskew, shift_offsets
 
 
 def _array(store: Store, path: str) -> np.ndarray:

@@ -7,10 +7,10 @@ import pytest
 import zarr
 from sklearn.decomposition import PCA
 
-from mnist_dask.derive import run_transform
+from mnist_dask.transforms.registry import run_transform
 from mnist_dask.errors import UserError
-from mnist_dask.store import Store
-from mnist_dask.transforms import deskew, rotate_images, shift_images, shift_offsets
+from mnist_dask.data.store import Store
+from mnist_dask.transforms.kernels import deskew, rotate_images, shift_images, shift_offsets
 
 SAMPLE = {"train": 2000, "test": 300, "seed": 3}
 SAMPLED = "derived/sample2000-300"

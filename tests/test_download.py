@@ -1,4 +1,4 @@
-"""Tests for mnist_dask.download and the IDX URL source, against a real HTTP server on 127.0.0.1.
+"""Tests for mnist_dask.data.download and the IDX URL source, against a real HTTP server on 127.0.0.1.
 
 The server runs in a thread of the test process, serves files from a folder (with HEAD and
 Range support, as fsspec's HTTP filesystem expects), logs every request, and can be told to
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_dask import download
+from mnist_dask.data import download
 from mnist_dask.errors import UserError
-from mnist_dask.sources import Source, parse_source
+from mnist_dask.data.sources import Source, parse_source
 
 
 class FileServer:

@@ -1,6 +1,6 @@
 """Issue 5's experiment jobs, run for real on real MNIST with small samples on a two-worker cluster.
 
-Each test runs a job through :func:`mnist_dask.run.run_job` (with conftest's module ``client``
+Each test runs a job through :func:`mnist_dask.jobs.driver.run_job` (with conftest's module ``client``
 and ``store`` fixtures) and checks its figures against scikit-learn computed directly in the
 test on the same rows.
 """
@@ -24,9 +24,9 @@ from sklearn.preprocessing import StandardScaler
 
 from mnist_dask.experiments import EXPERIMENTS
 from mnist_dask.experiments.knn_outputs import add_noise, multilabel_targets, neighbour_mode
-from mnist_dask.jobs import load_job, parse_job
-from mnist_dask.run import run_job
-from mnist_dask.store import Store
+from mnist_dask.jobs.spec import load_job, parse_job
+from mnist_dask.jobs.driver import run_job
+from mnist_dask.data.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "jobs").glob("*.toml"))

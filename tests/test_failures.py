@@ -19,7 +19,7 @@ import pytest
 import zarr
 from conftest import DaskProcesses
 
-from mnist_dask.store import Store
+from mnist_dask.data.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mnist_dask.idm import idm_distances, sobel_gradients
-from mnist_dask.transforms import shift_images
+from mnist_dask.neighbors.idm import idm_distances, sobel_gradients
+from mnist_dask.transforms.kernels import shift_images
 
 
 def direct_idm(query: np.ndarray, reference: np.ndarray, warp: int, context: int) -> float:

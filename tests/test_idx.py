@@ -1,4 +1,4 @@
-"""Tests for mnist_dask.idx: parsing and validating IDX files, gzipped or plain.
+"""Tests for mnist_dask.data.idx: parsing and validating IDX files, gzipped or plain.
 
 Inputs are small IDX files written byte by byte (struct + gzip) and the real MNIST files.
 Every malformed input must become a one-line UserError that names the file.
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_dask import idx
+from mnist_dask.data import idx
 from mnist_dask.errors import UserError
-from mnist_dask.sources import read_csv
+from mnist_dask.data.sources import read_csv
 
 NAME = "/data/some-dir/train-images-idx3-ubyte.gz"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mnist_dask.errors import UserError
-from mnist_dask.jobs import load_job
+from mnist_dask.jobs.spec import load_job
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from mnist_dask.knn import KNNClassifier, block_kneighbors, kneighbors, merge_kneighbors, vote
+from mnist_dask.neighbors.knn import KNNClassifier, block_kneighbors, kneighbors, merge_kneighbors, vote
 
 N_TEST, N_TRAIN, TRAIN_CHUNK = 2_000, 12_000, 4_000
 
@@ -267,7 +267,7 @@ def test_skipping_zero_columns_and_grouped_float32_dots_stay_exact(dtype, low, h
 
 @pytest.mark.parametrize("bound", [1, 255, 300, 1000])
 def test_grouped_float32_integer_dots_are_exact_at_the_largest_values(bound):
-    from mnist_dask.knn import _exact_float32_width, _exact_integer_dots
+    from mnist_dask.neighbors.knn import _exact_float32_width, _exact_integer_dots
 
     rng = np.random.default_rng(bound)
     X_train = (bound - rng.integers(0, 2, size=(40, 2_000))).astype(np.int32)  # odd and even sums

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_dask.experiments.knn_best import group_folds
-from mnist_dask.jobs import load_job
+from mnist_dask.jobs.spec import load_job
 
 REPO = Path(__file__).resolve().parents[1]
 INGREDIENTS = ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations", "+IDM"]
@@ -71,7 +71,7 @@ def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
 
     import dask.array as da
     from mnist_dask.experiments.knn_best import fold_tables, vote_search
-    from mnist_dask.transforms import shift_images
+    from mnist_dask.transforms.kernels import shift_images
 
     n = 900
     images = mnist["train_images"][:n]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_dask.report import write_report
+from mnist_dask.report.render import write_report
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "report_layouts"
 NOTES_TITLE = "Notes: how our figures differ from the published ones"

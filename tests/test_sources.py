@@ -1,4 +1,4 @@
-"""Tests for mnist_dask.sources: parsing ``--source``, reading IDX folders and CSV files.
+"""Tests for mnist_dask.data.sources: parsing ``--source``, reading IDX folders and CSV files.
 
 Inputs are small generated IDX/CSV files and the real MNIST folder; no network.
 """
@@ -11,9 +11,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from mnist_dask import download
+from mnist_dask.data import download
 from mnist_dask.errors import UserError
-from mnist_dask.sources import SOURCE_ENV, Source, parse_source, read_csv
+from mnist_dask.data.sources import SOURCE_ENV, Source, parse_source, read_csv
 
 
 def assert_one_line(exc: pytest.ExceptionInfo, *fragments: str) -> None:
@@ -302,7 +302,7 @@ def test_folder_given_as_csv_file_is_refused(tmp_path):
 
 
 def test_csv_first_row_with_a_fractional_label_is_an_error_not_a_header():
-    from mnist_dask.sources import read_csv
+    from mnist_dask.data.sources import read_csv
 
     row = "1.5," + ",".join(["0"] * 784)
     with pytest.raises(UserError, match="rows.csv: non-integer value"):

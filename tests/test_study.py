@@ -76,7 +76,7 @@ def test_nothing_in_the_store_or_run_folders_needs_unpickling(store, tmp_path_fa
     """Results are Zarr with plain numeric dtypes and JSON: no object arrays, no pickle files."""
     import zarr
 
-    from mnist_dask.store import Store
+    from mnist_dask.data.store import Store
 
     arrays = [node for _, node in Store(store).walk() if isinstance(node, zarr.Array)]
     assert len(arrays) >= 12

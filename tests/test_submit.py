@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_dask.runs import RunStatus, liveness
+from mnist_dask.jobs.records import RunStatus, liveness
 
 pytestmark = pytest.mark.integration
 

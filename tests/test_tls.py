@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mnist_dask.store import Store
+from mnist_dask.data.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Tests for mnist_dask.transforms on real MNIST and small synthetic images."""
+"""Tests for mnist_dask.transforms.kernels on real MNIST and small synthetic images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from skimage.transform import downscale_local_mean as skimage_downscale_local_mean
 
-from mnist_dask.transforms import (
+from mnist_dask.transforms.kernels import (
     deskew,
     downscale_local_mean,
     downscale_local_sum,

@@ -11,10 +11,10 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 
-from mnist_dask.ingest import ingest
-from mnist_dask.sources import Source
-from mnist_dask.stages import CHUNK_MD5_KEY, block_md5
-from mnist_dask.store import Store
+from mnist_dask.data.ingest import ingest
+from mnist_dask.data.sources import Source
+from mnist_dask.data.stages import CHUNK_MD5_KEY, block_md5
+from mnist_dask.data.store import Store
 
 
 @pytest.fixture(scope="module")

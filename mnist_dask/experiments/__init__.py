@@ -1,6 +1,6 @@
 """Experiments beyond the k-NN study: each a function run by an ``experiment = "<name>"`` job.
 
-An experiment receives an :class:`~mnist_dask.run.ExperimentContext` (store with ``raw``
+An experiment receives an :class:`~mnist_dask.jobs.driver.ExperimentContext` (store with ``raw``
 ingested, Dask client, run folder, logger) and its parameters (the registered defaults
 updated by the job's ``[params]``), and returns a dict merged into ``result.json``; its
 figures go under ``"metrics"`` with plain snake_case names.

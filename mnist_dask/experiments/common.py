@@ -15,7 +15,7 @@ import joblib
 import numpy as np
 from distributed import Client
 
-from mnist_dask.store import Store
+from mnist_dask.data.store import Store
 
 MAX_CURVE_POINTS = 500
 

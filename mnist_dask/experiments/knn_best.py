@@ -1,9 +1,9 @@
 """``knn_best``: a k-NN pipeline chosen by cross-validation on the training images only.
 
 Ingredients are added one at a time, each a chain of stages in the store (see
-:mod:`mnist_dask.derive`): raw -> +deskew -> +blur -> +PCA -> +shifts -> +rotations, then
+:mod:`mnist_dask.transforms.registry`): raw -> +deskew -> +blur -> +PCA -> +shifts -> +rotations, then
 +IDM: the +PCA row's nearest candidates re-ranked by the image distortion model distance
-(:mod:`mnist_dask.idm`) on the +blur row's images. Every ingredient's free choices (blur
+(:mod:`mnist_dask.neighbors.idm`) on the +blur row's images. Every ingredient's free choices (blur
 sigma, PCA size and feature scaling, rotation angle, IDM warp) and every row's (k, weights)
 are chosen by the same cross-validation:
 
@@ -30,12 +30,12 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from mnist_dask.derive import run_transform
+from mnist_dask.transforms.registry import run_transform
 from mnist_dask.experiments import register
-from mnist_dask.knn import kneighbors, vote
-from mnist_dask.rerank import idm_rerank
-from mnist_dask.search import NeighborVoteClassifier, _plain, neighbor_table
-from mnist_dask.store import Store
+from mnist_dask.neighbors.knn import kneighbors, vote
+from mnist_dask.neighbors.rerank import idm_rerank
+from mnist_dask.neighbors.search import NeighborVoteClassifier, _plain, neighbor_table
+from mnist_dask.data.store import Store
 
 Chain = tuple[tuple[str, dict[str, Any]], ...]  # (transform, params) steps applied to raw
 Fold = tuple[np.ndarray, np.ndarray]  # sorted (training rows, validation rows)
@@ -72,7 +72,7 @@ def run(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
     final = next(t for t, row in zip(table, rows) if row is chosen)
     ctx.log(f"knn_best: test accuracy {final['test_accuracy']:.4f}")
     return {
-        "model": {"estimator": "exact k-NN (KNN of mnist_dask.knn)", "dataset": chosen.stage,
+        "model": {"estimator": "exact k-NN (KNN of mnist_dask.neighbors.knn)", "dataset": chosen.stage,
                   "chain": _chain_json(chosen.chain), **chosen.best_params},
         "metrics": {"test_accuracy": final["test_accuracy"], "cv_accuracy": chosen.cv_score},
         "ablation": table,
@@ -251,7 +251,7 @@ def vote_search(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: lis
 
 
 def vote_table(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold]) -> np.ndarray:
-    """:func:`mnist_dask.search.neighbor_table` rows; rows that validate in no fold keep fold -1.
+    """:func:`mnist_dask.neighbors.search.neighbor_table` rows; rows that validate in no fold keep fold -1.
 
     A fold's training rows (copies of its training images, and originals held out in other
     folds) then never carry its fold number, which the voter checks. Their neighbour index

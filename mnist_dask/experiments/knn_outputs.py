@@ -2,7 +2,7 @@
 
 Multilabel uses scikit-learn's KNeighborsClassifier (our exact ``KNNClassifier`` takes 1-D
 labels only) with ``cross_val_predict(n_jobs=-1)`` under the Dask joblib backend, one task per
-fold. Denoising uses our exact blocked :func:`mnist_dask.knn.kneighbors` on the cluster and
+fold. Denoising uses our exact blocked :func:`mnist_dask.neighbors.knn.kneighbors` on the cluster and
 takes, pixel by pixel, the most common clean value among the neighbours on the client, which
 is what ``KNeighborsClassifier.predict`` does for multi-output targets.
 """
@@ -19,7 +19,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.experiments import register
 from mnist_dask.experiments.common import image, load_split, on_cluster
-from mnist_dask.knn import kneighbors
+from mnist_dask.neighbors.knn import kneighbors
 
 CV = 3
 NOISE_HIGH = 100  # np.random.randint(0, 100): noise 0..99

@@ -21,7 +21,7 @@ import numpy as np
 from distributed import Client, Lock
 
 from mnist_dask.cluster import run_stage
-from mnist_dask.store import Store
+from mnist_dask.data.store import Store
 
 CHUNK_MD5_KEY = "mnist_dask_chunk_md5"
 

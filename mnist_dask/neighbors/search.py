@@ -21,7 +21,7 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold
 from sklearn.model_selection import ParameterGrid
 
 from mnist_dask.errors import UserError
-from mnist_dask.knn import kneighbors, vote
+from mnist_dask.neighbors.knn import kneighbors, vote
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from mnist_dask import download, idx
+from mnist_dask.data import download, idx
 from mnist_dask.errors import UserError
 
 SPLITS = ("train", "test")

@@ -1,4 +1,4 @@
-"""Re-rank k-NN candidates by the IDM distance (mnist_dask.idm), one task per block of queries.
+"""Re-rank k-NN candidates by the IDM distance (mnist_dask.neighbors.idm), one task per block of queries.
 
 The exact k-NN finds each query's candidates cheaply (e.g. in PCA space); the IDM distance,
 ~300x dearer per pair than a Euclidean one, is then computed only for those few candidates.
@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 from distributed import Client, span
 
-from mnist_dask.idm import idm_distances, sobel_gradients
+from mnist_dask.neighbors.idm import idm_distances, sobel_gradients
 
 QUERY_BLOCK = 500  # queries per task
 

@@ -21,21 +21,21 @@ from distributed import Client, span
 
 from mnist_dask import __version__
 from mnist_dask.cluster import run_stage
-from mnist_dask.derive import run_transform
-from mnist_dask.evaluate import classification_metrics
-from mnist_dask.ingest import ingest
-from mnist_dask.jobs import Job
-from mnist_dask.knn import KNNClassifier, kneighbors, vote
-from mnist_dask.runs import RunStatus, write_run_json
-from mnist_dask.search import grid_search
-from mnist_dask.sources import Source
-from mnist_dask.store import Store
+from mnist_dask.transforms.registry import run_transform
+from mnist_dask.experiments.metrics import classification_metrics
+from mnist_dask.data.ingest import ingest
+from mnist_dask.jobs.spec import Job
+from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
+from mnist_dask.jobs.records import RunStatus, write_run_json
+from mnist_dask.neighbors.search import grid_search
+from mnist_dask.data.sources import Source
+from mnist_dask.data.store import Store
 
 def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None = None,
             log: Callable[[str], None] = print, status: RunStatus | None = None) -> dict[str, Any]:
     """Run ``job`` and return its result (also written to ``run_dir/result.json``).
 
-    Its progress is kept in ``run_dir/status.json`` (see mnist_dask.runs).
+    Its progress is kept in ``run_dir/status.json`` (see mnist_dask.jobs.records).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def _run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sour
 
     with _timed(timings, status, "ingest"):
         if source is not None or not store.is_complete("raw"):
-            from mnist_dask.sources import parse_source
+            from mnist_dask.data.sources import parse_source
 
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
@@ -134,7 +134,7 @@ def _finish(job: Job, result: dict[str, Any], timings: dict[str, float], run_dir
     result["timings_s"] = timings
     write_run_json(run_dir / "result.json", result)
     try:  # after result.json: a report failure must not lose the finished run
-        from mnist_dask.report import write_report
+        from mnist_dask.report.render import write_report
 
         write_report(run_dir, store)
     except Exception as exc:  # noqa: BLE001

@@ -18,9 +18,9 @@ from distributed import Client
 
 from mnist_dask.cluster import run_stage
 from mnist_dask.errors import UserError
-from mnist_dask.sources import SPLITS, Source
-from mnist_dask.stages import block_md5, produce_stage
-from mnist_dask.store import Store
+from mnist_dask.data.sources import SPLITS, Source
+from mnist_dask.data.stages import block_md5, produce_stage
+from mnist_dask.data.store import Store
 
 STAGE = "raw"
 DEFAULT_CHUNK = 5000

@@ -15,8 +15,8 @@ import zarr
 from distributed import Client
 
 from mnist_dask.cluster import run_stage
-from mnist_dask.stages import CHUNK_MD5_KEY, block_md5
-from mnist_dask.store import Store
+from mnist_dask.data.stages import CHUNK_MD5_KEY, block_md5
+from mnist_dask.data.store import Store
 
 
 @dataclass(frozen=True)

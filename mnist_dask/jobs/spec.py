@@ -174,7 +174,7 @@ class _Checker:
             raise UserError(f"{self.path}: {where} must be 'uniform' or 'distance', got {value!r}")
 
     def step(self, entry: Any, index: int) -> Step:
-        from mnist_dask.derive import TRANSFORMS, resolve_params
+        from mnist_dask.transforms.registry import TRANSFORMS, resolve_params
 
         if not isinstance(entry, dict) or not isinstance(entry.get("transform"), str):
             raise UserError(f"{self.path}: dataset.steps[{index}] must be a table with a 'transform' name")

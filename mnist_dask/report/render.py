@@ -4,7 +4,7 @@ Generic over whatever ``result.json`` holds: scalar and list metrics, per-model 
 lists of records (tables titled from their key), notes, timings and published-vs-ours figures
 are tabulated; every confusion matrix gets its figure, and known shapes get theirs (sample and
 misclassified test images, PR/ROC curves, k sweep, grid search, ``figures_data`` entries: see
-:mod:`mnist_dask.report_figures`).
+:mod:`mnist_dask.report.figures`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_dask import report_figures as figures
+from mnist_dask.report import figures
 from mnist_dask.errors import UserError
-from mnist_dask.store import Store
+from mnist_dask.data.store import Store
 
 REPORT_NAME = "report.html"
 MAX_MISCLASSIFIED = 40
@@ -83,7 +83,7 @@ def write_report(run_dir: str | Path, store: Store | str | None = None) -> Path:
 
 def load_result(run_dir: Path) -> dict[str, Any]:
     """The run's result.json, or a one-line UserError when the folder holds no finished run."""
-    from mnist_dask.runs import read_run_json
+    from mnist_dask.jobs.records import read_run_json
 
     return read_run_json(Path(run_dir) / "result.json", "no result.json (not a finished run folder)",
                          "cannot read the run's result")

@@ -14,9 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from mnist_dask.errors import UserError
-from mnist_dask.knn import KNNClassifier
-from mnist_dask.report import load_result
-from mnist_dask.store import Store
+from mnist_dask.neighbors.knn import KNNClassifier
+from mnist_dask.report.render import load_result
+from mnist_dask.data.store import Store
 
 MAX_PIXELS = 40_000_000
 

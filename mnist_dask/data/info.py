@@ -6,7 +6,7 @@ from typing import Any
 
 import zarr
 
-from mnist_dask.store import ATTRS_KEY, Store
+from mnist_dask.data.store import ATTRS_KEY, Store
 
 
 def describe(store: Store) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from typing import Any
 
 from distributed import Client, fire_and_forget, span, worker_client
 
-from mnist_dask.jobs import Job
-from mnist_dask.runs import SPAN_TAG, RunStatus, driver_alive
-from mnist_dask.sources import Source
-from mnist_dask.store import Store
+from mnist_dask.jobs.spec import Job
+from mnist_dask.jobs.records import SPAN_TAG, RunStatus, driver_alive
+from mnist_dask.data.sources import Source
+from mnist_dask.data.store import Store
 
 DRIVER_PREFIX = "mnist-dask-driver"
 _ACCEPT_TIMEOUT = 30.0  # seconds to wait for the scheduler to hold the driver task
@@ -43,7 +43,7 @@ def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: So
 
 def drive_job(job: Job, store: Store, record: dict[str, Any], source: Source | None) -> dict[str, Any]:
     """(On a worker) run the job with the worker's client; returns the result's metrics."""
-    from mnist_dask.run import run_job
+    from mnist_dask.jobs.driver import run_job
 
     with worker_client() as client:
         status = RunStatus.resume(record, client)

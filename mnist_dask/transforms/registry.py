@@ -2,7 +2,7 @@
 
 Each transform reads a dataset (``raw`` or an earlier ``derived/<name>``) and writes
 ``derived/<name>/{train,test}/...``. A chain is named by its steps, e.g.
-``derived/deskew+shift5x``. The numpy work lives in :mod:`mnist_dask.transforms`;
+``derived/deskew+shift5x``. The numpy work lives in :mod:`mnist_dask.transforms.kernels`;
 this module only maps it over dask chunks and runs it as a resumable stage.
 """
 
@@ -18,11 +18,11 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from mnist_dask import transforms
+from mnist_dask.transforms import kernels
 from mnist_dask.errors import UserError
-from mnist_dask.sources import SPLITS
-from mnist_dask.stages import produce_stage
-from mnist_dask.store import Store
+from mnist_dask.data.sources import SPLITS
+from mnist_dask.data.stages import produce_stage
+from mnist_dask.data.store import Store
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
 _STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
@@ -145,7 +145,7 @@ def _shift_rows(images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     out = np.empty_like(images)
     for dx, dy in np.unique(offsets, axis=0):
         rows = np.flatnonzero((offsets[:, 0] == dx) & (offsets[:, 1] == dy))
-        out[rows] = transforms.shift_images(images[rows], int(dx), int(dy))
+        out[rows] = kernels.shift_images(images[rows], int(dx), int(dy))
     return out
 
 
@@ -240,8 +240,8 @@ def augment_copies(p: dict[str, Any]) -> list[tuple[int, int, float]]:
 def _apply_copy(images: np.ndarray, dx: int, dy: int, degrees: float) -> np.ndarray:
     """One augmentation copy of a block: shifted by (dx, dy), or rotated when degrees is non-zero."""
     if degrees:
-        return transforms.rotate_images(images, degrees)
-    return transforms.shift_images(images, dx, dy) if (dx or dy) else images.copy()
+        return kernels.rotate_images(images, degrees)
+    return kernels.shift_images(images, dx, dy) if (dx or dy) else images.copy()
 
 
 def _per_copy_rows(copies: list[tuple[int, int, float]], n: int, chunks: tuple[int, ...]) -> Arrays:
@@ -358,7 +358,7 @@ def _source_index(store: Store, input_stage: str) -> da.Array:
 
 def _offsets(p: dict[str, Any]) -> list[tuple[int, int]]:
     try:
-        return transforms.shift_offsets(p["radius"], p["shape"])
+        return kernels.shift_offsets(p["radius"], p["shape"])
     except ValueError as exc:
         raise UserError(f"transform shift: {exc}") from None
 
@@ -372,7 +372,7 @@ def _downscaled_shape(factor: int) -> Callable[[tuple[int, ...]], tuple[int, ...
 
 
 def _downscale(images: np.ndarray, factor: int) -> np.ndarray:
-    return transforms.downscale_local_mean(images, factor).astype(np.float32)
+    return kernels.downscale_local_mean(images, factor).astype(np.float32)
 
 
 def _build_downscale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
@@ -389,10 +389,10 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
               "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)"),
     Transform("downscale", {"factor": 3}, lambda p: f"down{-(-28 // p['factor'])}", _build_downscale,
               "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)"),
-    Transform("deskew", {}, lambda p: "deskew", _per_image(transforms.deskew, _same, np.uint8),
+    Transform("deskew", {}, lambda p: "deskew", _per_image(kernels.deskew, _same, np.uint8),
               "second-moment affine deskew"),
     Transform("blur", {"sigma": 1.0}, lambda p: f"blur{p['sigma']:g}",
-              _per_image(transforms.gaussian_blur, _same, np.uint8, params=("sigma",)), "Gaussian blur"),
+              _per_image(kernels.gaussian_blur, _same, np.uint8, params=("sigma",)), "Gaussian blur"),
     Transform("scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train"),
     Transform("varthresh", {"threshold": 0.0}, lambda p: f"varthresh{p['threshold']:g}",
               _build_variance_threshold, "variance-threshold feature selection (fitted on train)"),

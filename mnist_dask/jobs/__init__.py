@@ -1,0 +1,1 @@
+"""Jobs: job files, the driver that runs one, run records, submission to a cluster."""

@@ -1,0 +1,1 @@
+"""Neighbours: exact blocked k-NN, grid search by precomputed neighbours, IDM re-ranking."""
