@@ -1,50 +1,67 @@
-"""Job files: the shipped jobs parse; every kind of mistake is a one-line error naming the file."""
+"""Job files: the shipped jobs parse; every kind of mistake is a one-line error naming the file and the key."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from mnist_dask.errors import UserError
+from mnist_dask.experiments import EXPERIMENTS
 from mnist_dask.jobs.spec import load_job
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 @pytest.mark.parametrize("path", sorted(JOBS.glob("*.toml")), ids=lambda p: p.stem)
-def test_every_shipped_job_parses(path):
+def test_every_shipped_job_parses_into_its_experiments_typed_parameters(path):
     job = load_job(path)
     assert job.name == path.stem
-    if job.experiment is None:  # a k-NN study job: a search or a fixed model
-        assert job.search is not None or job.model["n_neighbors"] >= 1
-    else:
-        from mnist_dask.experiments import EXPERIMENTS
-
-        assert set(job.params) == set(EXPERIMENTS[job.experiment].defaults)
+    assert isinstance(job.params, EXPERIMENTS[job.experiment].params)
+    assert set(job.params_dict()) == {f.name for f in fields(job.params)}
 
 
 def test_augmented_job_searches_on_raw_and_fits_on_the_shift_chain():
     job = load_job(JOBS / "knn_augmented.toml")
-    assert job.search.on == "raw" and job.search.cv == 5
-    assert job.search.param_grid == {"weights": ["uniform", "distance"], "n_neighbors": [3, 4, 5]}
-    assert [(s.transform, s.params["radius"], s.params["shape"]) for s in job.steps] == [("shift", 1, "cross")]
+    assert job.experiment == "knn"
+    search = job.params.search
+    assert search.on == "raw" and search.cv == 5
+    assert (search.param_grid.n_neighbors, search.param_grid.weights) == ([3, 4, 5], ["uniform", "distance"])
+    assert [(s["transform"], s["radius"], s["shape"]) for s in job.params.steps] == [("shift", 1, "cross")]
+
+
+def test_a_grid_that_leaves_out_weights_searches_the_default_weights(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text("experiment = 'knn'\n[params.search]\nparam_grid = { n_neighbors = [3, 4] }\n")
+    assert load_job(path).params.search.param_grid.weights == ["uniform"]
+
+
+KNN = "experiment = 'knn'\n"
 
 
 @pytest.mark.parametrize("text, message", [
-    ("colour = 'red'", "unknown key 'colour'"),
-    ("[model]\nn_neighbours = 3", "unknown key [model] 'n_neighbours'"),
-    ("[model]\nn_neighbors = 'five'", "model.n_neighbors must be a positive integer"),
-    ("[model]\nn_neighbors = 0", "model.n_neighbors must be a positive integer"),
-    ("[model]\nweights = 'gaussian'", "model.weights must be 'uniform' or 'distance'"),
-    ("[search]\ncv = 5", "[search] needs param_grid"),
-    ("[search]\nparam_grid = { leaf_size = [1] }", "unknown key [search.param_grid] 'leaf_size'"),
-    ("[search]\ncv = 1\nparam_grid = { n_neighbors = [3] }", "search.cv must be at least 2"),
-    ("[dataset]\nsteps = [{ transform = 'sharpen' }]", "unknown transform 'sharpen'"),
-    ("[dataset]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a int"),
-    ("[dataset]\nsteps = [{ transform = 'shift', radious = 2 }]", "unknown parameter 'radious'"),
-    ("name = '../../etc'", "name '../../etc' must be letters"),
-    ("description = 3", "description must be a string"),
+    (KNN + "colour = 'red'", "unknown key 'colour'"),
+    (KNN + "[params.model]\nn_neighbours = 3", "unknown key params.model.n_neighbours; allowed: n_neighbors, weights"),
+    (KNN + "[params.model]\nn_neighbors = 'five'", "params.model.n_neighbors: Input should be a valid integer"),
+    (KNN + "[params.model]\nn_neighbors = 0", "params.model.n_neighbors: Input should be greater than or equal to 1"),
+    (KNN + "[params.model]\nn_neighbors = true", "params.model.n_neighbors: Input should be a valid integer"),
+    (KNN + "[params.model]\nweights = 'gaussian'", "params.model.weights: Input should be 'uniform' or 'distance'"),
+    (KNN + "[params.search]\ncv = 5", "params.search.param_grid is required"),
+    (KNN + "[params.search]\nparam_grid = { leaf_size = [1] }", "unknown key params.search.param_grid.leaf_size"),
+    (KNN + "[params.search]\ncv = 1\nparam_grid = { n_neighbors = [3] }",
+     "params.search.cv: Input should be greater than or equal to 2"),
+    (KNN + "[params.search]\nparam_grid = { n_neighbors = [] }", "params.search.param_grid.n_neighbors: List should"),
+    (KNN + "[params]\nsteps = [{ transform = 'sharpen' }]", "params.steps[0]: unknown transform 'sharpen'"),
+    (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a int"),
+    (KNN + "[params]\nsteps = [{ transform = 'shift', radious = 2 }]", "unknown parameter 'radious'"),
+    (KNN + "name = '../../etc'", "name '../../etc' must be letters"),
+    (KNN + "description = 3", "description must be a string"),
+    ("description = 'no experiment'", "needs experiment = NAME"),
+    ("experiment = 'knn_worst'", "unknown experiment 'knn_worst'"),
+    ("experiment = 'zero_detector'\n[params]\nsample = -5", "params.sample: Input should be greater than or equal to 0"),
+    ("experiment = 'svm_kernels'\n[params]\nkernels = ['poly', 'cubic']", "params.kernels[1]: Input should be"),
+    ("experiment = 'multilabel'\n[params]\nsample = 2.5", "params.sample: Input should be a valid integer (got 2.5)"),
     ("[model", "not valid TOML"),
 ])
 def test_bad_job_files_are_one_line_errors_naming_the_file(tmp_path, text, message):
@@ -59,3 +76,10 @@ def test_bad_job_files_are_one_line_errors_naming_the_file(tmp_path, text, messa
 def test_missing_job_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such job file"):
         load_job(tmp_path / "nope.toml")
+
+
+def test_a_job_file_that_is_not_utf8_is_a_user_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_job(path)

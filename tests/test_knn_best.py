@@ -19,8 +19,8 @@ INGREDIENTS = ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations", "+IDM
 def test_job_file_parses_with_its_search_space():
     job = load_job(REPO / "jobs" / "knn_best.toml")
     assert job.experiment == "knn_best"
-    assert job.params["train_sample"] == 0 and job.params["test_sample"] == 0  # the full 60,000 / 10,000
-    assert job.params["cv"] >= 2 and job.params["rotation_degrees"] and job.params["pca_sizes"]
+    assert job.params.train_sample == 0 and job.params.test_sample == 0  # the full 60,000 / 10,000
+    assert job.params.cv >= 2 and job.params.rotation_degrees and job.params.pca_sizes
 
 
 def test_group_folds_keep_every_copy_of_an_image_on_one_side():

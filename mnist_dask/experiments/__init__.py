@@ -1,35 +1,67 @@
-"""Experiments beyond the k-NN study: each a function run by an ``experiment = "<name>"`` job.
+"""Experiments: every job runs one, a function with typed parameters registered by name.
 
-An experiment receives an :class:`~mnist_dask.jobs.driver.ExperimentContext` (store with ``raw``
-ingested, Dask client, run folder, logger) and its parameters (the registered defaults
-updated by the job's ``[params]``), and returns a dict merged into ``result.json``; its
-figures go under ``"metrics"`` with plain snake_case names.
+An experiment receives a :class:`Context` (the store with ``raw`` ingested, the Dask
+client, its run folder, a logger and a stage timer) and its validated parameters, and
+returns a dict merged into ``result.json``; its figures go under ``"metrics"``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from distributed import Client
+
+from mnist_dask.data.store import Store
+
+P = TypeVar("P")
+Result = dict[str, Any]
+
+
+@contextlib.contextmanager
+def _untimed(name: str) -> Iterator[None]:
+    yield
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """A registered experiment: its default parameters and the function that runs it."""
+class Context:
+    """What an experiment works with: store, cluster, run folder, logger, and ``stage(name)`` to time a part."""
+
+    store: Store
+    client: Client
+    run_dir: Path
+    log: Callable[[str], None] = print
+    stage: Callable[[str], AbstractContextManager[None]] = field(default=_untimed)
+
+
+@dataclass(frozen=True)
+class Experiment(Generic[P]):
+    """A registered experiment: its name, parameter class and the function that runs it."""
 
     name: str
-    defaults: dict[str, Any]
-    run: Callable[[Any, dict[str, Any]], dict[str, Any]]
+    params: type[P]
+    run: Callable[[Context, P], Result]
+
+    @property
+    def summary(self) -> str:
+        """The first line of the function's docstring."""
+        return (self.run.__doc__ or "").strip().splitlines()[0] if self.run.__doc__ else ""
 
 
-EXPERIMENTS: dict[str, Experiment] = {}
+EXPERIMENTS: dict[str, Experiment[Any]] = {}
 
 
-def register(name: str, **defaults: Any) -> Callable[[Callable], Callable]:
-    """Decorator adding an experiment function to :data:`EXPERIMENTS` under ``name``."""
-    def add(function: Callable) -> Callable:
-        EXPERIMENTS[name] = Experiment(name, defaults, function)
+def experiment(name: str, params: type[P]) -> Callable[[Callable[[Context, P], Result]], Callable[[Context, P], Result]]:
+    """Decorator registering ``function(ctx, params)`` as the experiment ``name`` with parameter class ``params``."""
+
+    def add(function: Callable[[Context, P], Result]) -> Callable[[Context, P], Result]:
+        EXPERIMENTS[name] = Experiment(name, params, function)
         return function
+
     return add
 
 

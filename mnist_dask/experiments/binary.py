@@ -20,25 +20,35 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mnist_dask.experiments import register
+from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
 from mnist_dask.experiments.common import downsample, fold_accuracies, image, load_split, on_cluster, run_tasks
 
 CV = 3
 
 
-@register("binary_5_detector", sample=0, random_state=42, forest_trees=100)
-def binary_5_detector(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class Binary5Params:
+    """The 5-detector: first ``sample`` training rows (0: all), the SGD/forest seed, the forest's size."""
+
+    sample: Count = 0
+    random_state: Seed = 42
+    forest_trees: Positive = 100
+
+
+@experiment("binary_5_detector", Binary5Params)
+def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
     """SGD '5 vs not-5' with 3-fold CV: accuracies, never-5 baseline, confusion, PR/ROC, and a random forest."""
-    X, digits = load_split(ctx.store, "train", params["sample"])
+    X, digits = load_split(ctx.store, "train", p.sample)
     y = digits == 5
     folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    seed = params["random_state"]
+    seed = p.random_state
     with on_cluster(ctx.client):
         ctx.log("binary_5_detector: SGD decision scores, 3 folds as cluster tasks")
         scores = cross_val_predict(SGDClassifier(random_state=seed), X, y, cv=CV, method="decision_function",
                                    n_jobs=-1)
         ctx.log("binary_5_detector: random forest probabilities, 3 folds as cluster tasks")
-        forest = RandomForestClassifier(n_estimators=params["forest_trees"], random_state=seed)
+        forest = RandomForestClassifier(n_estimators=p.forest_trees, random_state=seed)
         proba = cross_val_predict(forest, X, y, cv=CV, method="predict_proba", n_jobs=-1)[:, 1]
     sgd = _binary_report(y, scores > 0, scores, folds)
     rf = _binary_report(y, proba > 0.5, proba, folds)
@@ -66,15 +76,26 @@ def binary_5_detector(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@register("zero_detector", sample=0, test_sample=0, max_iter=5, random_state=42, variance_threshold=0.0)
-def zero_detector(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class ZeroDetectorParams:
+    """The 0-detector: row samples (0: all), SGD epochs and seed, the VarianceThreshold."""
+
+    sample: Count = 0
+    test_sample: Count = 0
+    max_iter: Positive = 5
+    random_state: Seed = 42
+    variance_threshold: Float = 0.0
+
+
+@experiment("zero_detector", ZeroDetectorParams)
+def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     """Notebook 003's '0 vs not-0': VarianceThreshold + StandardScaler + logistic SGD (5 epochs), on the test set."""
-    X, digits = load_split(ctx.store, "train", params["sample"])
-    X_test, digits_test = load_split(ctx.store, "test", params["test_sample"])
+    X, digits = load_split(ctx.store, "train", p.sample)
+    X_test, digits_test = load_split(ctx.store, "test", p.test_sample)
     y, y_test = digits == 0, digits_test == 0
-    model = make_pipeline(VarianceThreshold(params["variance_threshold"]), StandardScaler(),
-                          SGDClassifier(loss="log_loss", max_iter=params["max_iter"],
-                                        random_state=params["random_state"]))
+    model = make_pipeline(VarianceThreshold(p.variance_threshold), StandardScaler(),
+                          SGDClassifier(loss="log_loss", max_iter=p.max_iter,
+                                        random_state=p.random_state))
     ctx.log("zero_detector: fitting the pipeline as one cluster task")
     [model] = run_tasks(ctx.client, _fit, [(model, X, y)])
     y_pred = model.predict(X_test)
@@ -100,7 +121,7 @@ def zero_detector(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
             "proba_zero_histogram": _histogram(proba, y_test),
         },
         "notes": ["notebook 003 uses loss='log' (renamed 'log_loss') and no random_state, so its 0.9893/0.9447 "
-                  f"come from an unseeded run; we seed random_state={params['random_state']}; max_iter=5 stops "
+                  f"come from an unseeded run; we seed random_state={p.random_state}; max_iter=5 stops "
                   "before convergence (ConvergenceWarning) exactly as in the notebook"],
     }
 

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import dask.array as da
 import numpy as np
 from distributed import Client
+from pydantic import Field, Strict
 
 from mnist_dask.transforms.registry import run_transform
-from mnist_dask.experiments import register
+from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments.params import Count, Float, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
 from mnist_dask.neighbors.search import NeighborVoteClassifier, _plain, neighbor_table
@@ -58,11 +60,29 @@ class Candidate:
     idm: dict[str, Any] | None = None  # IDM re-rank: warp, context, candidates, image stage
 
 
-@register("knn_best", cv=5, cv_val_per_fold=2000, seed=0, n_neighbors=[1, 2, 3, 4, 5, 6, 7, 8, 10],
-          weights=["uniform", "distance"], blur_sigmas=[1.0], pca_sizes=[40, 50, 60],
-          pca_scale_powers=[0.0, 0.25, 0.5], shift_radius=1, shift_shape="cross", rotation_degrees=[10.0],
-          idm_warps=[1, 2], idm_context=1, train_sample=0, test_sample=0)
-def run(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class KNNBestParams:
+    """The search space of every ingredient, the CV protocol, and optional row samples (0: all)."""
+
+    cv: Annotated[int, Strict(), Field(ge=2)] = 5
+    cv_val_per_fold: Count = 2000
+    seed: Seed = 0
+    n_neighbors: list[Positive] = default_list(1, 2, 3, 4, 5, 6, 7, 8, 10)
+    weights: list[Weights] = default_list("uniform", "distance")
+    blur_sigmas: list[Float] = default_list(1.0)
+    pca_sizes: list[Positive] = default_list(40, 50, 60)
+    pca_scale_powers: list[Float] = default_list(0.0, 0.25, 0.5)
+    shift_radius: Count = 1
+    shift_shape: Literal["cross", "square"] = "cross"
+    rotation_degrees: list[Float] = default_list(10.0)
+    idm_warps: list[Positive] = default_list(1, 2)
+    idm_context: Count = 1
+    train_sample: Count = 0
+    test_sample: Count = 0
+
+
+@experiment("knn_best", KNNBestParams)
+def run(ctx: Context, params: KNNBestParams) -> Result:
     """Search the ingredients by CV on the training set, then score every ablation row on the test set once."""
     search = _Search(ctx, params)
     rows = search.ablation()
@@ -83,27 +103,27 @@ def run(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
 class _Search:
     """The staged search: builds chains as stages and scores them by group-fold CV."""
 
-    def __init__(self, ctx: Any, params: dict[str, Any]):
+    def __init__(self, ctx: Context, params: KNNBestParams):
         self.ctx, self.p = ctx, params
         self.store: Store = ctx.store
         self.client: Client = ctx.client
         self.base: Chain = _base_chain(params)
-        self.grid = {"n_neighbors": [int(k) for k in params["n_neighbors"]], "weights": list(params["weights"])}
+        self.grid = {"n_neighbors": [int(k) for k in params.n_neighbors], "weights": list(params.weights)}
         self.tried: list[Candidate] = []
         self.folds_by_stage: dict[str, tuple[list[Fold], np.ndarray]] = {}
 
     def ablation(self) -> list[Candidate]:
         """The six cumulative rows, each the CV-best of its ingredient's options."""
-        augment = {"radius": int(self.p["shift_radius"]), "shape": self.p["shift_shape"]}
+        augment = {"radius": int(self.p.shift_radius), "shape": self.p.shift_shape}
         raw = self.best("raw", [()])
         deskew = self.best("+deskew", [(("deskew", {}),)])
-        blur = self.best("+blur", [(*deskew.chain, ("blur", {"sigma": float(s)})) for s in self.p["blur_sigmas"]])
-        pca = self.best("+PCA", [(*blur.chain, ("pca", _pca(n, power))) for n in self.p["pca_sizes"]
-                                 for power in self.p["pca_scale_powers"]])
+        blur = self.best("+blur", [(*deskew.chain, ("blur", {"sigma": float(s)})) for s in self.p.blur_sigmas])
+        pca = self.best("+PCA", [(*blur.chain, ("pca", _pca(n, power))) for n in self.p.pca_sizes
+                                 for power in self.p.pca_scale_powers])
         pca_step = pca.chain[-1]
         shifts = self.best("+shifts", [(*blur.chain, ("augment", {**augment, "degrees": 0.0}), pca_step)])
         rotations = self.best("+rotations", [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step)
-                                             for d in self.p["rotation_degrees"]])
+                                             for d in self.p.rotation_degrees])
         idm = max(self.score_idm(pca, blur.stage), key=lambda c: c.cv_score)
         return [raw, deskew, blur, pca, shifts, rotations, idm]
 
@@ -144,9 +164,9 @@ class _Search:
         val = np.concatenate([v for _, v in folds])
         shared = time.perf_counter() - start
         scored = []
-        for warp in (int(w) for w in self.p["idm_warps"]):
+        for warp in (int(w) for w in self.p.idm_warps):
             start = time.perf_counter()
-            options = {"warp": warp, "context": int(self.p["idm_context"]), "candidates": n_candidates,
+            options = {"warp": warp, "context": int(self.p.idm_context), "candidates": n_candidates,
                        "images": image_stage}
             candidate = Candidate("+IDM", (*base.chain, ("idm", options)), stage=base.stage, idm=options)
             candidate.seconds["stages"] = 0.0
@@ -176,18 +196,18 @@ class _Search:
         source = (np.arange(len(y)) if stage == "raw"
                   else self.store.read(f"{stage}/train/source_index").compute())
         copy = _copy_ids(self.store, stage, len(source))
-        folds = group_folds(source, copy, y, self.p["cv"], self.p["cv_val_per_fold"], self.p["seed"])
+        folds = group_folds(source, copy, y, self.p.cv, self.p.cv_val_per_fold, self.p.seed)
         return X, y, folds
 
     def report(self) -> dict[str, Any]:
         """What was searched, and every candidate's CV outcome."""
         return {
-            "protocol": {"cv": self.p["cv"], "folds": "stratified over original training images (group folds)",
-                         "validation_rows_per_fold": self.p["cv_val_per_fold"],
-                         "validation_rows": "original images only", "seed": self.p["seed"],
+            "protocol": {"cv": self.p.cv, "folds": "stratified over original training images (group folds)",
+                         "validation_rows_per_fold": self.p.cv_val_per_fold,
+                         "validation_rows": "original images only", "seed": self.p.seed,
                          "base": _chain_json(self.base)},
             "param_grid": self.grid,
-            "options": {key: self.p[key] for key in ("blur_sigmas", "pca_sizes", "pca_scale_powers", "shift_radius",
+            "options": {key: getattr(self.p, key) for key in ("blur_sigmas", "pca_sizes", "pca_scale_powers", "shift_radius",
                                                      "shift_shape", "rotation_degrees", "idm_warps", "idm_context")},
             "candidates": [{"ingredient": c.label, "stage": c.stage, "cv_score": c.cv_score,
                             "best_params": c.best_params, "seconds": c.seconds, "idm": c.idm,
@@ -260,7 +280,7 @@ def vote_table(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list
     return neighbor_table(np.maximum(tables[0], 0), tables[1], y, folds)
 
 
-def _test_row(ctx: Any, search: _Search, row: Candidate) -> dict[str, Any]:
+def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:
     """Fit the row's chain on all training rows and score it on the test set (the only use of test labels)."""
     start = time.perf_counter()
     X_train, y_train = ctx.store.read_xy(row.stage, "train")
@@ -289,11 +309,11 @@ def _test_row(ctx: Any, search: _Search, row: Candidate) -> dict[str, Any]:
             "time_s": round(row.seconds["stages"] + row.seconds["cv"] + test_s, 3)}
 
 
-def _base_chain(params: dict[str, Any]) -> Chain:
+def _base_chain(params: KNNBestParams) -> Chain:
     """A ``sample`` step first when the job asks for a subsample (quick runs and tests)."""
-    if params["train_sample"] or params["test_sample"]:
-        return (("sample", {"train": int(params["train_sample"]), "test": int(params["test_sample"]),
-                            "seed": int(params["seed"])}),)
+    if params.train_sample or params.test_sample:
+        return (("sample", {"train": int(params.train_sample), "test": int(params.test_sample),
+                            "seed": int(params.seed)}),)
     return ()
 
 

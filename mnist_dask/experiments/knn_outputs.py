@@ -17,7 +17,8 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
-from mnist_dask.experiments import register
+from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments.params import Count, Positive, Seed, parameters
 from mnist_dask.experiments.common import image, load_split, on_cluster
 from mnist_dask.neighbors.knn import kneighbors
 
@@ -26,12 +27,20 @@ NOISE_HIGH = 100  # np.random.randint(0, 100): noise 0..99
 MODE_CHUNK = 500  # test rows per vectorised mode computation
 
 
-@register("multilabel", sample=0, n_neighbors=5)
-def multilabel(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class MultilabelParams:
+    """First ``sample`` training rows (0: all) and k."""
+
+    sample: Count = 0
+    n_neighbors: Positive = 5
+
+
+@experiment("multilabel", MultilabelParams)
+def multilabel(ctx: Context, p: MultilabelParams) -> Result:
     """KNeighborsClassifier on (digit >= 7, digit odd), 3-fold cross_val_predict: macro and weighted F1."""
-    X, digits = load_split(ctx.store, "train", params["sample"])
+    X, digits = load_split(ctx.store, "train", p.sample)
     Y = multilabel_targets(digits)
-    model = KNeighborsClassifier(n_neighbors=params["n_neighbors"])
+    model = KNeighborsClassifier(n_neighbors=p.n_neighbors)
     ctx.log(f"multilabel: k-NN on {len(Y):,} images, 3 folds as cluster tasks")
     with on_cluster(ctx.client):
         Y_pred = cross_val_predict(model, X, Y, cv=CV, n_jobs=-1)
@@ -50,22 +59,33 @@ def multilabel(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@register("denoise", sample=0, test_sample=0, seed=42, n_neighbors=5, examples=10)
-def denoise(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class DenoiseParams:
+    """Row samples (0: all), the noise seed, k, and how many examples the report shows."""
+
+    sample: Count = 0
+    test_sample: Count = 0
+    seed: Seed = 42
+    n_neighbors: Positive = 5
+    examples: Count = 10
+
+
+@experiment("denoise", DenoiseParams)
+def denoise(ctx: Context, p: DenoiseParams) -> Result:
     """Multi-output k-NN from noisy to clean digits: fit on (noisy train, clean train), RMSE/PSNR on the test set."""
-    X, _ = load_split(ctx.store, "train", params["sample"], dtype=np.int64)
-    X_test, _ = load_split(ctx.store, "test", params["test_sample"], dtype=np.int64)
-    X_noisy, X_test_noisy = add_noise([X, X_test], params["seed"])
-    k = params["n_neighbors"]
+    X, _ = load_split(ctx.store, "train", p.sample, dtype=np.int64)
+    X_test, _ = load_split(ctx.store, "test", p.test_sample, dtype=np.int64)
+    X_noisy, X_test_noisy = add_noise([X, X_test], p.seed)
+    k = p.n_neighbors
     ctx.log(f"denoise: exact {k}-NN of {len(X_test):,} noisy test images among {len(X):,} noisy train images")
     _, indices = ctx.client.compute(kneighbors(_rows(X_test_noisy, 1_000), _rows(X_noisy, 10_000), k), sync=True)
     cleaned = neighbour_mode(X.astype(np.uint8), indices)
     average = _neighbour_mean(X, indices)
-    shown = np.arange(min(params["examples"], len(X_test)))
+    shown = np.arange(min(p.examples, len(X_test)))
     return {
         "model": {"estimator": f"exact {k}-NN, per-pixel most common neighbour value "
                                f"(KNeighborsClassifier(n_neighbors={k}) multi-output predict)",
-                  "noise": f"np.random.RandomState({params['seed']}).randint(0, {NOISE_HIGH}, (n, 784)) drawn for "
+                  "noise": f"np.random.RandomState({p.seed}).randint(0, {NOISE_HIGH}, (n, 784)) drawn for "
                            "the train images, then for the test images, added to the 0-255 pixels",
                   "train_rows": int(len(X)), "test_rows": int(len(X_test))},
         "metrics": {**_errors(cleaned, X_test), **{f"noisy_{k}": v for k, v in _errors(X_test_noisy, X_test).items()},

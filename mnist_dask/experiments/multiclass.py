@@ -9,7 +9,7 @@ expensive predictions are split into test chunks predicted on the workers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from distributed import Client
@@ -25,7 +25,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from mnist_dask.experiments import register
+from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments.params import Count, Float, Positive, Seed, default_list, parameters
 from mnist_dask.experiments.common import fold_accuracies, image, load_split, on_cluster, run_tasks
 
 CV = 3
@@ -33,19 +34,31 @@ DIGITS = np.arange(10)
 PREDICT_CHUNK = 1_000
 
 
-@register("multiclass", svc_sample=2000, test_sample=0, sgd_sample=0, random_state=42, logistic_sample=0,
-          logistic_max_iter=100, small_sample=6000)
-def multiclass(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class MulticlassParams:
+    """Rows for each model (first rows of the training set; 0: all), the seed, saga's iterations."""
+
+    svc_sample: Positive = 2000
+    test_sample: Count = 0
+    sgd_sample: Count = 0
+    random_state: Seed = 42
+    logistic_sample: Count = 0
+    logistic_max_iter: Positive = 100
+    small_sample: Positive = 6000
+
+
+@experiment("multiclass", MulticlassParams)
+def multiclass(ctx: Context, p: MulticlassParams) -> Result:
     """SVC OvO vs OvR on the first images, SGD 3-fold CV raw and scaled, OvR saga logistic, the 6,000-image trio."""
     X, y = load_split(ctx.store, "train")
-    X_test, y_test = load_split(ctx.store, "test", params["test_sample"])
-    seed = params["random_state"]
-    svc = _svc_ovo_ovr(ctx, X[:params["svc_sample"]], y[:params["svc_sample"]], X_test, y_test, seed)
-    sgd_rows, logistic_rows = params["sgd_sample"] or len(y), params["logistic_sample"] or len(y)
+    X_test, y_test = load_split(ctx.store, "test", p.test_sample)
+    seed = p.random_state
+    svc = _svc_ovo_ovr(ctx, X[:p.svc_sample], y[:p.svc_sample], X_test, y_test, seed)
+    sgd_rows, logistic_rows = p.sgd_sample or len(y), p.logistic_sample or len(y)
     sgd = _sgd_cv(ctx, X[:sgd_rows], y[:sgd_rows], seed)
     logistic = _logistic_ovr(ctx, X[:logistic_rows], y[:logistic_rows], X_test, y_test, seed,
-                             params["logistic_max_iter"])
-    small = _small_sample(ctx, params["small_sample"])
+                             p.logistic_max_iter)
+    small = _small_sample(ctx, p.small_sample)
     metrics = {
         "svc": svc["metrics"], "ovr_svc": svc["ovr_metrics"], "sgd": sgd["metrics"],
         "logistic_ovr": logistic["metrics"], "small_sample": small["metrics"],
@@ -64,18 +77,29 @@ def multiclass(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
             "notes": notes}
 
 
-@register("svm_kernels", sample=0, test_sample=0, kernels=["poly", "rbf", "sigmoid"], degree=3,
-          poly_variance_threshold=100.0, cache_size=1000)
-def svm_kernels(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class SvmKernelsParams:
+    """Row samples (0: all), the kernels, the poly degree, the extra poly run's VarianceThreshold (0: none), cache MB."""
+
+    sample: Count = 0
+    test_sample: Count = 0
+    kernels: list[Literal["linear", "poly", "rbf", "sigmoid"]] = default_list("poly", "rbf", "sigmoid")
+    degree: Positive = 3
+    poly_variance_threshold: Float = 100.0
+    cache_size: Positive = 1000
+
+
+@experiment("svm_kernels", SvmKernelsParams)
+def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
     """Notebook 003: StandardScaler + OneVsRest(SVC) with each kernel, plus poly after VarianceThreshold(100)."""
-    X, y = load_split(ctx.store, "train", params["sample"])
-    X_test, y_test = load_split(ctx.store, "test", params["test_sample"])
-    variants = {kernel: (kernel, None) for kernel in params["kernels"]}
-    if params["poly_variance_threshold"] > 0:
-        variants["poly_variance_threshold"] = ("poly", params["poly_variance_threshold"])
+    X, y = load_split(ctx.store, "train", p.sample)
+    X_test, y_test = load_split(ctx.store, "test", p.test_sample)
+    variants = {kernel: (kernel, None) for kernel in p.kernels}
+    if p.poly_variance_threshold > 0:
+        variants["poly_variance_threshold"] = ("poly", p.poly_variance_threshold)
     metrics, models, confusion = {}, {}, {}
     for name, (kernel, threshold) in variants.items():
-        model = _svc_pipeline(kernel, params["degree"], params["cache_size"], threshold)
+        model = _svc_pipeline(kernel, p.degree, p.cache_size, threshold)
         ctx.log(f"svm_kernels: {name}: 10 one-vs-rest SVC fits as cluster tasks on {len(y):,} images")
         with on_cluster(ctx.client):
             model.fit(X, y)
@@ -87,27 +111,36 @@ def svm_kernels(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
         models[name] = repr(model)
         confusion[name] = confusion_matrix(y_test, y_pred, labels=DIGITS).tolist()
         ctx.log(f"svm_kernels: {name}: test accuracy {metrics[f'{name}_test_accuracy']:.4f}")
-    notes = [] if not params["sample"] else [f"trained on the first {params['sample']:,} training images only "
+    notes = [] if not p.sample else [f"trained on the first {p.sample:,} training images only "
                                              "(the published figures use all 60,000)"]
     return {"model": {"pipelines": models, "train_rows": int(len(y)), "test_rows": int(len(y_test))},
             "metrics": metrics, "figures_data": {"confusion_matrices": confusion},
             "notes": notes + ["support_vectors lists the support-vector count of each of the 10 binary SVCs"]}
 
 
-@register("error_analysis", sample=0, random_state=42, pairs=25)
-def error_analysis(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+@parameters
+class ErrorAnalysisParams:
+    """First ``sample`` training rows (0: all), the SGD seed, images per quadrant of the 3-vs-5 grid."""
+
+    sample: Count = 0
+    random_state: Seed = 42
+    pairs: Positive = 25
+
+
+@experiment("error_analysis", ErrorAnalysisParams)
+def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
     """Confusion matrix of the scaled SGD's 3-fold predictions, normalised by row and by column, and the 3/5 grid."""
-    X, y = load_split(ctx.store, "train", params["sample"])
+    X, y = load_split(ctx.store, "train", p.sample)
     X_scaled = StandardScaler().fit_transform(X)
     ctx.log("error_analysis: scaled SGD, 3 folds as cluster tasks")
     with on_cluster(ctx.client):
-        y_pred = cross_val_predict(SGDClassifier(random_state=params["random_state"]), X_scaled, y, cv=CV, n_jobs=-1)
+        y_pred = cross_val_predict(SGDClassifier(random_state=p.random_state), X_scaled, y, cv=CV, n_jobs=-1)
     matrix = confusion_matrix(y, y_pred, labels=DIGITS)
     folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    quadrants = {f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[:params["pairs"]].tolist()
+    quadrants = {f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[:p.pairs].tolist()
                  for a in (3, 5) for b in (3, 5)}
     return {
-        "model": {"estimator": f"SGDClassifier(random_state={params['random_state']})",
+        "model": {"estimator": f"SGDClassifier(random_state={p.random_state})",
                   "preprocessing": "StandardScaler fitted on the whole training set (as the notebook does)",
                   "cv": CV, "train_rows": int(len(y))},
         "metrics": {"confusion_matrix": matrix.tolist(), "cv_scores": fold_accuracies(y, y_pred, folds),
@@ -119,13 +152,13 @@ def error_analysis(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
             "confusion_matrix_column_normalised_errors": _normalised_errors(matrix, axis=0),
             "confusion_matrix_note": "rows are true digits, columns predicted digits; the normalised matrices have "
                                      "their diagonal set to 0 to show only the errors",
-            "three_five_grid": {"indices_are": "training-set row indices", "per_quadrant": params["pairs"],
+            "three_five_grid": {"indices_are": "training-set row indices", "per_quadrant": p.pairs,
                                 "quadrants": quadrants},
         },
     }
 
 
-def _svc_ovo_ovr(ctx: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+def _svc_ovo_ovr(ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  seed: int) -> dict[str, Any]:
     """SVC (45 one-vs-one machines) as one task, then OneVsRest(SVC) as ten tasks, on the first images."""
     ctx.log(f"multiclass: SVC one-vs-one and one-vs-rest on the first {len(y):,} images")
@@ -144,7 +177,7 @@ def _svc_ovo_ovr(ctx: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_t
     return results
 
 
-def _sgd_cv(ctx: Any, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+def _sgd_cv(ctx: Context, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
     """SGD multiclass 3-fold CV accuracies on raw pixels and after StandardScaler (fitted on all rows, as in 001)."""
     folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
     scores = {}
@@ -158,7 +191,7 @@ def _sgd_cv(ctx: Any, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]
             "notes": ["SGD cv scores are the per-fold accuracies of cross_val_predict (equal to cross_val_score)"]}
 
 
-def _logistic_ovr(ctx: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int,
+def _logistic_ovr(ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int,
                   max_iter: int) -> dict[str, Any]:
     """Notebook 003's VarianceThreshold + StandardScaler + OneVsRest(saga LogisticRegression) with its digit table."""
     model = Pipeline([("feature_selection", VarianceThreshold()), ("feature_scaling", StandardScaler()),
@@ -187,7 +220,7 @@ def _logistic_ovr(ctx: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_
     }
 
 
-def _small_sample(ctx: Any, sample: int) -> dict[str, Any]:
+def _small_sample(ctx: Context, sample: int) -> dict[str, Any]:
     """Notebook 004: first ``sample`` images split 67/33 (random_state=42); GaussianNB, liblinear logistic, 5-NN."""
     X, y = load_split(ctx.store, "train", sample, dtype=np.uint8)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.33, random_state=42)

@@ -1,0 +1,171 @@
+"""The k-NN study (notebooks 000, 002, 004): a dataset chain, an optional grid search, the exact k-NN scored on test.
+
+Steps are transform stages in the store (skipped when complete); the grid search runs
+one neighbour search per fold on the cluster and scores every candidate as a vote
+(:mod:`mnist_dask.neighbors.search`); predictions are computed chunk by chunk on the
+workers and written to ``<run dir>/predictions.zarr``; an optional sweep scores every k
+from one neighbour search for the largest.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dask.array as da
+import numpy as np
+from distributed import Client, span
+from pydantic import AfterValidator, Field, Strict
+
+from mnist_dask.cluster import run_stage
+from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
+from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments.metrics import classification_metrics
+from mnist_dask.experiments.params import Positive, Weights, default_list, nested, parameters
+from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
+from mnist_dask.neighbors.search import grid_search
+from mnist_dask.transforms.registry import TRANSFORMS, resolve_params, run_transform
+
+DEFAULT_K, DEFAULT_WEIGHTS = 5, "uniform"  # scikit-learn's KNeighborsClassifier()
+
+
+def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
+    """``{transform = NAME, <its parameters>...}`` with the transform's defaults filled in and types checked."""
+    name = step.get("transform")
+    if not isinstance(name, str):
+        raise ValueError("a step needs a 'transform' name")
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}; choose from {', '.join(sorted(TRANSFORMS))}")
+    try:
+        return {"transform": name, **resolve_params(TRANSFORMS[name], {k: v for k, v in step.items() if k != "transform"})}
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Step = Annotated[dict[str, Any], AfterValidator(_transform_step)]
+
+
+@parameters
+class KNNGrid:
+    """The grid of a k-NN search (each list non-empty); what is left out is scikit-learn's default."""
+
+    n_neighbors: Annotated[list[Positive], Field(min_length=1)] = default_list(DEFAULT_K)
+    weights: Annotated[list[Weights], Field(min_length=1)] = default_list(DEFAULT_WEIGHTS)
+
+
+@parameters
+class GridSearch:
+    """A cross-validated grid search, on raw images or on the job's dataset (group folds over shifted copies)."""
+
+    param_grid: KNNGrid
+    cv: Annotated[int, Strict(), Field(ge=2)] = 5
+    on: Literal["raw", "dataset"] = "raw"
+
+
+@parameters
+class KNNModel:
+    """The model scored on the test set; a value left out comes from the search's best (else k=5 uniform)."""
+
+    n_neighbors: Positive | None = None
+    weights: Weights | None = None
+
+
+@parameters
+class Sweep:
+    """Test accuracy for each k (one neighbour search for the largest)."""
+
+    n_neighbors: Annotated[list[Positive], Field(min_length=1)]
+    weights: Weights = DEFAULT_WEIGHTS
+
+
+@parameters
+class KNNStudyParams:
+    """The dataset chain (transform steps applied to raw), an optional search, the model, an optional sweep."""
+
+    steps: list[Step] = default_list()
+    search: GridSearch | None = None
+    model: KNNModel = nested(KNNModel)
+    sweep: Sweep | None = None
+
+
+@experiment("knn", KNNStudyParams)
+def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
+    """The k-NN study: transform chain, optional grid search, exact k-NN predictions on the test set."""
+    store, client, result = ctx.store, ctx.client, {}
+    dataset = "raw"
+    for step in p.steps:
+        name, params = step["transform"], {k: v for k, v in step.items() if k != "transform"}
+        with ctx.stage(f"transform {name}"):
+            outcome = run_transform(store, client, name, params, input_stage=dataset)
+        dataset = outcome.stage
+        ctx.log(f"transform {name}: {outcome.action} -> {dataset}")
+    result["dataset"] = dataset
+
+    model = {key: value for key, value in asdict(p.model).items() if value is not None}
+    if p.search is not None:
+        with ctx.stage("search"), span("search"):
+            on = "raw" if p.search.on == "raw" else dataset
+            X, y = store.read_xy(on, "train")
+            groups = _groups(store, on)
+            grid = asdict(p.search.param_grid)
+            found = grid_search(X, y.compute(), grid, cv=p.search.cv, groups=groups, scheduler=client)
+        result["search"] = {"dataset": on, "cv": p.search.cv, "group_folds": groups is not None,
+                            "best_params": found.best_params, "best_score": found.best_score,
+                            "cv_results": found.cv_results}
+        ctx.log(f"search: best {found.best_params}, cv accuracy {found.best_score:.4f}")
+        model = {**found.best_params, **model}
+    model = {"n_neighbors": DEFAULT_K, "weights": DEFAULT_WEIGHTS, **model}
+
+    X_train, y_train = store.read_xy(dataset, "train")
+    X_test, y_test = store.read_xy(dataset, "test")
+    y_true = y_test.compute()
+    result["model"] = {"estimator": "KNNClassifier (exact, blocked)", **model,
+                       "train_rows": int(X_train.shape[0]), "test_rows": int(X_test.shape[0])}
+    with ctx.stage("predict"):
+        y_pred = _predict_to_zarr(KNNClassifier(**model).fit(X_train, y_train), X_test, ctx.run_dir, client)
+    result["metrics"] = classification_metrics(y_true, y_pred)
+    ctx.log(f"predict: test accuracy {result['metrics']['test_accuracy']:.4f}")
+
+    if p.sweep is not None:
+        with ctx.stage("sweep"):
+            result["sweep"] = _k_sweep(X_train, y_train.compute(), X_test, y_true, p.sweep, client)
+    return result
+
+
+def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, client: Client) -> np.ndarray:
+    """Predict chunk by chunk on the workers, writing probabilities and labels to predictions.zarr."""
+    target = run_dir / "predictions.zarr"
+    shutil.rmtree(target, ignore_errors=True)
+    proba = model.predict_proba(X_test)
+    predicted = proba.map_blocks(lambda block: model.classes_[np.argmax(block, axis=1)], drop_axis=1,
+                                 dtype=model.classes_.dtype, name="knn-predicted")
+    run_stage(client, "predict", [
+        proba.to_zarr(str(target), component="proba", overwrite=True, compute=False),
+        predicted.to_zarr(str(target), component="predicted", overwrite=True, compute=False),
+    ])
+    return da.from_zarr(str(target), component="predicted").compute()
+
+
+def _k_sweep(X_train: da.Array, y_train: np.ndarray, X_test: da.Array, y_true: np.ndarray, sweep: Sweep,
+             client: Client) -> dict[str, Any]:
+    """Test accuracy for every k in the sweep from one neighbour search for the largest k."""
+    ks = sorted(sweep.n_neighbors)
+    with span("sweep"):
+        distances, indices = client.compute(kneighbors(X_test, X_train, ks[-1]), sync=True)
+    classes = np.unique(y_train)
+    accuracy = {}
+    for k in ks:
+        proba = vote(y_train[indices[:, :k]], distances[:, :k], sweep.weights, classes)
+        accuracy[str(k)] = float(np.mean(classes[np.argmax(proba, axis=1)] == y_true))
+    return {"weights": sweep.weights, "test_accuracy_by_k": accuracy}
+
+
+def _groups(store: Store, stage: str) -> np.ndarray | None:
+    """Source image of each row when a dataset holds several copies of an image, for group folds."""
+    if stage == "raw":
+        return None
+    source = store.read(f"{stage}/train/source_index").compute()
+    return source if len(np.unique(source)) < len(source) else None
