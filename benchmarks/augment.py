@@ -38,8 +38,8 @@ def main() -> None:
     ]
     baseline = rows[0]["seconds"]
     print(f"\nShift augmentation of real MNIST (60,000 training images), {multiprocessing.cpu_count()} cores\n")
-    print(f"| method | output rows | seconds | speed-up vs notebook | peak RSS per process (MB) |")
-    print(f"| --- | ---: | ---: | ---: | --- |")
+    print("| method | output rows | seconds | speed-up vs notebook | peak RSS per process (MB) |")
+    print("| --- | ---: | ---: | ---: | --- |")
     for row in rows:
         ratio = f"{baseline / row['seconds']:.0f}x" if row["comparable"] else "n/a (25x)"
         print(f"| {row['method']} | {row['rows']:,} | {row['seconds']:.2f} | {ratio} | {row['peak_mb']} |")
@@ -58,8 +58,13 @@ def _notebook_loop(data: str) -> dict:
     augmented = np.array(augmented)
     shuffled = augmented[np.random.default_rng(42).permutation(len(augmented))]
     seconds = time.perf_counter() - start
-    return {"method": "notebook: scipy.ndimage.shift loop (in memory)", "rows": len(shuffled),
-            "seconds": seconds, "peak_mb": _peak_mb(), "comparable": True}
+    return {
+        "method": "notebook: scipy.ndimage.shift loop (in memory)",
+        "rows": len(shuffled),
+        "seconds": seconds,
+        "peak_mb": _peak_mb(),
+        "comparable": True,
+    }
 
 
 def _numpy_expand(data: str) -> dict:
@@ -71,25 +76,34 @@ def _numpy_expand(data: str) -> dict:
     images, _, _ = expand_block(train, np.arange(len(train)), shift_offsets(1, "cross"))
     shuffled = images[np.random.default_rng(42).permutation(len(images))]
     seconds = time.perf_counter() - start
-    return {"method": "ours: transforms.expand_block (numpy, in memory)", "rows": len(shuffled),
-            "seconds": seconds, "peak_mb": _peak_mb(), "comparable": True}
+    return {
+        "method": "ours: transforms.expand_block (numpy, in memory)",
+        "rows": len(shuffled),
+        "seconds": seconds,
+        "peak_mb": _peak_mb(),
+        "comparable": True,
+    }
 
 
 def _stages(data: str, workers: int) -> list[dict]:
     """Ours as stages on a LocalCluster: ingest once, then shift5x and shift25x written to Zarr."""
     from distributed import Client, LocalCluster
 
-    from mnist_dask.transforms.registry import run_transform
     from mnist_dask.data.ingest import ingest
     from mnist_dask.data.sources import Source
     from mnist_dask.data.store import Store
+    from mnist_dask.transforms.registry import run_transform
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, params, comparable in (("5x", {}, True), ("25x", {"radius": 2, "shape": "square"}, False)):
             # a fresh cluster per row, so each worker's peak RSS belongs to that row alone
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address=":0") as cluster, Client(cluster) as client:
+            with (
+                LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+                ) as cluster,
+                Client(cluster) as client,
+            ):
                 store = Store(str(Path(tmp) / "mnist.zarr"))
                 ingest(Source("idx", (data,)), store, client)
                 start = time.perf_counter()
@@ -97,9 +111,15 @@ def _stages(data: str, workers: int) -> list[dict]:
                 seconds = time.perf_counter() - start
                 peaks = client.run(_peak_mb)
                 n = store.read(f"{outcome.stage}/train/labels").shape[0]
-            rows.append({"method": f"ours: transform shift {label} on {workers} workers, to Zarr", "rows": n,
-                         "seconds": seconds, "comparable": comparable,
-                         "peak_mb": "client " + str(_peak_mb()) + ", workers " + ", ".join(str(p) for p in peaks.values())})
+            rows.append(
+                {
+                    "method": f"ours: transform shift {label} on {workers} workers, to Zarr",
+                    "rows": n,
+                    "seconds": seconds,
+                    "comparable": comparable,
+                    "peak_mb": "client " + str(_peak_mb()) + ", workers " + ", ".join(str(p) for p in peaks.values()),
+                }
+            )
     return rows
 
 

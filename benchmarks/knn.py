@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     rate = measure_sgemm_rate()
-    print(f"sgemm rate: {rate / 1e9:.1f} GFLOP/s (float32 numpy matmul, best of 3); n_test={args.n_test}, k={K}, "
-          f"{os.cpu_count()} cores", flush=True)
+    print(
+        f"sgemm rate: {rate / 1e9:.1f} GFLOP/s (float32 numpy matmul, best of 3); n_test={args.n_test}, k={K}, "
+        f"{os.cpu_count()} cores",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
@@ -175,8 +178,20 @@ _METHOD_RUNNERS = {"ours": _run_ours, "sklearn": _run_sklearn, "faiss": _run_fai
 
 def _run_worker(method: str, size: int, args: argparse.Namespace, out: Path) -> dict:
     """Run one method in a fresh interpreter and return its JSON report."""
-    cmd = [sys.executable, __file__, "--worker", method, "--size", str(size), "--n-test", str(args.n_test),
-           "--data", str(args.data), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--size",
+        str(size),
+        "--n-test",
+        str(args.n_test),
+        "--data",
+        str(args.data),
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{method} at {size} failed:\n{done.stderr}")
@@ -213,8 +228,11 @@ def _explain(method: str, rows: np.ndarray, size: int, results: dict, args: argp
         model = KNeighborsClassifier(n_neighbors=K, algorithm="brute").fit(X_train.astype(np.float32), y_train)
         theirs = np.zeros_like(results["ours"]["neighbors"])
         theirs[rows] = model.kneighbors(X_test[rows].astype(np.float32), return_distance=False)
-    kinds = {"farther neighbour picked (float32 rounding)": 0, "equal-distance neighbour swapped": 0,
-             "same neighbours, near-tie vote": 0}
+    kinds = {
+        "farther neighbour picked (float32 rounding)": 0,
+        "equal-distance neighbour swapped": 0,
+        "same neighbours, near-tie vote": 0,
+    }
     for r in rows:
         ours_sq = _exact_sq(X_test[r], X_train[results["ours"]["neighbors"][r]])
         their_sq = _exact_sq(X_test[r], X_train[theirs[r]])
@@ -238,16 +256,20 @@ def _exact_sq(row: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _print_table(rows: list, rate: float, n_test: int) -> None:
     """One table: times, GEMM floor, ratios, peak memory, agreement."""
-    head = (f"{'n_train':>8} {'ours s':>8} {'sklearn s':>9} {'faiss s':>8} {'floor s':>8} {'ours/skl':>8} "
-            f"{'ours/faiss':>10} {'ours/floor':>10} {'peak MB ours/skl/faiss (over data)':>36}  predictions")
+    head = (
+        f"{'n_train':>8} {'ours s':>8} {'sklearn s':>9} {'faiss s':>8} {'floor s':>8} {'ours/skl':>8} "
+        f"{'ours/faiss':>10} {'ours/floor':>10} {'peak MB ours/skl/faiss (over data)':>36}  predictions"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for size, res, agree in rows:
         floor = 2.0 * n_test * size * 784 / rate
         t = {m: res[m]["seconds"] for m in METHODS}
         mem = "/".join(f"{res[m]['peak_mb']:.0f}({res[m]['extra_mb']:.0f})" for m in METHODS)
-        print(f"{size:>8} {t['ours']:>8.2f} {t['sklearn']:>9.2f} {t['faiss']:>8.2f} {floor:>8.2f} "
-              f"{t['ours'] / t['sklearn']:>8.2f} {t['ours'] / t['faiss']:>10.2f} {t['ours'] / floor:>10.2f} "
-              f"{mem:>36}  {agree}")
+        print(
+            f"{size:>8} {t['ours']:>8.2f} {t['sklearn']:>9.2f} {t['faiss']:>8.2f} {floor:>8.2f} "
+            f"{t['ours'] / t['sklearn']:>8.2f} {t['ours'] / t['faiss']:>10.2f} {t['ours'] / floor:>10.2f} "
+            f"{mem:>36}  {agree}"
+        )
 
 
 def _timed(func):
@@ -268,8 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-test", type=int, default=10_000, help="test images to classify (default 10000)")
     p.add_argument("--sizes", default="60000,300000", help="comma-separated training-set sizes")
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnist",
-                   help="folder with the MNIST IDX .gz files (default ../shared/data/mnist from the repo root)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "mnist",
+        help="folder with the MNIST IDX .gz files (default ../shared/data/mnist from the repo root)",
+    )
     p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)

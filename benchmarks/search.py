@@ -18,9 +18,9 @@ import argparse
 import gzip
 import json
 import multiprocessing
+import resource
 import subprocess
 import sys
-import resource
 import time
 from pathlib import Path
 
@@ -51,14 +51,18 @@ def main() -> None:
     rows = [(label, *_in_subprocess(function, args.data, args.rows, args.workers)) for label, function in runs]
 
     ours_seconds, ours_scores = rows[0][1], rows[0][2]
-    print(f"\nk-NN grid search on {args.rows:,} real MNIST training images: 6 candidates x 5 folds, "
-          f"{multiprocessing.cpu_count()} cores, {args.workers} workers\n")
+    print(
+        f"\nk-NN grid search on {args.rows:,} real MNIST training images: 6 candidates x 5 folds, "
+        f"{multiprocessing.cpu_count()} cores, {args.workers} workers\n"
+    )
     print("| method | seconds | ours faster by | best params | best CV score | max |score - ours| | peak RSS (MB) |")
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
     for label, seconds, scores, best, peak in rows:
         difference = float(np.max(np.abs(np.asarray(scores) - ours_scores)))
-        print(f"| {label} | {seconds:.1f} | {seconds / ours_seconds:.1f}x | {best} | {max(scores):.5f} | "
-              f"{difference:.1e} | {peak} |")
+        print(
+            f"| {label} | {seconds:.1f} | {seconds / ours_seconds:.1f}x | {best} | {max(scores):.5f} | "
+            f"{difference:.1e} | {peak} |"
+        )
 
 
 def _ours(data: str, rows: int, workers: int):
@@ -68,8 +72,12 @@ def _ours(data: str, rows: int, workers: int):
     from mnist_dask.neighbors.search import grid_search
 
     X, y = _load(data, rows)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         start = time.perf_counter()
         result = grid_search(da.from_array(X, chunks=(5000, 784)), y, GRID, cv=5, scheduler=client)
         seconds = time.perf_counter() - start
@@ -95,11 +103,19 @@ def _dask_ml(data: str, rows: int, workers: int):
     from sklearn.pipeline import Pipeline
 
     X, y = _load(data, rows)
-    pipeline = Pipeline([("graph", KNeighborsTransformer(n_neighbors=max(GRID["n_neighbors"]), mode="distance")),
-                         ("knn", KNeighborsClassifier(metric="precomputed"))])
+    pipeline = Pipeline(
+        [
+            ("graph", KNeighborsTransformer(n_neighbors=max(GRID["n_neighbors"]), mode="distance")),
+            ("knn", KNeighborsClassifier(metric="precomputed")),
+        ]
+    )
     grid = {f"knn__{key}": values for key, values in GRID.items()}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         start = time.perf_counter()
         search = GridSearchCV(pipeline, grid, cv=5, scheduler=client, refit=False).fit(X, y)
         seconds = time.perf_counter() - start
@@ -127,8 +143,18 @@ def _peak_mb(children: bool = False) -> int:
 
 def _in_subprocess(function, data: str, rows: int, workers: int):
     """One measurement per fresh process (``--method``), so its peak RSS is its own."""
-    command = [sys.executable, __file__, "--method", function.__name__, "--data", data, "--rows", str(rows),
-               "--workers", str(workers)]
+    command = [
+        sys.executable,
+        __file__,
+        "--method",
+        function.__name__,
+        "--data",
+        data,
+        "--rows",
+        str(rows),
+        "--workers",
+        str(workers),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{function.__name__} failed:\n{done.stderr[-2000:]}")

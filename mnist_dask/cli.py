@@ -54,63 +54,126 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line interface, one subparser per subcommand."""
     parser = argparse.ArgumentParser(
-        prog="mnist-dask", description="The MNIST classification study as Dask batch jobs over Zarr stores.",
-        epilog="Run 'mnist-dask COMMAND --help' for a command's options.")
+        prog="mnist-dask",
+        description="The MNIST classification study as Dask batch jobs over Zarr stores.",
+        epilog="Run 'mnist-dask COMMAND --help' for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"mnist-dask {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ingest = _subcommand(commands, "ingest", "read MNIST from a source into the Zarr store",
-                         _cmd_ingest, _store_options(), _source_options(), _cluster_options())
-    ingest.add_argument("--chunk-size", type=_positive_int, default=5000,
-                        help="images per Zarr chunk along the first axis (default 5000)")
+    ingest = _subcommand(
+        commands,
+        "ingest",
+        "read MNIST from a source into the Zarr store",
+        _cmd_ingest,
+        _store_options(),
+        _source_options(),
+        _cluster_options(),
+    )
+    ingest.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=5000,
+        help="images per Zarr chunk along the first axis (default 5000)",
+    )
     ingest.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
 
-    transform = commands.add_parser("transform", help="compute a derived dataset (shift, downscale, ...)",
-                                    description="compute a derived dataset as a resumable stage")
+    transform = commands.add_parser(
+        "transform",
+        help="compute a derived dataset (shift, downscale, ...)",
+        description="compute a derived dataset as a resumable stage",
+    )
     kinds = transform.add_subparsers(dest="transform", required=True, metavar="NAME")
     for spec in _transforms().values():
         sub = _subcommand(kinds, spec.name, spec.help, _cmd_transform, _store_options(), _cluster_options())
-        sub.add_argument("--input", default="raw", metavar="STAGE",
-                         help="dataset to transform: raw (default) or derived/<name>")
+        sub.add_argument(
+            "--input", default="raw", metavar="STAGE", help="dataset to transform: raw (default) or derived/<name>"
+        )
         sub.add_argument("--force", action="store_true", help="recompute even if the result is up to date")
         for key, default in spec.defaults.items():
-            sub.add_argument(f"--{key.replace('_', '-')}", dest=f"param_{key}", default=default,
-                             type=_boolean if isinstance(default, bool) else type(default),
-                             help=f"(default {default})")
+            sub.add_argument(
+                f"--{key.replace('_', '-')}",
+                dest=f"param_{key}",
+                default=default,
+                type=_boolean if isinstance(default, bool) else type(default),
+                help=f"(default {default})",
+            )
 
-    run = _subcommand(commands, "run", "run a job file (ingest, transforms, search, predict, evaluate)",
-                      _cmd_run, _store_options(), _source_options(), _cluster_options())
+    run = _subcommand(
+        commands,
+        "run",
+        "run a job file (ingest, transforms, search, predict, evaluate)",
+        _cmd_run,
+        _store_options(),
+        _source_options(),
+        _cluster_options(),
+    )
     run.add_argument("job", metavar="JOB", help="job file, e.g. jobs/knn_baseline.toml")
-    run.add_argument("--run-dir", default=None,
-                     help="folder for the run's outputs (default runs/<job name> beside a local store: "
-                          "storage/runs/<job name>)")
+    run.add_argument(
+        "--run-dir",
+        default=None,
+        help="folder for the run's outputs (default runs/<job name> beside a local store: storage/runs/<job name>)",
+    )
 
-    submit = _subcommand(commands, "submit", "start a job on a Dask cluster and return at once with its run id",
-                         _cmd_submit, _store_options(), _source_options(), _cluster_options(local=False))
+    submit = _subcommand(
+        commands,
+        "submit",
+        "start a job on a Dask cluster and return at once with its run id",
+        _cmd_submit,
+        _store_options(),
+        _source_options(),
+        _cluster_options(local=False),
+    )
     submit.add_argument("job", metavar="JOB", help="job file, e.g. jobs/knn_baseline.toml")
-    submit.add_argument("--run-dir", default=None,
-                        help="folder for the run's outputs, on a filesystem the workers share "
-                             "(default runs/<run id> beside a local store: storage/runs/<run id>)")
+    submit.add_argument(
+        "--run-dir",
+        default=None,
+        help="folder for the run's outputs, on a filesystem the workers share "
+        "(default runs/<run id> beside a local store: storage/runs/<run id>)",
+    )
 
-    status = _subcommand(commands, "status", "show a run's state, stage and progress (or its error)",
-                         _cmd_status, _runs_options(), _cluster_options(local=False))
+    status = _subcommand(
+        commands,
+        "status",
+        "show a run's state, stage and progress (or its error)",
+        _cmd_status,
+        _runs_options(),
+        _cluster_options(local=False),
+    )
     status.add_argument("run", metavar="RUN", help="run id (under --runs-dir) or run folder")
     status.add_argument("--json", action="store_true", help="print the run's record as JSON")
 
-    runs = _subcommand(commands, "runs", "list runs (from --runs-dir, and from the scheduler with --scheduler)",
-                       _cmd_runs, _runs_options(), _cluster_options(local=False))
+    runs = _subcommand(
+        commands,
+        "runs",
+        "list runs (from --runs-dir, and from the scheduler with --scheduler)",
+        _cmd_runs,
+        _runs_options(),
+        _cluster_options(local=False),
+    )
     runs.add_argument("--json", action="store_true", help="print the records as JSON")
 
-    _subcommand(commands, "verify", "recompute the chunk checksums a store recorded and name corrupted chunks",
-                _cmd_verify, _store_options(), _cluster_options()).add_argument(
-        "store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
+    _subcommand(
+        commands,
+        "verify",
+        "recompute the chunk checksums a store recorded and name corrupted chunks",
+        _cmd_verify,
+        _store_options(),
+        _cluster_options(),
+    ).add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
 
-    report = _subcommand(commands, "report", "rebuild a run's report.html from its result.json",
-                         _cmd_report, _store_options())
+    report = _subcommand(
+        commands, "report", "rebuild a run's report.html from its result.json", _cmd_report, _store_options()
+    )
     report.add_argument("run_dir", metavar="RUN", help="the run's folder (holding result.json)")
 
-    classify = _subcommand(commands, "classify", "predict the digit of your own image files with a run's model",
-                           _cmd_classify, _store_options())
+    classify = _subcommand(
+        commands,
+        "classify",
+        "predict the digit of your own image files with a run's model",
+        _cmd_classify,
+        _store_options(),
+    )
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, BMP, JPEG, ... files")
     classify.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run's folder")
 
@@ -154,40 +217,45 @@ def _cmd_transform(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect
-    from mnist_dask.jobs.spec import load_job
+    from mnist_dask.data.sources import parse_source
     from mnist_dask.jobs.driver import run_job
     from mnist_dask.jobs.records import runs_root
-    from mnist_dask.data.sources import parse_source
+    from mnist_dask.jobs.spec import load_job
 
     job = load_job(args.job)
     source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
     store = _store(args)
     run_dir = Path(args.run_dir) if args.run_dir else runs_root(store.url) / job.name
     with connect(_cluster(args)) as client:
-        result = run_job(job, store, client, run_dir, source=source,
-                         log=lambda line: print(f"[{job.name}] {line}", file=sys.stderr))
+        result = run_job(
+            job, store, client, run_dir, source=source, log=lambda line: print(f"[{job.name}] {line}", file=sys.stderr)
+        )
     print(f"{job.name}: {_headline(result)}; results in {run_dir}/result.json")
     return EXIT_OK
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from mnist_dask.cluster import connect, scheduler_address
-    from mnist_dask.jobs.spec import load_job
-    from mnist_dask.jobs.records import new_run_id, runs_root
     from mnist_dask.data.sources import parse_source
+    from mnist_dask.jobs.records import new_run_id, runs_root
+    from mnist_dask.jobs.spec import load_job
     from mnist_dask.jobs.submit import submit_job
 
     job = load_job(args.job)
     source = parse_source(args.source) if args.source or os.environ.get("MNIST_DASK_SOURCE") else None
     store = _store(args)
     if not scheduler_address(args.scheduler):
-        raise UserError("submit needs a running cluster: pass --scheduler ADDRESS (or set DASK_SCHEDULER_ADDRESS); "
-                        "to run here, use 'mnist-dask run'")
+        raise UserError(
+            "submit needs a running cluster: pass --scheduler ADDRESS (or set DASK_SCHEDULER_ADDRESS); "
+            "to run here, use 'mnist-dask run'"
+        )
     run_dir = Path(args.run_dir) if args.run_dir else runs_root(store.url) / new_run_id(job.name)
     with connect(_cluster(args, quiet=True)) as client:
         run_id = submit_job(job, store, client, run_dir, source=source)
-    print(f"submitted {job.name}: follow it with 'mnist-dask status {run_id}' "
-          f"(outputs in {run_dir.absolute()})", file=sys.stderr)
+    print(
+        f"submitted {job.name}: follow it with 'mnist-dask status {run_id}' (outputs in {run_dir.absolute()})",
+        file=sys.stderr,
+    )
     print(run_id)
     return EXIT_OK
 
@@ -283,8 +351,10 @@ def _describe_run(record: dict, progress: dict | None) -> str:
     if record["state"] == "failed":
         lines.append(f"  error: {record.get('error')}")
     if record["state"] == "lost":
-        lines.append("  the run's driver is gone (its process or worker died); completed stages are kept in the "
-                     "store: run or submit the job again to resume")
+        lines.append(
+            "  the run's driver is gone (its process or worker died); completed stages are kept in the "
+            "store: run or submit the job again to resume"
+        )
     if record["state"] == "finished" and record.get("test_accuracy") is not None:
         lines.append(f"  test accuracy: {record['test_accuracy']:.4f}")
     if record.get("run_dir"):
@@ -359,8 +429,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from mnist_dask.jobs.classify import classify_files
     from mnist_dask.data.store import DEFAULT_STORE
+    from mnist_dask.jobs.classify import classify_files
 
     given = args.store != os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE)  # else: the run's own store
     for path, digit, probability in classify_files(args.images, args.run, _store(args) if given else None):
@@ -374,24 +444,38 @@ def _store_options() -> argparse.ArgumentParser:
 
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("store")
-    group.add_argument("--store", default=os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE),
-                       help=f"Zarr store path or fsspec URL (default $MNIST_DASK_STORE or {DEFAULT_STORE})")
-    group.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="fsspec storage option for the store, e.g. endpoint_url=... (repeatable)")
+    group.add_argument(
+        "--store",
+        default=os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE),
+        help=f"Zarr store path or fsspec URL (default $MNIST_DASK_STORE or {DEFAULT_STORE})",
+    )
+    group.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option for the store, e.g. endpoint_url=... (repeatable)",
+    )
     return parent
 
 
 def _source_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--source", default=None,
-                        help="openml | idx[:DIR_OR_URL] | csv:TRAIN,TEST (default $MNIST_DASK_SOURCE or openml)")
+    parent.add_argument(
+        "--source",
+        default=None,
+        help="openml | idx[:DIR_OR_URL] | csv:TRAIN,TEST (default $MNIST_DASK_SOURCE or openml)",
+    )
     return parent
 
 
 def _runs_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, parents=[_store_options()])
-    parent.add_argument("--runs-dir", default=None,
-                        help="folder holding the run folders (default runs/ beside a local --store: storage/runs)")
+    parent.add_argument(
+        "--runs-dir",
+        default=None,
+        help="folder holding the run folders (default runs/ beside a local --store: storage/runs)",
+    )
     return parent
 
 
@@ -405,27 +489,46 @@ def _cluster_options(local: bool = True) -> argparse.ArgumentParser:
     """--scheduler and its connection options; with local, the shape of a local cluster too."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("cluster")
-    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="existing Dask scheduler (default $DASK_SCHEDULER_ADDRESS / dask.config"
-                            + ("; else a local cluster is started)" if local else ")"))
+    group.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="existing Dask scheduler (default $DASK_SCHEDULER_ADDRESS / dask.config"
+        + ("; else a local cluster is started)" if local else ")"),
+    )
     if local:
-        group.add_argument("--workers", type=_positive_int, default=None,
-                           help="worker processes of the local cluster (default: one per core)")
-        group.add_argument("--threads-per-worker", type=_positive_int, default=1,
-                           help="threads per local worker (default 1)")
-        group.add_argument("--memory-limit", default="auto",
-                           help="memory limit per local worker, e.g. 3GB (default auto)")
-    group.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="give up reaching --scheduler after this long (default 10)")
+        group.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=None,
+            help="worker processes of the local cluster (default: one per core)",
+        )
+        group.add_argument(
+            "--threads-per-worker", type=_positive_int, default=1, help="threads per local worker (default 1)"
+        )
+        group.add_argument(
+            "--memory-limit", default="auto", help="memory limit per local worker, e.g. 3GB (default auto)"
+        )
+    group.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up reaching --scheduler after this long (default 10)",
+    )
     group.add_argument("--tls-ca-file", metavar="PEM", help="CA certificate for a tls:// scheduler")
     group.add_argument("--tls-cert", metavar="PEM", help="client certificate for a tls:// scheduler")
     group.add_argument("--tls-key", metavar="PEM", help="client private key for a tls:// scheduler")
     return parent
 
 
-def _subcommand(commands: argparse._SubParsersAction, name: str, help_text: str,
-                handler: Callable[[argparse.Namespace], int],
-                *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def _subcommand(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int],
+    *parents: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help_text, description=help_text, parents=list(parents))
     parser.add_argument("-v", "--verbose", action="store_true", help="show Dask's own log messages")
     parser.set_defaults(handler=handler)
@@ -447,10 +550,18 @@ def _store(args: argparse.Namespace, url: str | None = None):
 def _cluster(args: argparse.Namespace, quiet: bool = False):
     from mnist_dask.cluster import ClusterOptions
 
-    local = {name: getattr(args, name) for name in ("workers", "threads_per_worker", "memory_limit")
-             if hasattr(args, name)}  # commands that only reach an existing scheduler have none
-    return ClusterOptions(scheduler=args.scheduler, connect_timeout=args.connect_timeout, quiet=quiet,
-                          tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key, **local)
+    local = {
+        name: getattr(args, name) for name in ("workers", "threads_per_worker", "memory_limit") if hasattr(args, name)
+    }  # commands that only reach an existing scheduler have none
+    return ClusterOptions(
+        scheduler=args.scheduler,
+        connect_timeout=args.connect_timeout,
+        quiet=quiet,
+        tls_ca_file=args.tls_ca_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        **local,
+    )
 
 
 def _boolean(text: str) -> bool:

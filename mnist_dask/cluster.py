@@ -21,7 +21,6 @@ from distributed.security import Security
 
 from mnist_dask.errors import ClusterLostError, UserError
 
-
 #: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
 _PENDING_ANNOUNCEMENTS: dict[str, str] = {}
 
@@ -72,9 +71,11 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     except Exception as exc:
         if client.status == "running" and "scheduler-connection-lost" not in str(exc):
             raise
-        raise ClusterLostError(f"lost the connection to the Dask scheduler {address or 'of the local cluster'} "
-                               f"({type(exc).__name__}); completed stages are kept in the store, "
-                               "run the command again to resume") from None
+        raise ClusterLostError(
+            f"lost the connection to the Dask scheduler {address or 'of the local cluster'} "
+            f"({type(exc).__name__}); completed stages are kept in the store, "
+            "run the command again to resume"
+        ) from None
     finally:
         _PENDING_ANNOUNCEMENTS.pop(client.id, None)
         client.close()
@@ -82,8 +83,9 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
             cluster.close()
 
 
-def run_stage(client: Client, label: str, collections: Sequence[Any], show_progress: bool | None = None,
-              announce: bool = True) -> list[Any]:
+def run_stage(
+    client: Client, label: str, collections: Sequence[Any], show_progress: bool | None = None, announce: bool = True
+) -> list[Any]:
     """Compute dask collections on the cluster under a named span, with a terminal progress bar.
 
     The first announcing stage prints the dashboard link; validation steps pass ``announce=False``.
@@ -109,8 +111,12 @@ def _security(options: ClusterOptions) -> Security | None:
             raise UserError(f"{flag} is required with the other TLS options")
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such file ({flag})")
-    return Security(tls_ca_file=options.tls_ca_file, tls_client_cert=options.tls_cert,
-                    tls_client_key=options.tls_key, require_encryption=True)
+    return Security(
+        tls_ca_file=options.tls_ca_file,
+        tls_client_cert=options.tls_cert,
+        tls_client_key=options.tls_key,
+        require_encryption=True,
+    )
 
 
 def _connect_existing(address: str, timeout: float, security: Security | None = None) -> Client:

@@ -61,8 +61,9 @@ class SmallMnist:
         self.arrays["train_labels"][:10] = np.arange(10)
 
     @staticmethod
-    def images_bytes(images: np.ndarray, *, magic: int = 0x803, dims: tuple[int, ...] | None = None,
-                     gz: bool = False) -> bytes:
+    def images_bytes(
+        images: np.ndarray, *, magic: int = 0x803, dims: tuple[int, ...] | None = None, gz: bool = False
+    ) -> bytes:
         dims = images.shape if dims is None else dims
         raw = struct.pack(f">I{len(dims)}I", magic, *dims) + np.ascontiguousarray(images, np.uint8).tobytes()
         return gzip.compress(raw) if gz else raw
@@ -78,8 +79,9 @@ class SmallMnist:
         lines += [f"{label}," + ",".join(map(str, image.reshape(-1).tolist())) for image, label in zip(images, labels)]
         return "\n".join(lines) + "\n"
 
-    def write_idx(self, folder: Path, *, gz: bool = True, overrides: dict[str, bytes] | None = None,
-                  omit: tuple[str, ...] = ()) -> Path:
+    def write_idx(
+        self, folder: Path, *, gz: bool = True, overrides: dict[str, bytes] | None = None, omit: tuple[str, ...] = ()
+    ) -> Path:
         """Write the four IDX files (``<stem>.gz`` or plain ``<stem>``); ``overrides`` replaces a file's bytes."""
         folder.mkdir(parents=True, exist_ok=True)
         for key, stem in IDX_STEMS.items():
@@ -87,7 +89,7 @@ class SmallMnist:
                 continue
             split, what = key.split("-")
             array = self.arrays[f"{split}_{what}"]
-            data = (self.images_bytes(array, gz=gz) if what == "images" else self.labels_bytes(array, gz=gz))
+            data = self.images_bytes(array, gz=gz) if what == "images" else self.labels_bytes(array, gz=gz)
             if overrides and key in overrides:
                 data = overrides[key]
             (folder / (stem + (".gz" if gz else ""))).write_bytes(data)
@@ -98,7 +100,9 @@ class SmallMnist:
         paths = []
         for split in ("train", "test"):
             path = folder / f"{split}.csv"
-            path.write_text(self.csv_text(self.arrays[f"{split}_images"], self.arrays[f"{split}_labels"], header=header))
+            path.write_text(
+                self.csv_text(self.arrays[f"{split}_images"], self.arrays[f"{split}_labels"], header=header)
+            )
             paths.append(path)
         return paths[0], paths[1]
 
@@ -128,12 +132,37 @@ class DaskProcesses:
         dask = str(Path(sys.executable).with_name("dask"))
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.scheduler = subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
-             "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.address.rsplit(":", 1)[1],
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.workers = subprocess.Popen(
-            [dask, "worker", self.address, "--nworkers", str(n_workers), "--nthreads", "1",
-             "--memory-limit", memory_limit, "--no-dashboard", "--host", "127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                dask,
+                "worker",
+                self.address,
+                "--nworkers",
+                str(n_workers),
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                memory_limit,
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.wait_for_workers(n_workers)
 
     def wait_for_workers(self, n: int, timeout: float = 90) -> None:
@@ -185,8 +214,12 @@ def client():
     """A module's real LocalCluster: two single-threaded worker processes on 127.0.0.1."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 

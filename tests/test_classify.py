@@ -17,23 +17,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_dask", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_dask", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def run_dir(mnist_dir, tmp_path_factory) -> Path:
     """The knn_baseline run (k=5 uniform on the 60,000 real training images)."""
     root = tmp_path_factory.mktemp("classify")
-    done = _cli("run", REPO / "jobs" / "knn_baseline.toml", "--source", f"idx:{mnist_dir}",
-                "--store", root / "mnist.zarr", "--run-dir", root / "run", "--workers", "2")
+    done = _cli(
+        "run",
+        REPO / "jobs" / "knn_baseline.toml",
+        "--source",
+        f"idx:{mnist_dir}",
+        "--store",
+        root / "mnist.zarr",
+        "--run-dir",
+        root / "run",
+        "--workers",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     return root / "run"
 
 
 def test_preprocessing_an_mnist_image_gives_it_back(mnist):
-    correlations = [np.corrcoef(mnist_style(image.astype(float)).ravel(), image.ravel())[0, 1]
-                    for image in mnist["test_images"][:50]]
+    correlations = [
+        np.corrcoef(mnist_style(image.astype(float)).ravel(), image.ravel())[0, 1]
+        for image in mnist["test_images"][:50]
+    ]
     assert np.median(correlations) > 0.95 and np.mean(correlations) > 0.9
 
 
@@ -67,9 +80,13 @@ def test_bad_inputs_are_one_line_naming_the_file(run_dir, tmp_path):
     drawn = np.full((40, 40), 255, np.uint8)
     drawn[5:35, 18:22] = 0  # a "1"
     Image.fromarray(drawn).save(good)
-    cases = [((empty, "--run", run_dir), "empty.png"), ((text, "--run", run_dir), "notes.png"),
-             ((huge, "--run", run_dir), "huge.png"), ((tmp_path / "missing.png", "--run", run_dir), "missing.png"),
-             ((good, "--run", tmp_path), "result.json")]
+    cases = [
+        ((empty, "--run", run_dir), "empty.png"),
+        ((text, "--run", run_dir), "notes.png"),
+        ((huge, "--run", run_dir), "huge.png"),
+        ((tmp_path / "missing.png", "--run", run_dir), "missing.png"),
+        ((good, "--run", tmp_path), "result.json"),
+    ]
     for args, name in cases:
         done = _cli("classify", *args)
         assert done.returncode == 2, (args, done.stderr)

@@ -23,8 +23,8 @@ import zarr
 from distributed import LocalCluster
 
 from mnist_dask import cli
-from mnist_dask.errors import UserError
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
 
 MNIST_MD5 = {  # canonical MNIST, MD5 of the uncompressed IDX content
     "train-images": "6bbc9ace898e44ae57da46a324031adb",
@@ -39,8 +39,9 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "mnist-dask"
 # -- fixtures and helpers -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=":0") as local:
+    with LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+    ) as local:
         yield local
 
 
@@ -52,13 +53,22 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_cli(workdir: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run ``python -m mnist_dask ARGS`` in a clean environment (own cache, no inherited settings)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE", "MNIST_DASK_STORE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE", "MNIST_DASK_STORE")
+    }
     env["MNIST_DASK_CACHE"] = str(workdir / "cache")
 
     def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "mnist_dask", *map(str, args)], cwd=workdir, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "mnist_dask", *map(str, args)],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
@@ -68,8 +78,7 @@ def ingest(run_cli, cluster) -> Callable[..., subprocess.CompletedProcess]:
     """``mnist-dask ingest --source SOURCE --store STORE --scheduler <module cluster> EXTRA...``."""
 
     def run(source: str, store: Path, *extra: str) -> subprocess.CompletedProcess:
-        return run_cli("ingest", "--source", source, "--store", store, "--scheduler", cluster.scheduler_address,
-                       *extra)
+        return run_cli("ingest", "--source", source, "--store", store, "--scheduler", cluster.scheduler_address, *extra)
 
     return run
 
@@ -95,8 +104,11 @@ def user_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
 
 def snapshot(store: Path) -> dict[str, tuple[int, bytes]]:
     """Every file of a store: modification time (ns) and content."""
-    return {str(p.relative_to(store)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(store.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(store)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(store.rglob("*"))
+        if p.is_file()
+    }
 
 
 def stored(store: Path) -> dict[str, np.ndarray]:
@@ -134,8 +146,12 @@ def test_ingest_real_mnist_stores_the_idx_contents_byte_for_byte(real_store, mni
     assert result.stdout.strip() == f"{store}: ingested idx:{mnist_dir} (train 60,000, test 10,000 images)"
     assert f"Dask: {cluster.scheduler_address}; dashboard http://127.0.0.1:" in result.stderr
     group = zarr.open_group(str(store), mode="r", zarr_format=3)
-    shapes = {"train/images": (60_000, 28, 28), "train/labels": (60_000,),
-              "test/images": (10_000, 28, 28), "test/labels": (10_000,)}
+    shapes = {
+        "train/images": (60_000, 28, 28),
+        "train/labels": (60_000,),
+        "test/images": (10_000, 28, 28),
+        "test/labels": (10_000,),
+    }
     for name, shape in shapes.items():
         array = group[f"raw/{name}"]
         assert array.shape == shape and array.dtype == np.uint8, name
@@ -277,8 +293,12 @@ def test_concurrent_ingests_on_one_scheduler_keep_their_own_data(small, ingest, 
 def test_ingest_of_other_inputs_into_a_complete_store_needs_force(small, existing_store, ingest, tmp_path):
     other = small.write_csv(tmp_path)
     before = snapshot(existing_store)
-    user_error(ingest(f"csv:{other[0]},{other[1]}", existing_store), str(existing_store),
-               "already holds MNIST ingested from other inputs", "--force")
+    user_error(
+        ingest(f"csv:{other[0]},{other[1]}", existing_store),
+        str(existing_store),
+        "already holds MNIST ingested from other inputs",
+        "--force",
+    )
     assert snapshot(existing_store) == before
 
 
@@ -294,8 +314,9 @@ def test_interrupted_ingest_shows_incomplete_and_is_redone(small, existing_store
 
     folder = small.write_idx(existing_store.parent / "again")
     assert_ok(ingest(f"idx:{folder}", existing_store, "--chunk-size", "16"))
-    assert Store(str(existing_store)).read("raw/train/labels").compute().tolist() == \
-        small.arrays["train_labels"].tolist()
+    assert (
+        Store(str(existing_store)).read("raw/train/labels").compute().tolist() == small.arrays["train_labels"].tolist()
+    )
 
 
 # -- bad input ----------------------------------------------------------------------------
@@ -304,6 +325,7 @@ def _idx_case(**overrides: Callable) -> Callable:
         replaced = {key: make(small) for key, make in overrides.items() if key != "omit"}
         omit = overrides["omit"](small) if "omit" in overrides else ()
         return f"idx:{small.write_idx(folder / 'idx', overrides=replaced, omit=omit)}"
+
     return build
 
 
@@ -313,6 +335,7 @@ def _csv_case(split: str, edit: Callable[[str], str]) -> Callable:
         path = train_csv if split == "train" else test_csv
         path.write_text(edit(path.read_text()))
         return f"csv:{train_csv},{test_csv}"
+
     return build
 
 
@@ -323,6 +346,7 @@ def _edit_line(number: int, change: Callable[[list[str]], None]) -> Callable[[st
         change(cells)
         lines[number - 1] = ",".join(cells)
         return "\n".join(lines) + "\n"
+
     return edit
 
 
@@ -337,29 +361,41 @@ def _bad_labels(small):
 
 
 BAD_INPUTS = {
-    "missing-idx-file": (_idx_case(omit=lambda s: ("test-labels",)),
-                         ["idx", "missing file t10k-labels-idx1-ubyte"]),
-    "missing-csv-file": (lambda small, folder: f"csv:{folder}/absent-train.csv,{small.write_csv(folder)[1]}",
-                         ["absent-train.csv", "no such file"]),
-    "wrong-idx-magic": (_idx_case(**{"train-images": lambda s: s.images_bytes(s.arrays["train_images"], magic=0x802,
-                                                                              gz=True)}),
-                        ["train-images-idx3-ubyte.gz", "wrong IDX magic number 0x00000802"]),
-    "truncated-gzip": (_idx_case(**{"test-images": lambda s: s.images_bytes(s.arrays["test_images"], gz=True)[:3000]}),
-                       ["t10k-images-idx3-ubyte.gz", "truncated or corrupt gzip data"]),
-    "header-size-mismatch": (_idx_case(**{"train-images": lambda s: s.images_bytes(
-                                 s.arrays["train_images"], dims=(41, 28, 28), gz=True)}),
-                             ["train-images-idx3-ubyte.gz", f"header sizes promise {41 * 784} data bytes",
-                              f"holds {40 * 784}"]),
-    "count-mismatch": (_idx_case(**{"test-labels": lambda s: s.labels_bytes(s.arrays["test_labels"][:19], gz=True)}),
-                       ["t10k-images-idx3-ubyte.gz: 20 images but", "t10k-labels-idx1-ubyte.gz has 19 labels"]),
-    "label-out-of-range": (_idx_case(**{"train-labels": _bad_labels}),
-                           ["train-labels-idx1-ubyte.gz", "label 12 at row 5 is outside 0-9"]),
+    "missing-idx-file": (_idx_case(omit=lambda s: ("test-labels",)), ["idx", "missing file t10k-labels-idx1-ubyte"]),
+    "missing-csv-file": (
+        lambda small, folder: f"csv:{folder}/absent-train.csv,{small.write_csv(folder)[1]}",
+        ["absent-train.csv", "no such file"],
+    ),
+    "wrong-idx-magic": (
+        _idx_case(**{"train-images": lambda s: s.images_bytes(s.arrays["train_images"], magic=0x802, gz=True)}),
+        ["train-images-idx3-ubyte.gz", "wrong IDX magic number 0x00000802"],
+    ),
+    "truncated-gzip": (
+        _idx_case(**{"test-images": lambda s: s.images_bytes(s.arrays["test_images"], gz=True)[:3000]}),
+        ["t10k-images-idx3-ubyte.gz", "truncated or corrupt gzip data"],
+    ),
+    "header-size-mismatch": (
+        _idx_case(**{"train-images": lambda s: s.images_bytes(s.arrays["train_images"], dims=(41, 28, 28), gz=True)}),
+        ["train-images-idx3-ubyte.gz", f"header sizes promise {41 * 784} data bytes", f"holds {40 * 784}"],
+    ),
+    "count-mismatch": (
+        _idx_case(**{"test-labels": lambda s: s.labels_bytes(s.arrays["test_labels"][:19], gz=True)}),
+        ["t10k-images-idx3-ubyte.gz: 20 images but", "t10k-labels-idx1-ubyte.gz has 19 labels"],
+    ),
+    "label-out-of-range": (
+        _idx_case(**{"train-labels": _bad_labels}),
+        ["train-labels-idx1-ubyte.gz", "label 12 at row 5 is outside 0-9"],
+    ),
     "empty-idx-file": (_idx_case(**{"test-labels": lambda s: b""}), ["t10k-labels-idx1-ubyte.gz", "empty file"]),
-    "csv-column-count": (_csv_case("train", _edit_line(3, lambda cells: cells.pop())),
-                         ["train.csv", "line 3 has 784 columns, expected 785"]),
+    "csv-column-count": (
+        _csv_case("train", _edit_line(3, lambda cells: cells.pop())),
+        ["train.csv", "line 3 has 784 columns, expected 785"],
+    ),
     "csv-non-integer": (_csv_case("test", _edit_line(7, _set(100, "4.5"))), ["test.csv", "non-integer value"]),
-    "csv-pixel-range": (_csv_case("train", _edit_line(2, _set(10, "300"))),
-                        ["train.csv", "pixel 300 at line 2, column 11 is outside 0-255"]),
+    "csv-pixel-range": (
+        _csv_case("train", _edit_line(2, _set(10, "300"))),
+        ["train.csv", "pixel 300 at line 2, column 11 is outside 0-255"],
+    ),
     "csv-label-range": (_csv_case("test", _edit_line(4, _set(0, "10"))), ["test.csv", "label 10 at line 4"]),
     "empty-csv-file": (_csv_case("test", lambda text: ""), ["test.csv", "empty file"]),
     "unknown-source": (lambda small, folder: "hdf5:mnist.h5", ["--source hdf5:mnist.h5", "unknown source"]),
@@ -378,8 +414,13 @@ def bad_runs(small, ingest, small_store, tmp_path_factory) -> dict[str, dict]:
         folder = tmp_path_factory.mktemp(case)
         existing = folder / "existing.zarr"
         shutil.copytree(small_store, existing)
-        runs[case] = {"source": build(small, folder), "new": folder / "new.zarr", "existing": existing,
-                      "before": snapshot(existing), "attrs_before": raw_state(existing)}
+        runs[case] = {
+            "source": build(small, folder),
+            "new": folder / "new.zarr",
+            "existing": existing,
+            "before": snapshot(existing),
+            "attrs_before": raw_state(existing),
+        }
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         for run in runs.values():
             run["new_result"] = pool.submit(ingest, run["source"], run["new"])
@@ -411,8 +452,18 @@ def test_unreachable_scheduler_fails_in_one_line_within_the_timeout(small, run_c
     folder = small.write_idx(tmp_path / "idx")
     store = tmp_path / "s.zarr"
     started = time.monotonic()
-    result = run_cli("ingest", "--source", f"idx:{folder}", "--store", store,
-                     "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "2", timeout=60)
+    result = run_cli(
+        "ingest",
+        "--source",
+        f"idx:{folder}",
+        "--store",
+        store,
+        "--scheduler",
+        "tcp://127.0.0.1:1",
+        "--connect-timeout",
+        "2",
+        timeout=60,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -463,6 +514,13 @@ def test_console_script_help_exits_0(command):
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.startswith("usage: mnist-dask")
     if command == ("ingest",):
-        for option in ("--source", "--store", "--scheduler", "--workers", "--connect-timeout", "--force",
-                       "--chunk-size"):
+        for option in (
+            "--source",
+            "--store",
+            "--scheduler",
+            "--workers",
+            "--connect-timeout",
+            "--force",
+            "--chunk-size",
+        ):
             assert option in result.stdout

@@ -14,10 +14,10 @@ import pytest
 import scipy.ndimage as ndi
 import zarr
 
-from mnist_dask.transforms.registry import run_transform
-from mnist_dask.errors import UserError
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
 from mnist_dask.transforms.kernels import deskew, shift_offsets
+from mnist_dask.transforms.registry import run_transform
 
 
 def _array(store: Store, path: str) -> np.ndarray:
@@ -42,7 +42,9 @@ def test_shift5x_rows_are_scipy_shifts_of_their_source_images(store, client, mni
     # every (image, offset) pair appears exactly once, in the seeded order recorded in the attributes
     order = _expected_order(42, 60_000, 5)
     assert np.array_equal(source, order % 60_000)
-    assert [tuple(o) for o in np.array(shift_offsets(1, "cross"))[order[:3] // 60_000]] == [tuple(o) for o in offset[:3]]
+    assert [tuple(o) for o in np.array(shift_offsets(1, "cross"))[order[:3] // 60_000]] == [
+        tuple(o) for o in offset[:3]
+    ]
     # every row against scipy, grouped by offset (order=0 is exact for integer offsets)
     for dx, dy in shift_offsets(1, "cross"):
         rows = np.flatnonzero((offset[:, 0] == dx) & (offset[:, 1] == dy))
@@ -95,8 +97,9 @@ def test_scaling_and_variance_threshold_match_scikit_learn(store, client, mnist)
     run_transform(store, client, "varthresh", {"threshold": 100.0})
     selector = VarianceThreshold(100.0).fit(train)
     assert np.array_equal(_array(store, "derived/varthresh100/selected"), selector.get_support())
-    assert np.array_equal(_array(store, "derived/varthresh100/test/features"),
-                          selector.transform(test).astype(np.uint8))
+    assert np.array_equal(
+        _array(store, "derived/varthresh100/test/features"), selector.transform(test).astype(np.uint8)
+    )
 
 
 def test_mean_image_overall_and_per_digit(store, client, mnist):
@@ -114,8 +117,21 @@ def test_chains_carry_source_index(store, client):
 
 def test_radius2_killed_half_way_resumes_to_the_uninterrupted_result(store, client, mnist):
     """A 25x expansion whose driver is SIGKILLed mid-write is refused, then re-run to the exact result."""
-    command = [sys.executable, "-m", "mnist_dask", "transform", "shift", "--radius", "2", "--shape", "square",
-               "--store", store.url, "--scheduler", client.scheduler.address]
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_dask",
+        "transform",
+        "shift",
+        "--radius",
+        "2",
+        "--shape",
+        "square",
+        "--store",
+        store.url,
+        "--scheduler",
+        client.scheduler.address,
+    ]
     chunks = Path(store.url) / "derived" / "shift25x" / "train" / "images" / "c"
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -142,7 +158,7 @@ def test_radius2_killed_half_way_resumes_to_the_uninterrupted_result(store, clie
     assert np.array_equal(offsets, table[order // 60_000])
     raw = mnist["train_images"]
     for start in range(0, 1_500_000, 100_000):  # every row, a slab at a time
-        block, rows = images[start:start + 100_000], order[start:start + 100_000]
+        block, rows = images[start : start + 100_000], order[start : start + 100_000]
         for k, (dx, dy) in enumerate(table):
             pick = np.flatnonzero(rows // 60_000 == k)
             expected = ndi.shift(raw[rows[pick] % 60_000], [0, dy, dx], order=0, cval=0, mode="constant")

@@ -7,10 +7,10 @@ import pytest
 import zarr
 from sklearn.decomposition import PCA
 
-from mnist_dask.transforms.registry import run_transform
-from mnist_dask.errors import UserError
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
 from mnist_dask.transforms.kernels import deskew, rotate_images, shift_images, shift_offsets
+from mnist_dask.transforms.registry import run_transform
 
 SAMPLE = {"train": 2000, "test": 300, "seed": 3}
 SAMPLED = "derived/sample2000-300"
@@ -38,8 +38,9 @@ def test_sample_keeps_seeded_rows_in_order_with_their_source_index(store, mnist)
 
 
 def test_augment_rows_are_shifts_and_rotations_of_their_source_images(store, client, mnist):
-    stage = run_transform(store, client, "augment", {"radius": 1, "shape": "cross", "degrees": 10.0},
-                          input_stage=SAMPLED).stage
+    stage = run_transform(
+        store, client, "augment", {"radius": 1, "shape": "cross", "degrees": 10.0}, input_stage=SAMPLED
+    ).stage
     assert stage == f"{SAMPLED}+aug7x-s1c-r10"
     images, source = _array(store, f"{stage}/train/images"), _array(store, f"{stage}/train/source_index")
     copy, offset, angle = (_array(store, f"{stage}/train/{key}") for key in ("copy", "offset", "angle"))
@@ -62,8 +63,9 @@ def test_rotate_is_originals_plus_both_rotations(store, client, mnist):
     assert stage == f"{SAMPLED}+rot5x3"
     images = _array(store, f"{stage}/train/images")
     originals = _array(store, f"{SAMPLED}/train/images")
-    assert np.array_equal(images, np.concatenate([originals, rotate_images(originals, -5.0),
-                                                  rotate_images(originals, 5.0)]))
+    assert np.array_equal(
+        images, np.concatenate([originals, rotate_images(originals, -5.0), rotate_images(originals, 5.0)])
+    )
 
 
 def test_pca_equals_scikit_learn_fitted_on_train_only(store, client):
@@ -81,20 +83,22 @@ def test_pca_equals_scikit_learn_fitted_on_train_only(store, client):
         features = _array(store, f"{pca_stage}/{split}/features")
         assert features.dtype == np.float32 and features.shape == (len(rows), 20)
         assert np.allclose(features * signs, reference.transform(rows), rtol=1e-3, atol=0.05)
-    assert np.array_equal(_array(store, f"{pca_stage}/train/source_index"),
-                          _array(store, f"{SAMPLED}/train/source_index"))
+    assert np.array_equal(
+        _array(store, f"{pca_stage}/train/source_index"), _array(store, f"{SAMPLED}/train/source_index")
+    )
 
 
 def test_pca_partial_whitening_and_fit_on_originals_of_an_augmented_set(store, client):
-    augmented = run_transform(store, client, "augment", {"radius": 1, "shape": "cross", "degrees": 10.0},
-                              input_stage=SAMPLED).stage
+    augmented = run_transform(
+        store, client, "augment", {"radius": 1, "shape": "cross", "degrees": 10.0}, input_stage=SAMPLED
+    ).stage
     params = {"n_components": 10, "scale_power": 0.25, "fit_on": "originals"}
     stage = run_transform(store, client, "pca", params, input_stage=augmented).stage
     assert stage.endswith("+pca10p0.25")
     originals = _array(store, f"{SAMPLED}/train/images").reshape(2000, -1).astype(np.float32)
     reference = PCA(n_components=10, svd_solver="full").fit(originals)
     features = _array(store, f"{stage}/train/features")
-    expected = reference.transform(originals) * reference.explained_variance_ ** -0.25
+    expected = reference.transform(originals) * reference.explained_variance_**-0.25
     signs = np.sign(np.sum(features[:2000] * expected, axis=0))
     assert np.allclose(features[:2000] * signs, expected, rtol=1e-3, atol=0.02)
     assert np.array_equal(_array(store, f"{stage}/train/copy"), _array(store, f"{augmented}/train/copy"))

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from mnist_dask.data import download
-from mnist_dask.errors import UserError
 from mnist_dask.data.sources import Source, parse_source
+from mnist_dask.errors import UserError
 
 
 class FileServer:
@@ -57,12 +57,12 @@ class FileServer:
                 data = file.read_bytes()
                 spec = self.headers.get("Range")
                 if spec and spec.startswith("bytes="):
-                    first, _, last = spec[len("bytes="):].partition("-")
+                    first, _, last = spec[len("bytes=") :].partition("-")
                     start = int(first)
                     end = min(int(last), len(data) - 1) if last else len(data) - 1
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-                    data = data[start:end + 1]
+                    data = data[start : end + 1]
                 else:
                     self.send_response(200)
                 self.send_header("Accept-Ranges", "bytes")
@@ -85,8 +85,7 @@ class FileServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def gets(self, path: str) -> int:
         """How many GET requests the server received for ``path``."""

@@ -22,11 +22,11 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS
 from mnist_dask.experiments.knn_outputs import add_noise, multilabel_targets, neighbour_mode
-from mnist_dask.jobs.spec import load_job, parse_job
 from mnist_dask.jobs.driver import run_job
-from mnist_dask.data.store import Store
+from mnist_dask.jobs.spec import load_job, parse_job
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "jobs").glob("*.toml"))
@@ -36,8 +36,12 @@ ISSUE_5 = {"binary_5_detector", "zero_detector", "multiclass", "svm_kernels", "e
 @pytest.fixture(scope="module")
 def data(mnist) -> dict[str, np.ndarray]:
     """Real MNIST flattened to (N, 784) float64 like the notebooks' X, with uint8 labels."""
-    return {"X": mnist["train_images"].reshape(-1, 784).astype(np.float64), "y": mnist["train_labels"],
-            "X_test": mnist["test_images"].reshape(-1, 784).astype(np.float64), "y_test": mnist["test_labels"]}
+    return {
+        "X": mnist["train_images"].reshape(-1, 784).astype(np.float64),
+        "y": mnist["train_labels"],
+        "X_test": mnist["test_images"].reshape(-1, 784).astype(np.float64),
+        "y_test": mnist["test_labels"],
+    }
 
 
 def _run(experiment: str, params: dict, store: Store, client: Client, tmp_path: Path) -> dict:
@@ -45,7 +49,8 @@ def _run(experiment: str, params: dict, store: Store, client: Client, tmp_path: 
     job = parse_job({"experiment": experiment, "params": params}, str(tmp_path / f"{experiment}.toml"))
     result = run_job(job, store, client, tmp_path / "run", log=lambda line: None)
     assert json.loads((tmp_path / "run" / "result.json").read_text())["metrics"] == json.loads(
-        json.dumps(result["metrics"]))
+        json.dumps(result["metrics"])
+    )
     return result
 
 
@@ -60,7 +65,7 @@ def test_every_shipped_job_parses(path):
 
 def test_every_issue_5_experiment_has_a_job_file():
     shipped = {load_job(p).experiment for p in SHIPPED}
-    assert ISSUE_5 <= set(EXPERIMENTS) and ISSUE_5 <= shipped
+    assert set(EXPERIMENTS) >= ISSUE_5 and shipped >= ISSUE_5
 
 
 def test_binary_5_detector_matches_sklearn_on_a_sample(store, client, data, tmp_path):
@@ -76,7 +81,7 @@ def test_binary_5_detector_matches_sklearn_on_a_sample(store, client, data, tmp_
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     assert metrics["f1"] == pytest.approx(f1_score(y, scores > 0), abs=1e-12)
     assert metrics["precision_at_90"] >= 0.9 and 0 < metrics["recall_at_90_precision"] <= 1
-    assert metrics["never_5_cv_scores"] == [float(np.mean(~y[i:i + n // 3])) for i in range(0, n, n // 3)]
+    assert metrics["never_5_cv_scores"] == [float(np.mean(~y[i : i + n // 3])) for i in range(0, n, n // 3)]
     assert 0.9 < metrics["random_forest"]["roc_auc"] <= 1 and metrics["random_forest_roc_auc"] > metrics["roc_auc"]
     roc = result["curves"]["sgd"]["roc"]
     assert 2 <= len(roc["fpr"]) <= 500 and roc["fpr"][0] == 0 and roc["tpr"][-1] == 1
@@ -84,8 +89,9 @@ def test_binary_5_detector_matches_sklearn_on_a_sample(store, client, data, tmp_
 
 def test_zero_detector_matches_the_notebook_pipeline(store, client, data, tmp_path):
     result = _run("zero_detector", {"sample": 5000, "test_sample": 2000}, store, client, tmp_path)
-    model = make_pipeline(VarianceThreshold(), StandardScaler(),
-                          SGDClassifier(loss="log_loss", max_iter=5, random_state=42))
+    model = make_pipeline(
+        VarianceThreshold(), StandardScaler(), SGDClassifier(loss="log_loss", max_iter=5, random_state=42)
+    )
     model.fit(data["X"][:5000], data["y"][:5000] == 0)
     y_test = data["y_test"][:2000] == 0
     y_pred = model.predict(data["X_test"][:2000])
@@ -97,15 +103,22 @@ def test_zero_detector_matches_the_notebook_pipeline(store, client, data, tmp_pa
 
 
 def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
-    params = {"svc_sample": 300, "test_sample": 500, "sgd_sample": 450, "logistic_sample": 1000,
-              "logistic_max_iter": 20, "small_sample": 1200}
+    params = {
+        "svc_sample": 300,
+        "test_sample": 500,
+        "sgd_sample": 450,
+        "logistic_sample": 1000,
+        "logistic_max_iter": 20,
+        "small_sample": 1200,
+    }
     metrics = _run("multiclass", params, store, client, tmp_path)["metrics"]
     X, y = data["X"][:450], data["y"][:450]
     assert metrics["sgd_cv_scores"] == pytest.approx(
-        cross_val_score(SGDClassifier(random_state=42), X, y, cv=3).tolist(), abs=1e-12)
+        cross_val_score(SGDClassifier(random_state=42), X, y, cv=3).tolist(), abs=1e-12
+    )
     assert metrics["sgd_scaled_cv_scores"] == pytest.approx(
-        cross_val_score(SGDClassifier(random_state=42), StandardScaler().fit_transform(X), y, cv=3).tolist(),
-        abs=1e-12)
+        cross_val_score(SGDClassifier(random_state=42), StandardScaler().fit_transform(X), y, cv=3).tolist(), abs=1e-12
+    )
     X_small = data["X"][:1200].astype(np.uint8)
     X_tr, X_te, y_tr, y_te = train_test_split(X_small, data["y"][:1200], test_size=0.33, random_state=42)
     assert metrics["gaussian_nb_small_accuracy"] == pytest.approx(GaussianNB().fit(X_tr, y_tr).score(X_te, y_te))
@@ -119,8 +132,9 @@ def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
 
 
 def test_svm_kernels_on_a_sample(store, client, data, tmp_path):
-    result = _run("svm_kernels", {"sample": 600, "test_sample": 300, "kernels": ["rbf", "sigmoid"]},
-                  store, client, tmp_path)
+    result = _run(
+        "svm_kernels", {"sample": 600, "test_sample": 300, "kernels": ["rbf", "sigmoid"]}, store, client, tmp_path
+    )
     metrics = result["metrics"]
     assert set(metrics) >= {"rbf_test_accuracy", "sigmoid_test_accuracy", "poly_variance_threshold_test_accuracy"}
     assert metrics["rbf_test_accuracy"] > 0.8 and metrics["sigmoid_test_accuracy"] > 0.5

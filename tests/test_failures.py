@@ -35,8 +35,19 @@ def store(tmp_path_factory, dask_processes, mnist_dir) -> str:
 
 
 def _command(job: str, store: str, run_dir: Path, scheduler: str) -> list[str]:
-    return [sys.executable, "-m", "mnist_dask", "run", str(REPO / "jobs" / f"{job}.toml"), "--store", store,
-            "--run-dir", str(run_dir), "--scheduler", scheduler]
+    return [
+        sys.executable,
+        "-m",
+        "mnist_dask",
+        "run",
+        str(REPO / "jobs" / f"{job}.toml"),
+        "--store",
+        store,
+        "--run-dir",
+        str(run_dir),
+        "--scheduler",
+        scheduler,
+    ]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -57,12 +68,20 @@ def _predictions(run_dir: Path) -> np.ndarray:
 
 
 def test_worker_killed_mid_predict_gives_identical_predictions(dask_processes, store, tmp_path):
-    undisturbed = subprocess.run(_command("knn_baseline", store, tmp_path / "calm", dask_processes.address),
-                                 capture_output=True, text=True, timeout=600)
+    undisturbed = subprocess.run(
+        _command("knn_baseline", store, tmp_path / "calm", dask_processes.address),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert undisturbed.returncode == 0, undisturbed.stderr
 
-    driver = subprocess.Popen(_command("knn_baseline", store, tmp_path / "storm", dask_processes.address),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        _command("knn_baseline", store, tmp_path / "storm", dask_processes.address),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_predict(driver, tmp_path / "storm")
     time.sleep(1.0)  # let blocks start on both workers
     victim = next(iter(dask_processes.worker_pids().values()))
@@ -74,34 +93,52 @@ def test_worker_killed_mid_predict_gives_identical_predictions(dask_processes, s
     calm = json.loads((tmp_path / "calm" / "result.json").read_text())
     storm = json.loads((tmp_path / "storm" / "result.json").read_text())
     assert storm["metrics"] == calm["metrics"]
-    print(f"predict stage: {calm['timings_s']['predict']} s undisturbed, {storm['timings_s']['predict']} s "
-          "with a worker SIGKILLed")
+    print(
+        f"predict stage: {calm['timings_s']['predict']} s undisturbed, {storm['timings_s']['predict']} s "
+        "with a worker SIGKILLed"
+    )
     dask_processes.wait_for_workers(2)  # the nanny restarted it
 
 
 def test_three_concurrent_jobs_match_their_solo_results_and_write_a_shared_stage_once(dask_processes, store, tmp_path):
     jobs = [("knn_downscaled", "a"), ("knn_downscaled", "b"), ("knn_baseline", "c")]
-    drivers = [subprocess.Popen(_command(job, store, tmp_path / tag, dask_processes.address),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for job, tag in jobs]
+    drivers = [
+        subprocess.Popen(
+            _command(job, store, tmp_path / tag, dask_processes.address),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for job, tag in jobs
+    ]
     outputs = [driver.communicate(timeout=900) for driver in drivers]
     for driver, (_, stderr) in zip(drivers, outputs):
         assert driver.returncode == 0, stderr
 
-    accuracy = {tag: json.loads((tmp_path / tag / "result.json").read_text())["metrics"]["test_accuracy"]
-                for _, tag in jobs}
+    accuracy = {
+        tag: json.loads((tmp_path / tag / "result.json").read_text())["metrics"]["test_accuracy"] for _, tag in jobs
+    }
     assert round(accuracy["a"], 4) == round(accuracy["b"], 4) == 0.9676
     assert round(accuracy["c"], 4) == 0.9688
     assert np.array_equal(_predictions(tmp_path / "a"), _predictions(tmp_path / "b"))
-    stage_lines = sorted(line.split(": ")[1].split(" ")[0] for _, stderr in outputs[:2]
-                         for line in stderr.splitlines() if "transform downscale:" in line)
+    stage_lines = sorted(
+        line.split(": ")[1].split(" ")[0]
+        for _, stderr in outputs[:2]
+        for line in stderr.splitlines()
+        if "transform downscale:" in line
+    )
     assert stage_lines == ["skipped", "written"]  # the second waited on the stage lock, then reused it
 
 
 def test_scheduler_loss_fails_fast_with_one_line_and_leaves_the_store_intact(store, tmp_path):
     doomed = DaskProcesses()
     try:
-        driver = subprocess.Popen(_command("knn_baseline", store, tmp_path, doomed.address),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        driver = subprocess.Popen(
+            _command("knn_baseline", store, tmp_path, doomed.address),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for_predict(driver, tmp_path)
         doomed.scheduler.send_signal(signal.SIGKILL)
         started = time.monotonic()
@@ -113,7 +150,8 @@ def test_scheduler_loss_fails_fast_with_one_line_and_leaves_the_store_intact(sto
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("mnist-dask: error:")]
     assert len(errors) == 1 and errors[0].startswith(
-        f"mnist-dask: error: lost the connection to the Dask scheduler {doomed.address}"), stderr
+        f"mnist-dask: error: lost the connection to the Dask scheduler {doomed.address}"
+    ), stderr
     assert elapsed < 120
     assert not (tmp_path / "result.json").exists()
     assert Store(store).is_complete("raw")

@@ -12,7 +12,7 @@ from mnist_dask.transforms.kernels import shift_images
 
 def direct_idm(query: np.ndarray, reference: np.ndarray, warp: int, context: int) -> float:
     """Keysers' definition, pixel by pixel: each query pixel's best-matching context within the warp."""
-    ch, h, w = query.shape
+    _ch, h, w = query.shape
     pad = warp + context
     q = np.pad(query, ((0, 0), (context, context), (context, context)))
     r = np.pad(reference, ((0, 0), (pad, pad), (pad, pad)))
@@ -21,9 +21,22 @@ def direct_idm(query: np.ndarray, reference: np.ndarray, warp: int, context: int
         for x in range(w):
             patch = q[:, y : y + 2 * context + 1, x : x + 2 * context + 1]
             total += min(
-                float(((patch - r[:, y + warp + dy : y + warp + dy + 2 * context + 1,
-                                   x + warp + dx : x + warp + dx + 2 * context + 1]) ** 2).sum())
-                for dy in range(-warp, warp + 1) for dx in range(-warp, warp + 1))
+                float(
+                    (
+                        (
+                            patch
+                            - r[
+                                :,
+                                y + warp + dy : y + warp + dy + 2 * context + 1,
+                                x + warp + dx : x + warp + dx + 2 * context + 1,
+                            ]
+                        )
+                        ** 2
+                    ).sum()
+                )
+                for dy in range(-warp, warp + 1)
+                for dx in range(-warp, warp + 1)
+            )
     return total
 
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnist_dask.data import idx
-from mnist_dask.errors import UserError
 from mnist_dask.data.sources import read_csv
+from mnist_dask.errors import UserError
 
 NAME = "/data/some-dir/train-images-idx3-ubyte.gz"
 
@@ -214,10 +214,14 @@ def test_random_bytes_give_arrays_or_user_error(raw, gz):
 
 
 @FUZZ
-@given(magic=st.sampled_from([0x803, 0x801, 0x802, 0x0803_0000]) | uint32,
-       dims=st.tuples(small_dims, small_dims, small_dims),
-       n_images=st.integers(0, 3), extra=st.integers(-900, 900), gz=st.booleans(),
-       chop_gzip=st.integers(0, 30))
+@given(
+    magic=st.sampled_from([0x803, 0x801, 0x802, 0x0803_0000]) | uint32,
+    dims=st.tuples(small_dims, small_dims, small_dims),
+    n_images=st.integers(0, 3),
+    extra=st.integers(-900, 900),
+    gz=st.booleans(),
+    chop_gzip=st.integers(0, 30),
+)
 def test_mutated_image_headers_give_arrays_or_user_error(magic, dims, n_images, extra, gz, chop_gzip):
     data = bytes(range(256)) * 10
     body = data[: max(0, n_images * 784 + extra)]
@@ -229,22 +233,50 @@ def test_mutated_image_headers_give_arrays_or_user_error(magic, dims, n_images, 
 
 
 @FUZZ
-@given(magic=st.sampled_from([0x801, 0x803]) | uint32, n=st.sampled_from([0, 1, 5, 6]) | uint32,
-       body=st.binary(max_size=8) | st.lists(st.integers(0, 9), max_size=8).map(bytes), gz=st.booleans())
+@given(
+    magic=st.sampled_from([0x801, 0x803]) | uint32,
+    n=st.sampled_from([0, 1, 5, 6]) | uint32,
+    body=st.binary(max_size=8) | st.lists(st.integers(0, 9), max_size=8).map(bytes),
+    gz=st.booleans(),
+)
 def test_mutated_label_headers_give_arrays_or_user_error(magic, n, body, gz):
     raw = struct.pack(">II", magic, n) + body
     _check_labels_outcome(gzip.compress(raw) if gz else raw)
 
 
-CSV_TOKENS = st.sampled_from(["", "0", "9", "10", "255", "256", "-1", "-0", "+3", "1.5", "x", " 7", "#", "# 2",
-                              "99999999999999999999", "\t", "label", "1e2", "nan"])
+CSV_TOKENS = st.sampled_from(
+    [
+        "",
+        "0",
+        "9",
+        "10",
+        "255",
+        "256",
+        "-1",
+        "-0",
+        "+3",
+        "1.5",
+        "x",
+        " 7",
+        "#",
+        "# 2",
+        "99999999999999999999",
+        "\t",
+        "label",
+        "1e2",
+        "nan",
+    ]
+)
 
 
 @FUZZ
-@given(rows=st.integers(1, 3), header=st.booleans(),
-       edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 800), CSV_TOKENS), max_size=4),
-       extra_lines=st.lists(st.sampled_from(["", ",", "#comment", "1,2,3", "\r"]), max_size=2),
-       line_end=st.sampled_from(["\n", "\r\n"]))
+@given(
+    rows=st.integers(1, 3),
+    header=st.booleans(),
+    edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 800), CSV_TOKENS), max_size=4),
+    extra_lines=st.lists(st.sampled_from(["", ",", "#comment", "1,2,3", "\r"]), max_size=2),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+)
 def test_mutated_csv_gives_arrays_or_user_error(rows, header, edits, extra_lines, line_end):
     table = [["label"] + [f"p{i}" for i in range(784)]] if header else []
     table += [[str(r % 10)] + [str((r * 31 + i) % 256) for i in range(784)] for r in range(rows)]

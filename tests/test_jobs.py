@@ -40,30 +40,50 @@ def test_a_grid_that_leaves_out_weights_searches_the_default_weights(tmp_path):
 KNN = "experiment = 'knn'\n"
 
 
-@pytest.mark.parametrize("text, message", [
-    (KNN + "colour = 'red'", "unknown key 'colour'"),
-    (KNN + "[params.model]\nn_neighbours = 3", "unknown key params.model.n_neighbours; allowed: n_neighbors, weights"),
-    (KNN + "[params.model]\nn_neighbors = 'five'", "params.model.n_neighbors: Input should be a valid integer"),
-    (KNN + "[params.model]\nn_neighbors = 0", "params.model.n_neighbors: Input should be greater than or equal to 1"),
-    (KNN + "[params.model]\nn_neighbors = true", "params.model.n_neighbors: Input should be a valid integer"),
-    (KNN + "[params.model]\nweights = 'gaussian'", "params.model.weights: Input should be 'uniform' or 'distance'"),
-    (KNN + "[params.search]\ncv = 5", "params.search.param_grid is required"),
-    (KNN + "[params.search]\nparam_grid = { leaf_size = [1] }", "unknown key params.search.param_grid.leaf_size"),
-    (KNN + "[params.search]\ncv = 1\nparam_grid = { n_neighbors = [3] }",
-     "params.search.cv: Input should be greater than or equal to 2"),
-    (KNN + "[params.search]\nparam_grid = { n_neighbors = [] }", "params.search.param_grid.n_neighbors: List should"),
-    (KNN + "[params]\nsteps = [{ transform = 'sharpen' }]", "params.steps[0]: unknown transform 'sharpen'"),
-    (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a int"),
-    (KNN + "[params]\nsteps = [{ transform = 'shift', radious = 2 }]", "unknown parameter 'radious'"),
-    (KNN + "name = '../../etc'", "name '../../etc' must be letters"),
-    (KNN + "description = 3", "description must be a string"),
-    ("description = 'no experiment'", "needs experiment = NAME"),
-    ("experiment = 'knn_worst'", "unknown experiment 'knn_worst'"),
-    ("experiment = 'zero_detector'\n[params]\nsample = -5", "params.sample: Input should be greater than or equal to 0"),
-    ("experiment = 'svm_kernels'\n[params]\nkernels = ['poly', 'cubic']", "params.kernels[1]: Input should be"),
-    ("experiment = 'multilabel'\n[params]\nsample = 2.5", "params.sample: Input should be a valid integer (got 2.5)"),
-    ("[model", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (KNN + "colour = 'red'", "unknown key 'colour'"),
+        (
+            KNN + "[params.model]\nn_neighbours = 3",
+            "unknown key params.model.n_neighbours; allowed: n_neighbors, weights",
+        ),
+        (KNN + "[params.model]\nn_neighbors = 'five'", "params.model.n_neighbors: Input should be a valid integer"),
+        (
+            KNN + "[params.model]\nn_neighbors = 0",
+            "params.model.n_neighbors: Input should be greater than or equal to 1",
+        ),
+        (KNN + "[params.model]\nn_neighbors = true", "params.model.n_neighbors: Input should be a valid integer"),
+        (KNN + "[params.model]\nweights = 'gaussian'", "params.model.weights: Input should be 'uniform' or 'distance'"),
+        (KNN + "[params.search]\ncv = 5", "params.search.param_grid is required"),
+        (KNN + "[params.search]\nparam_grid = { leaf_size = [1] }", "unknown key params.search.param_grid.leaf_size"),
+        (
+            KNN + "[params.search]\ncv = 1\nparam_grid = { n_neighbors = [3] }",
+            "params.search.cv: Input should be greater than or equal to 2",
+        ),
+        (
+            KNN + "[params.search]\nparam_grid = { n_neighbors = [] }",
+            "params.search.param_grid.n_neighbors: List should",
+        ),
+        (KNN + "[params]\nsteps = [{ transform = 'sharpen' }]", "params.steps[0]: unknown transform 'sharpen'"),
+        (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a int"),
+        (KNN + "[params]\nsteps = [{ transform = 'shift', radious = 2 }]", "unknown parameter 'radious'"),
+        (KNN + "name = '../../etc'", "name '../../etc' must be letters"),
+        (KNN + "description = 3", "description must be a string"),
+        ("description = 'no experiment'", "needs experiment = NAME"),
+        ("experiment = 'knn_worst'", "unknown experiment 'knn_worst'"),
+        (
+            "experiment = 'zero_detector'\n[params]\nsample = -5",
+            "params.sample: Input should be greater than or equal to 0",
+        ),
+        ("experiment = 'svm_kernels'\n[params]\nkernels = ['poly', 'cubic']", "params.kernels[1]: Input should be"),
+        (
+            "experiment = 'multilabel'\n[params]\nsample = 2.5",
+            "params.sample: Input should be a valid integer (got 2.5)",
+        ),
+        ("[model", "not valid TOML"),
+    ],
+)
 def test_bad_job_files_are_one_line_errors_naming_the_file(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -107,7 +107,9 @@ def test_train_chunks_smaller_than_k_are_padded_then_merged_away():
     X_test = rng.integers(0, 50, size=(4, 6), dtype=np.uint8)
 
     block_sq, block_ind = block_kneighbors(X_test, X_train[:2], train_offset=7, k=4)
-    dist, ind = dask.compute(*kneighbors(da.from_array(X_test, chunks=(3, -1)), da.from_array(X_train, chunks=(2, -1)), k=4))
+    dist, ind = dask.compute(
+        *kneighbors(da.from_array(X_test, chunks=(3, -1)), da.from_array(X_train, chunks=(2, -1)), k=4)
+    )
 
     assert np.isinf(block_sq[:, 2:]).all() and (block_ind[:, :2] >= 7).all()
     want_sq, want_ind = reference_kneighbors(X_test, X_train, 4)
@@ -153,9 +155,11 @@ def test_duplicated_training_rows_in_different_chunks_rank_lower_index_first(sub
     dist, ind = model.kneighbors(X_test)
 
     assert (ind[:, 0::2] < 1_500).all() and (ind[:, 1::2] == ind[:, 0:-1:2] + 1_500).all()
-    want_sq, want_ind = reference_kneighbors(X_test, X_train, k)
+    _want_sq, want_ind = reference_kneighbors(X_test, X_train, k)
     np.testing.assert_array_equal(ind, want_ind)
-    their_dist, their_ind = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(X_train, np.zeros(3_000)).kneighbors(X_test)
+    their_dist, their_ind = (
+        KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(X_train, np.zeros(3_000)).kneighbors(X_test)
+    )
     np.testing.assert_array_equal(dist, their_dist)
     if k % 2 == 0:  # no tie straddles the k-th place, so the sets agree; only the order may not
         np.testing.assert_array_equal(np.sort(ind, axis=1), np.sort(their_ind, axis=1))

@@ -42,12 +42,31 @@ def test_group_folds_keep_every_copy_of_an_image_on_one_side():
 
 def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     job = tmp_path / "knn_best_small.toml"
-    job.write_text('experiment = "knn_best"\n[params]\ntrain_sample = 2000\ntest_sample = 300\ncv = 3\n'
-                   'cv_val_per_fold = 200\nn_neighbors = [1, 3, 5]\npca_sizes = [20]\npca_scale_powers = [0.0, 0.25]\n')
+    job.write_text(
+        'experiment = "knn_best"\n[params]\ntrain_sample = 2000\ntest_sample = 300\ncv = 3\n'
+        "cv_val_per_fold = 200\nn_neighbors = [1, 3, 5]\npca_sizes = [20]\npca_scale_powers = [0.0, 0.25]\n"
+    )
     run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "mnist_dask", "run", str(job), "--source", f"idx:{mnist_dir}",
-                           "--store", str(tmp_path / "mnist.zarr"), "--run-dir", str(run_dir), "--workers", "2"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_dask",
+            "run",
+            str(job),
+            "--source",
+            f"idx:{mnist_dir}",
+            "--store",
+            str(tmp_path / "mnist.zarr"),
+            "--run-dir",
+            str(run_dir),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((run_dir / "result.json").read_text())
     table = result["ablation"]
@@ -66,10 +85,10 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
 
 
 def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
+    import dask.array as da
     from distributed import Client, LocalCluster
     from sklearn.neighbors import KNeighborsClassifier
 
-    import dask.array as da
     from mnist_dask.experiments.knn_best import fold_tables, vote_search
     from mnist_dask.transforms.kernels import shift_images
 
@@ -82,9 +101,10 @@ def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
     grid = {"n_neighbors": [1, 3, 4], "weights": ["uniform", "distance"]}
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
         tables = fold_tables(da.from_array(X, chunks=(1000, -1)), folds, 4, client)
-        best, score, results = vote_search(tables, y, folds, grid, client)
+        _best, score, results = vote_search(tables, y, folds, grid, client)
     for params, mean in zip(results["params"], results["mean_test_score"]):
-        expected = np.mean([KNeighborsClassifier(**params).fit(X[train], y[train]).score(X[val], y[val])
-                            for train, val in folds])
+        expected = np.mean(
+            [KNeighborsClassifier(**params).fit(X[train], y[train]).score(X[val], y[val]) for train, val in folds]
+        )
         assert abs(mean - expected) <= 0.01 + 1e-9  # equal up to the order of exact distance ties
     assert score == max(results["mean_test_score"])

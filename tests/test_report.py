@@ -31,15 +31,34 @@ def run_dir(mnist, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     source = root / "mnist-subset"
     source.mkdir()
-    for name, key, n, magic in (("train-images-idx3-ubyte", "train_images", N_TRAIN, 0x803),
-                                ("train-labels-idx1-ubyte", "train_labels", N_TRAIN, 0x801),
-                                ("t10k-images-idx3-ubyte", "test_images", N_TEST, 0x803),
-                                ("t10k-labels-idx1-ubyte", "test_labels", N_TEST, 0x801)):
+    for name, key, n, magic in (
+        ("train-images-idx3-ubyte", "train_images", N_TRAIN, 0x803),
+        ("train-labels-idx1-ubyte", "train_labels", N_TRAIN, 0x801),
+        ("t10k-images-idx3-ubyte", "test_images", N_TEST, 0x803),
+        ("t10k-labels-idx1-ubyte", "test_labels", N_TEST, 0x801),
+    ):
         (source / name).write_bytes(_idx(mnist[key][:n], magic))
     run = root / "run"
-    done = subprocess.run([sys.executable, "-m", "mnist_dask", "run", str(REPO / "jobs" / "knn_baseline.toml"),
-                           "--source", f"idx:{source}", "--store", str(root / "mnist.zarr"), "--run-dir", str(run),
-                           "--workers", "1"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_dask",
+            "run",
+            str(REPO / "jobs" / "knn_baseline.toml"),
+            "--source",
+            f"idx:{source}",
+            "--store",
+            str(root / "mnist.zarr"),
+            "--run-dir",
+            str(run),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return run
 
@@ -58,12 +77,14 @@ def test_run_writes_a_self_contained_report(run_dir):
 
 def test_report_command_rebuilds_it_and_refuses_a_folder_without_result(run_dir, tmp_path):
     (run_dir / "report.html").unlink()
-    done = subprocess.run([sys.executable, "-m", "mnist_dask", "report", str(run_dir)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "report", str(run_dir)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert (run_dir / "report.html").is_file()
-    done = subprocess.run([sys.executable, "-m", "mnist_dask", "report", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "report", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and "result.json" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
@@ -73,11 +94,26 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     if chromium is None:
         pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     shot = tmp_path / "report.png"
-    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                           "--window-size=1200,3000", (run_dir / "report.html").as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            (run_dir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.is_file(), done.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (3000, 1200)

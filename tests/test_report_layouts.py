@@ -136,16 +136,32 @@ def test_every_layout_renders_with_real_images(name, store, tmp_path):
 def test_binary_5_detector_nested_metrics_curves_and_list_expectations(tmp_path):
     page = _render(_layout("binary_5_detector"), tmp_path / "run")
     assert page.column("Metrics: random_forest", "value") == {
-        "precision": "0.9903", "recall": "0.8701", "f1": "0.9264", "roc_auc": "0.9985",
-        "cv_scores": "0.9889, 0.9866, 0.9870 (mean 0.9875)"}
+        "precision": "0.9903",
+        "recall": "0.8701",
+        "f1": "0.9264",
+        "roc_auc": "0.9985",
+        "cv_scores": "0.9889, 0.9866, 0.9870 (mean 0.9875)",
+    }
     assert page.column("Metrics", "value")["cv_scores"] == "0.9624, 0.9633, 0.9617 (mean 0.9625)"
-    assert {"Confusion matrix", "Confusion matrix: random_forest", "ROC curve: sgd", "ROC curve: random_forest",
-            "Precision-recall curve: sgd", "Precision and recall by threshold: sgd"} <= set(page.images)
+    assert {
+        "Confusion matrix",
+        "Confusion matrix: random_forest",
+        "ROC curve: sgd",
+        "ROC curve: random_forest",
+        "Precision-recall curve: sgd",
+        "Precision and recall by threshold: sgd",
+    } <= set(page.images)
     expected = {row[0]: row[1:] for row in page.rows("Published figures beside ours")}
-    assert expected["cv_scores"] == ["0.9504, 0.9604, 0.9604 (mean 0.9570)", "0.9624, 0.9633, 0.9617 (mean 0.9625)",
-                                     "max |Δ| 0.0121"]
-    assert expected["confusion_matrix"] == ["[[53892, 687], [1891, 3530]]", "[[54134, 445], [1807, 3614]]",
-                                            "max |Δ| 242"]
+    assert expected["cv_scores"] == [
+        "0.9504, 0.9604, 0.9604 (mean 0.9570)",
+        "0.9624, 0.9633, 0.9617 (mean 0.9625)",
+        "max |Δ| 0.0121",
+    ]
+    assert expected["confusion_matrix"] == [
+        "[[53892, 687], [1891, 3530]]",
+        "[[54134, 445], [1807, 3614]]",
+        "max |Δ| 242",
+    ]
     assert expected["precision"][2] == "+0.0533"
     assert len(page.notes) == 2 and page.notes[0].startswith("Unshuffled 3-fold CV")
     assert "Sample test digits" not in page.images and "no store recorded" in "".join(page.text.values())
@@ -187,9 +203,13 @@ def test_multiclass_models_per_digit_and_every_confusion_matrix(tmp_path):
     per_digit = page.tables["logistic_ovr: Per digit"]
     assert per_digit[0][1] == ["digit", "accuracy", "f1", "mean_neg_proba", "mean_pos_proba"]
     assert [row[0] for row in page.rows("logistic_ovr: Per digit")] == [str(d) for d in range(10)]
-    assert {"Confusion matrix: logistic_ovr", "Confusion matrix: small_sample knn",
-            "Confusion matrix: small_sample gaussian_nb", "Confusion matrix: small_sample logistic",
-            "Coefficient images: logistic_ovr"} <= set(page.images)
+    assert {
+        "Confusion matrix: logistic_ovr",
+        "Confusion matrix: small_sample knn",
+        "Confusion matrix: small_sample gaussian_nb",
+        "Confusion matrix: small_sample logistic",
+        "Coefficient images: logistic_ovr",
+    } <= set(page.images)
     counts_and_errors = page.images["Confusion matrix: logistic_ovr"]
     assert counts_and_errors.size[0] > 1.8 * counts_and_errors.size[1]  # counts beside row-normalised errors
     assert len(page.notes) == 3
@@ -209,18 +229,29 @@ def test_error_analysis_heatmaps_and_three_five_grid_from_training_images(store,
     result = _layout("error_analysis")
     page = _render(result, tmp_path / "run", store)
     grid = "Three five grid: 3s and 5s, rows true digit, columns predicted digit"
-    assert {"Confusion matrix", "Confusion matrix row normalised errors", "Confusion matrix column normalised errors",
-            grid, "Published beside ours: confusion_matrix (ours − published)"} <= set(page.images)
+    assert {
+        "Confusion matrix",
+        "Confusion matrix row normalised errors",
+        "Confusion matrix column normalised errors",
+        grid,
+        "Published beside ours: confusion_matrix (ours − published)",
+    } <= set(page.images)
     assert page.text[grid] == "training-set row indices, the first 25 of each quadrant"
     pixels = 255 - np.asarray(page.images[grid].convert("L"), dtype=float)  # ink
     height, width = pixels.shape
-    for quadrant in (pixels[:height // 2, :width // 2], pixels[:height // 2, width // 2:],
-                     pixels[height // 2:, :width // 2], pixels[height // 2:, width // 2:]):
+    for quadrant in (
+        pixels[: height // 2, : width // 2],
+        pixels[: height // 2, width // 2 :],
+        pixels[height // 2 :, : width // 2],
+        pixels[height // 2 :, width // 2 :],
+    ):
         assert (quadrant > 128).mean() > 0.05  # 25 digits in each quadrant
     assert page.text["Confusion matrix row normalised errors"].startswith("rows are true digits")
     expected = {row[0]: row[1:] for row in page.rows("Published figures beside ours")}
-    assert expected["confusion_matrix"][0] == "10×10 matrix, sum 60,000" and expected["confusion_matrix"][2] == \
-        "max |Δ| 34"
+    assert (
+        expected["confusion_matrix"][0] == "10×10 matrix, sum 60,000"
+        and expected["confusion_matrix"][2] == "max |Δ| 34"
+    )
     page = _render(result, tmp_path / "no-store")  # without a store: the grid is left out with a note
     assert grid in page.titles and grid not in page.images and "image figures left out" in page.text[grid]
     assert "Confusion matrix row normalised errors" in page.images
@@ -261,8 +292,17 @@ def test_knn_best_ablation_marks_the_chosen_row(tmp_path):
     result = _layout("knn_best_previous")
     page = _render(result, tmp_path / "run")
     header, rows, chosen = _ablation(page)
-    assert header == ["ingredient", "features", "train rows", "k", "weights", "CV score", "test accuracy", "time (s)",
-                      ""]
+    assert header == [
+        "ingredient",
+        "features",
+        "train rows",
+        "k",
+        "weights",
+        "CV score",
+        "test accuracy",
+        "time (s)",
+        "",
+    ]
     assert [row[0] for row in rows] == ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations"]
     # +shifts and +rotations tie on CV score; the first (the job's max) is the chosen one, as its test accuracy says
     assert chosen == [["+shifts", "40", "300,000", "6", "distance", "0.9883", "0.9865", "98.3", "chosen"]]
@@ -275,8 +315,20 @@ def test_knn_best_ablation_with_an_idm_row(tmp_path):
     page = _render(result, tmp_path / "run")
     header, rows, chosen = _ablation(page)
     assert header[5] == "IDM re-rank" and rows[0][5] == "—"
-    assert chosen == [["+IDM", "40", "60,000", "1", "uniform", "warp 1, context 1, candidates 10 "
-                       "(on derived/deskew+blur1)", "0.9914", "0.9900", "14.2", "chosen"]]
+    assert chosen == [
+        [
+            "+IDM",
+            "40",
+            "60,000",
+            "1",
+            "uniform",
+            "warp 1, context 1, candidates 10 (on derived/deskew+blur1)",
+            "0.9914",
+            "0.9900",
+            "14.2",
+            "chosen",
+        ]
+    ]
     assert f"{result['metrics']['test_accuracy']:.4f}" == chosen[0][7]
     candidates = page.tables["Search candidates (cross-validated on the training set)"]
     assert candidates[0][1][2] == "IDM re-rank" and candidates[-1][1][0] == "+IDM"

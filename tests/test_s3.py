@@ -24,8 +24,11 @@ def endpoint():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -45,8 +48,9 @@ def endpoint():
 
 @pytest.fixture(scope="module")
 def scheduler():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
         yield cluster.scheduler_address
 
 
@@ -55,8 +59,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_ingest_transform_run_info_and_verify_on_s3(endpoint, scheduler, mnist_dir, tmp_path):
-    store = ["--store", "s3://study/mnist.zarr", "--storage-option", f"endpoint_url={endpoint}",
-             "--storage-option", "key=k", "--storage-option", "secret=s"]
+    store = [
+        "--store",
+        "s3://study/mnist.zarr",
+        "--storage-option",
+        f"endpoint_url={endpoint}",
+        "--storage-option",
+        "key=k",
+        "--storage-option",
+        "secret=s",
+    ]
     cluster = ["--scheduler", scheduler]
 
     ingested = _cli("ingest", "--source", f"idx:{mnist_dir}", *store, *cluster)
@@ -85,8 +97,18 @@ def test_ingest_transform_run_info_and_verify_on_s3(endpoint, scheduler, mnist_d
 
 
 def test_missing_bucket_is_a_one_line_user_error(endpoint):
-    done = _cli("info", "--store", "s3://no-such-bucket/mnist.zarr", "--storage-option", f"endpoint_url={endpoint}",
-                "--storage-option", "key=k", "--storage-option", "secret=s")
+    done = _cli(
+        "info",
+        "--store",
+        "s3://no-such-bucket/mnist.zarr",
+        "--storage-option",
+        f"endpoint_url={endpoint}",
+        "--storage-option",
+        "key=k",
+        "--storage-option",
+        "secret=s",
+    )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["mnist-dask: error: s3://no-such-bucket/mnist.zarr: no Zarr store here "
-                                                "(run 'mnist-dask ingest' first)"]
+    assert done.stderr.strip().splitlines() == [
+        "mnist-dask: error: s3://no-such-bucket/mnist.zarr: no Zarr store here (run 'mnist-dask ingest' first)"
+    ]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mnist_dask.data import download
-from mnist_dask.errors import UserError
 from mnist_dask.data.sources import SOURCE_ENV, Source, parse_source, read_csv
+from mnist_dask.errors import UserError
 
 
 def assert_one_line(exc: pytest.ExceptionInfo, *fragments: str) -> None:
@@ -68,7 +68,8 @@ def test_bare_idx_source_uses_the_mirrors_in_order(text):
 def test_csv_source_has_two_absolute_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert parse_source("csv:a/train.csv,test.csv") == Source(
-        "csv", (str(tmp_path / "a" / "train.csv"), str(tmp_path / "test.csv")))
+        "csv", (str(tmp_path / "a" / "train.csv"), str(tmp_path / "test.csv"))
+    )
 
 
 @pytest.mark.parametrize("text", ["csv:train.csv", "csv:", "csv:a.csv,b.csv,c.csv"])
@@ -156,8 +157,13 @@ def test_image_count_differing_from_label_count_names_both_files(small, tmp_path
     folder = small.write_idx(tmp_path / "idx", overrides={"train-labels": small.labels_bytes(labels, gz=True)})
     with pytest.raises(UserError) as exc:
         Source("idx", (str(folder),)).load_split("train")
-    assert_one_line(exc, str(folder / "train-images-idx3-ubyte.gz"), str(folder / "train-labels-idx1-ubyte.gz"),
-                    "40 images but", f"has {n_labels} labels")
+    assert_one_line(
+        exc,
+        str(folder / "train-images-idx3-ubyte.gz"),
+        str(folder / "train-labels-idx1-ubyte.gz"),
+        "40 images but",
+        f"has {n_labels} labels",
+    )
 
 
 def test_malformed_idx_file_in_a_folder_is_reported_with_its_path(small, tmp_path):
@@ -182,8 +188,10 @@ def test_real_mnist_input_checksums_are_the_canonical_content_md5s(mnist_dir):
         "test-images": "2646ac647ad5339dbf082846283269ea",
         "test-labels": "27ae3e4e09519cfbb04c329615203637",
     }
-    assert checksums == {name.removesuffix("-idx3-ubyte.gz").removesuffix("-idx1-ubyte.gz").replace("t10k", "test"):
-                         checksum.content_md5 for name, checksum in download.MNIST_CHECKSUMS.items()}
+    assert checksums == {
+        name.removesuffix("-idx3-ubyte.gz").removesuffix("-idx1-ubyte.gz").replace("t10k", "test"): checksum.content_md5
+        for name, checksum in download.MNIST_CHECKSUMS.items()
+    }
 
 
 # -- CSV --------------------------------------------------------------------------------
@@ -209,8 +217,10 @@ def test_csv_with_crlf_line_ends_and_no_final_newline_is_read(small):
 def test_csv_input_checksums_are_md5s_of_the_two_files(small, tmp_path):
     train_csv, test_csv = small.write_csv(tmp_path)
     checksums = Source("csv", (str(train_csv), str(test_csv))).input_checksums()
-    assert checksums == {"train-csv": hashlib.md5(train_csv.read_bytes()).hexdigest(),
-                         "test-csv": hashlib.md5(test_csv.read_bytes()).hexdigest()}
+    assert checksums == {
+        "train-csv": hashlib.md5(train_csv.read_bytes()).hexdigest(),
+        "test-csv": hashlib.md5(test_csv.read_bytes()).hexdigest(),
+    }
 
 
 def _csv_with(small, line: int, edit) -> str:
@@ -224,14 +234,16 @@ CSV_ERRORS = {
     "missing-column": (lambda l: l.rsplit(",", 1)[0], "line 5 has 784 columns, expected 785"),
     "extra-column": (lambda l: l + ",0", "line 5 has 786 columns, expected 785"),
     "non-integer-pixel": (lambda l: l[: l.rindex(",")] + ",12.5", "non-integer value"),
-    "non-integer-label": (lambda l: "seven" + l[l.index(","):], "non-integer value"),
+    "non-integer-label": (lambda l: "seven" + l[l.index(",") :], "non-integer value"),
     "empty-cell": (lambda l: l[: l.rindex(",")] + ",", "non-integer value"),
     "comment-mark": (lambda l: "#" + l, "non-integer value"),
     "pixel-256": (lambda l: l[: l.rindex(",")] + ",256", "pixel 256 at line 5, column 785 is outside 0-255"),
-    "pixel-negative": (lambda l: l.split(",", 1)[0] + ",-1," + l.split(",", 2)[2],
-                       "pixel -1 at line 5, column 2 is outside 0-255"),
-    "label-10": (lambda l: "10" + l[l.index(","):], "label 10 at line 5 is outside 0-9"),
-    "label-negative": (lambda l: "-3" + l[l.index(","):], "label -3 at line 5 is outside 0-9"),
+    "pixel-negative": (
+        lambda l: l.split(",", 1)[0] + ",-1," + l.split(",", 2)[2],
+        "pixel -1 at line 5, column 2 is outside 0-255",
+    ),
+    "label-10": (lambda l: "10" + l[l.index(",") :], "label 10 at line 5 is outside 0-9"),
+    "label-negative": (lambda l: "-3" + l[l.index(",") :], "label -3 at line 5 is outside 0-9"),
 }
 
 
@@ -250,7 +262,7 @@ def test_malformed_csv_row_is_refused_naming_file_and_problem(small, tmp_path, c
 def test_csv_line_numbers_count_the_header(small):
     text = small.csv_text(small.arrays["train_images"], small.arrays["train_labels"], header=True)
     lines = text.splitlines()
-    lines[3] = "11" + lines[3][lines[3].index(","):]  # third data row, fourth line of the file
+    lines[3] = "11" + lines[3][lines[3].index(",") :]  # third data row, fourth line of the file
     with pytest.raises(UserError) as exc:
         read_csv("\n".join(lines).encode(), "h.csv")
     assert_one_line(exc, "h.csv", "label 11 at line 4 is outside 0-9")

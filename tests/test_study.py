@@ -30,8 +30,18 @@ def store(tmp_path_factory) -> str:
 
 
 def _run(job: str, store: str, run_dir: Path, *options: str) -> dict:
-    command = [sys.executable, "-m", "mnist_dask", "run", str(REPO / "jobs" / f"{job}.toml"),
-               "--store", store, "--run-dir", str(run_dir), *options]
+    command = [
+        sys.executable,
+        "-m",
+        "mnist_dask",
+        "run",
+        str(REPO / "jobs" / f"{job}.toml"),
+        "--store",
+        store,
+        "--run-dir",
+        str(run_dir),
+        *options,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert f"{job}: test accuracy" in done.stdout
@@ -39,8 +49,7 @@ def _run(job: str, store: str, run_dir: Path, *options: str) -> dict:
 
 
 def test_grid_search_finds_4_distance_and_scores_09714(scheduler_address, store, mnist_dir, tmp_path):
-    result = _run("knn_grid_search", store, tmp_path, "--scheduler", scheduler_address,
-                  "--source", f"idx:{mnist_dir}")
+    result = _run("knn_grid_search", store, tmp_path, "--scheduler", scheduler_address, "--source", f"idx:{mnist_dir}")
     assert result["search"]["best_params"] == {"n_neighbors": 4, "weights": "distance"}
     assert result["search"]["best_score"] == pytest.approx(0.9716166666666666, abs=1e-15)  # as published
     assert len(result["search"]["cv_results"]["mean_test_score"]) == 6

@@ -23,8 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_dask", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "mnist_dask", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _status(run_id: str, *options: str) -> dict:
@@ -46,11 +45,18 @@ def _follow(run_id: str, store: str, scheduler: str, timeout: float = 400) -> li
         time.sleep(0.5)
 
 
-def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
-        dask_processes, mnist_dir, tmp_path):
+def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(dask_processes, mnist_dir, tmp_path):
     store = str(tmp_path / "store" / "mnist.zarr")
-    submitted = _cli("submit", str(REPO / "jobs" / "knn_downscaled.toml"), "--scheduler", dask_processes.address,
-                     "--store", store, "--source", f"idx:{mnist_dir}")
+    submitted = _cli(
+        "submit",
+        str(REPO / "jobs" / "knn_downscaled.toml"),
+        "--scheduler",
+        dask_processes.address,
+        "--store",
+        store,
+        "--source",
+        f"idx:{mnist_dir}",
+    )
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.strip().splitlines()[-1]  # the run id is the last line
     assert run_id.startswith("knn_downscaled-")
@@ -79,8 +85,9 @@ def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
     assert "finished" in line and "0.9676" in line
-    from_scheduler = json.loads(_cli("runs", "--scheduler", dask_processes.address, "--json",
-                                     "--runs-dir", str(tmp_path / "elsewhere")).stdout)
+    from_scheduler = json.loads(
+        _cli("runs", "--scheduler", dask_processes.address, "--json", "--runs-dir", str(tmp_path / "elsewhere")).stdout
+    )
     assert [r["state"] for r in from_scheduler if r["run_id"] == run_id] == ["finished"]
 
 
@@ -91,8 +98,16 @@ def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, t
     train.write_text("\n".join(lines) + "\n")
     store = str(tmp_path / "store" / "mnist.zarr")
 
-    submitted = _cli("submit", str(REPO / "jobs" / "knn_baseline.toml"), "--scheduler", dask_processes.address,
-                     "--store", store, "--source", f"csv:{train},{test}")
+    submitted = _cli(
+        "submit",
+        str(REPO / "jobs" / "knn_baseline.toml"),
+        "--scheduler",
+        dask_processes.address,
+        "--store",
+        store,
+        "--source",
+        f"csv:{train},{test}",
+    )
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.strip().splitlines()[-1]
 
@@ -108,8 +123,21 @@ def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, t
 
 def test_submit_without_a_scheduler_is_a_one_line_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
-    done = subprocess.run([sys.executable, "-m", "mnist_dask", "submit", str(REPO / "jobs" / "knn_baseline.toml"),
-                           "--store", str(tmp_path / "s.zarr")], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_dask",
+            "submit",
+            str(REPO / "jobs" / "knn_baseline.toml"),
+            "--store",
+            str(tmp_path / "s.zarr"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "--scheduler" in done.stderr
 

@@ -40,7 +40,7 @@ def sheared_bar() -> np.ndarray:
     """A 3-pixel-wide vertical bar sheared so it slants by half a column per row."""
     image = np.zeros((28, 28), dtype=np.uint8)
     for row in range(4, 24):
-        col = int(round(14 + 0.5 * (row - 14)))
+        col = round(14 + 0.5 * (row - 14))
         image[row, col - 1 : col + 2] = 255
     return image
 

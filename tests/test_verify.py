@@ -19,8 +19,9 @@ from mnist_dask.data.store import Store
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
         yield cluster
 
 
@@ -33,8 +34,12 @@ def pristine(tmp_path_factory, cluster, mnist_dir) -> Path:
 
 
 def _verify(path: Path, cluster) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_dask", "verify", str(path), "--scheduler",
-                           cluster.scheduler_address], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "verify", str(path), "--scheduler", cluster.scheduler_address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_ingest_records_one_checksum_per_chunk_matching_the_data(pristine, mnist):
@@ -60,8 +65,9 @@ def test_verify_names_the_chunk_with_a_flipped_byte(pristine, cluster, tmp_path)
 
     done = _verify(copy, cluster)
     assert done.returncode == 2
-    assert done.stdout.splitlines() == ["raw/train/images chunk 3.0.0 (rows 15000-19999): checksum mismatch"] or \
-        done.stdout.splitlines()[0].startswith("raw/train/images chunk 3.0.0 (rows 15000-19999): error")
+    assert done.stdout.splitlines() == [
+        "raw/train/images chunk 3.0.0 (rows 15000-19999): checksum mismatch"
+    ] or done.stdout.splitlines()[0].startswith("raw/train/images chunk 3.0.0 (rows 15000-19999): error")
     errors = [line for line in done.stderr.splitlines() if line.startswith("mnist-dask: error:")]
     assert errors == [f"mnist-dask: error: {copy}: 1 problem(s) found in 28 chunks checked (listed above)"]
     assert "Traceback" not in done.stderr

@@ -68,8 +68,9 @@ def cache_dir() -> Path:
     return Path(base) / "mnist-dask"
 
 
-def fetch(url: str, checksum: Checksum | None, cache: Path | None = None, attempts: int = 3,
-          backoff: float = 1.0) -> Path:
+def fetch(
+    url: str, checksum: Checksum | None, cache: Path | None = None, attempts: int = 3, backoff: float = 1.0
+) -> Path:
     """Return a local copy of ``url`` in the cache, downloading it if needed.
 
     A cached file is reused only if it passes ``checksum``. Network errors are retried

@@ -77,6 +77,4 @@ def _check_length(data: bytes, name: str, header: int, expected: int) -> None:
     """Refuse data whose length disagrees with the sizes in the header."""
     actual = len(data) - header
     if actual != expected:
-        raise UserError(
-            f"{name}: header sizes promise {expected} data bytes but the file holds {actual}"
-        )
+        raise UserError(f"{name}: header sizes promise {expected} data bytes but the file holds {actual}")

@@ -42,7 +42,9 @@ def format_description(description: dict[str, Any]) -> str:
             lines.append(f"    input {name}: md5 {md5}")
         for path, meta in description["arrays"].items():
             if path.startswith(stage + "/"):
-                lines.append(f"    {path:32s} {str(tuple(meta['shape'])):18s} {meta['dtype']:8s} "
-                             f"chunks {tuple(meta['chunks'])} {'+'.join(meta['compressors'])} "
-                             f"{meta['bytes_stored'] / 1e6:.1f} MB")
+                lines.append(
+                    f"    {path:32s} {tuple(meta['shape'])!s:18s} {meta['dtype']:8s} "
+                    f"chunks {tuple(meta['chunks'])} {'+'.join(meta['compressors'])} "
+                    f"{meta['bytes_stored'] / 1e6:.1f} MB"
+                )
     return "\n".join(lines)

@@ -17,10 +17,10 @@ import numpy as np
 from distributed import Client
 
 from mnist_dask.cluster import run_stage
-from mnist_dask.errors import UserError
 from mnist_dask.data.sources import SPLITS, Source
 from mnist_dask.data.stages import block_md5, produce_stage
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
 
 STAGE = "raw"
 DEFAULT_CHUNK = 5000
@@ -34,8 +34,9 @@ class IngestOutcome:
     rows: dict[str, int]
 
 
-def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DEFAULT_CHUNK,
-           force: bool = False) -> IngestOutcome:
+def ingest(
+    source: Source, store: Store, client: Client, *, chunk_size: int = DEFAULT_CHUNK, force: bool = False
+) -> IngestOutcome:
     """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there."""
     run = uuid.uuid4().hex  # task keys unique per run: concurrent ingests must not share results
     checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{run}").result()
@@ -46,12 +47,23 @@ def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DE
 
     def build() -> tuple[dict[str, da.Array], dict]:
         """Read and validate on the workers first: bad input never reaches the store."""
-        loaded = {split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}-{run}")
-                  for split in SPLITS}
+        loaded = {
+            split: dask.delayed(source.load_split, pure=False)(split, dask_key_name=f"ingest-read-{split}-{run}")
+            for split in SPLITS
+        }
         loaded = dict(zip(SPLITS, client.persist(list(loaded.values()))))
-        summaries = dict(zip(SPLITS, run_stage(client, "ingest-validate",
-                                               [dask.delayed(_summarise)(loaded[s]) for s in SPLITS],
-                                               show_progress=False, announce=False)))
+        summaries = dict(
+            zip(
+                SPLITS,
+                run_stage(
+                    client,
+                    "ingest-validate",
+                    [dask.delayed(_summarise)(loaded[s]) for s in SPLITS],
+                    show_progress=False,
+                    announce=False,
+                ),
+            )
+        )
         arrays = {}
         for split in SPLITS:
             rows = summaries[split]["rows"]
@@ -59,12 +71,16 @@ def ingest(source: Source, store: Store, client: Client, *, chunk_size: int = DE
             labels = da.from_delayed(loaded[split][1], shape=(rows,), dtype=np.uint8)
             arrays[f"{split}/images"] = images.rechunk((chunk_size, 28, 28))
             arrays[f"{split}/labels"] = labels.rechunk(chunk_size)
-        return arrays, {"source": str(source), "input_md5": checksums,
-                        "rows": {s: summaries[s]["rows"] for s in SPLITS},
-                        "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")}}
+        return arrays, {
+            "source": str(source),
+            "input_md5": checksums,
+            "rows": {s: summaries[s]["rows"] for s in SPLITS},
+            "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")},
+        }
 
     action = produce_stage(store, client, STAGE, fingerprint, force, build, conflict)
-    return IngestOutcome(action, store.stage_attrs(STAGE)["provenance"]["rows"])
+    attrs = store.stage_attrs(STAGE) or {}
+    return IngestOutcome(action, attrs["provenance"]["rows"])
 
 
 def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:

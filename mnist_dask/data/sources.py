@@ -63,17 +63,14 @@ class Source:
         images = idx.parse_images(_read_bytes(images_path), images_path)
         labels = idx.parse_labels(_read_bytes(labels_path), labels_path)
         if len(images) != len(labels):
-            raise UserError(
-                f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels"
-            )
+            raise UserError(f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels")
         return images, labels
 
     def _files(self) -> dict[str, str]:
         """Map ``train-images`` etc. to a readable local path (downloading remote IDX files)."""
         if self.kind == "csv":
             return dict(zip(("train-csv", "test-csv"), self.locations))
-        return {f"{split}-{what}": _locate_idx(self.locations, stem)
-                for (split, what), stem in _IDX_STEMS.items()}
+        return {f"{split}-{what}": _locate_idx(self.locations, stem) for (split, what), stem in _IDX_STEMS.items()}
 
 
 def parse_source(text: str | None) -> Source:
@@ -106,7 +103,9 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{name}: header only, no data rows")
     for number, line in enumerate(lines[skip:], start=skip + 1):
         if line.count(",") != 784:
-            raise UserError(f"{name}: line {number} has {line.count(',') + 1} columns, expected 785 (label + 784 pixels)")
+            raise UserError(
+                f"{name}: line {number} has {line.count(',') + 1} columns, expected 785 (label + 784 pixels)"
+            )
     try:
         table = np.loadtxt(lines, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2, comments=None)
     except ValueError as exc:
@@ -115,7 +114,9 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     bad = np.argwhere((pixels < 0) | (pixels > 255))
     if bad.size:
         row, col = bad[0]
-        raise UserError(f"{name}: pixel {int(pixels[row, col])} at line {row + skip + 1}, column {col + 2} is outside 0-255")
+        raise UserError(
+            f"{name}: pixel {int(pixels[row, col])} at line {row + skip + 1}, column {col + 2} is outside 0-255"
+        )
     if (labels < 0).any() or (labels > 9).any():
         row = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
         raise UserError(f"{name}: label {int(labels[row])} at line {row + skip + 1} is outside 0-9")
@@ -155,8 +156,9 @@ def _openml_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import fetch_openml
 
     try:
-        bunch = fetch_openml(OPENML_NAME, version=OPENML_VERSION, as_frame=False,
-                             data_home=str(download.cache_dir() / "openml"))
+        bunch = fetch_openml(
+            OPENML_NAME, version=OPENML_VERSION, as_frame=False, data_home=str(download.cache_dir() / "openml")
+        )
     except Exception as exc:  # urllib, HTTP and parse errors all mean: no usable download
         raise UserError(f"openml:{OPENML_NAME}: could not fetch the dataset ({exc})") from None
     pixels = np.asarray(bunch.data)

@@ -26,8 +26,14 @@ from mnist_dask.data.store import Store
 CHUNK_MD5_KEY = "mnist_dask_chunk_md5"
 
 
-def write_stage(store: Store, client: Client, stage: str, arrays: dict[str, da.Array],
-                fingerprint: dict[str, Any], provenance: dict[str, Any]) -> None:
+def write_stage(
+    store: Store,
+    client: Client,
+    stage: str,
+    arrays: dict[str, da.Array],
+    fingerprint: dict[str, Any],
+    provenance: dict[str, Any],
+) -> None:
     """Write ``arrays`` (paths relative to the stage) as the complete stage ``stage``."""
     store.begin_stage(stage)
     writes, checksums = [], []
@@ -35,7 +41,7 @@ def write_stage(store: Store, client: Client, stage: str, arrays: dict[str, da.A
         writes.append(array.to_zarr(**store.write_target(f"{stage}/{path}"), compute=False))
         checksums.append([dask.delayed(block_md5)(block) for block in array.to_delayed().ravel()])
     results = run_stage(client, f"write-{stage.removeprefix('derived/')}", [*writes, *checksums])
-    for path, sums in zip(arrays, results[len(writes):]):
+    for path, sums in zip(arrays, results[len(writes) :]):
         store.set_array_attr(f"{stage}/{path}", CHUNK_MD5_KEY, list(sums))
     store.complete_stage(stage, fingerprint, provenance)
 
@@ -52,9 +58,15 @@ def stage_lock(client: Client, store: Store, stage: str, timeout: float | None =
         lock.release()
 
 
-def produce_stage(store: Store, client: Client, stage: str, fingerprint: dict[str, Any], force: bool,
-                  build: Callable[[], tuple[dict[str, da.Array], dict[str, Any]]],
-                  on_conflict: Callable[[], None]) -> str:
+def produce_stage(
+    store: Store,
+    client: Client,
+    stage: str,
+    fingerprint: dict[str, Any],
+    force: bool,
+    build: Callable[[], tuple[dict[str, da.Array], dict[str, Any]]],
+    on_conflict: Callable[[], None],
+) -> str:
     """Write a stage unless it is complete with this fingerprint; returns ``written`` or ``skipped``.
 
     Under the stage's lock: a complete stage with the same fingerprint is skipped, a

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import zarr
@@ -49,7 +49,8 @@ class Store:
             group = self._group("r")[stage]
         except (KeyError, UserError):
             return None
-        return dict(group.attrs.get(ATTRS_KEY, {})) or None
+        attrs = group.attrs.get(ATTRS_KEY)
+        return dict(attrs) if isinstance(attrs, dict) and attrs else None
 
     def is_complete(self, stage: str, fingerprint: dict[str, Any] | None = None) -> bool:
         """True if the stage finished (with this exact fingerprint, when one is given)."""
@@ -65,6 +66,8 @@ class Store:
             state = "incomplete" if self.stage_attrs(stage) else "missing"
             raise UserError(f"{self.url}: stage '{stage}' is {state}; run the stage that writes {path}")
         array = self._group("r")[path]
+        if not isinstance(array, zarr.Array):
+            raise UserError(f"{self.url}: {path} is a group, not an array")
         return da.from_zarr(array, chunks=array.chunks, name=f"read-{path.replace('/', '-')}")
 
     def read_xy(self, stage: str, split: str) -> tuple[da.Array, da.Array]:
@@ -79,16 +82,17 @@ class Store:
         if stage == "raw" and (X.shape[1:] != (28, 28) or X.dtype != "uint8"):
             raise UserError(f"{self.url}: raw/{split}/images is {X.shape} {X.dtype}, expected (N, 28, 28) uint8")
         if y.ndim != 1 or y.dtype != "uint8" or y.shape[0] != X.shape[0]:
-            raise UserError(f"{self.url}: {stage}/{split}/labels is {y.shape} {y.dtype}, "
-                            f"expected ({X.shape[0]},) uint8 to match {key}")
+            raise UserError(
+                f"{self.url}: {stage}/{split}/labels is {y.shape} {y.dtype}, "
+                f"expected ({X.shape[0]},) uint8 to match {key}"
+            )
         return X.reshape(X.shape[0], -1), y
 
     def walk(self) -> Iterator[tuple[str, Any]]:
         """Yield ``(path, zarr node)`` for every group and array, depth first, sorted."""
         root = self._group("r")
         yield "", root
-        for path, node in sorted(root.members(max_depth=None)):
-            yield path, node
+        yield from sorted(root.members(max_depth=None))
 
     # -- writing ---------------------------------------------------------------------
     def begin_stage(self, stage: str) -> None:
@@ -99,8 +103,7 @@ class Store:
 
     def write_target(self, path: str) -> dict[str, Any]:
         """Keyword arguments for ``da.to_zarr`` so workers write ``path`` straight to the store."""
-        return {"url": self.url, "component": path, "overwrite": True,
-                "storage_options": self.storage_options}
+        return {"url": self.url, "component": path, "overwrite": True, "storage_options": self.storage_options}
 
     def set_array_attr(self, path: str, key: str, value: Any) -> None:
         """Set one attribute on a stored array (e.g. its chunk checksums)."""
@@ -109,19 +112,23 @@ class Store:
     def complete_stage(self, stage: str, fingerprint: dict[str, Any], provenance: dict[str, Any]) -> None:
         """Record provenance and mark the stage complete: the very last write of a stage."""
         group = self._group("a")[stage]
-        group.attrs[ATTRS_KEY] = _jsonable({
-            "stage": stage,
-            "complete": True,
-            "fingerprint": fingerprint,
-            "provenance": {**provenance, "package_version": __version__,
-                           "completed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
-        })
+        group.attrs[ATTRS_KEY] = _jsonable(
+            {
+                "stage": stage,
+                "complete": True,
+                "fingerprint": fingerprint,
+                "provenance": {
+                    **provenance,
+                    "package_version": __version__,
+                    "completed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                },
+            }
+        )
 
     # -- helpers ---------------------------------------------------------------------
-    def _group(self, mode: str) -> zarr.Group:
+    def _group(self, mode: Literal["r", "a"]) -> zarr.Group:
         try:
-            return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options,
-                                   zarr_format=3)
+            return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
             raise UserError(f"{self.url}: no Zarr store here (run 'mnist-dask ingest' first)") from None
 

@@ -38,6 +38,9 @@ def verify_store(store: Store, client: Client) -> tuple[int, list[Problem]]:
             expected = node.attrs.get(CHUNK_MD5_KEY)
             if expected is None:
                 continue
+            if not isinstance(expected, list):
+                problems.append(Problem(path, "its recorded checksums are unreadable"))
+                continue
             grid = list(np.ndindex(*node.cdata_shape))
             if len(grid) != len(expected):
                 problems.append(Problem(path, f"{len(grid)} chunks but {len(expected)} checksums recorded"))
@@ -59,6 +62,6 @@ def _chunk_md5(url: str, storage_options: dict[str, Any] | None, path: str, inde
     """MD5 of one stored chunk's values, or ``error: ...`` if it cannot be read or decoded."""
     try:
         array = zarr.open_array(url, path=path, mode="r", storage_options=storage_options)
-        return block_md5(array.blocks[index])
+        return block_md5(np.asarray(array.blocks[index]))
     except Exception as exc:  # a corrupt chunk can fail inside any codec
         return f"error: cannot decode ({type(exc).__name__})"

@@ -55,7 +55,9 @@ class Experiment(Generic[P]):
 EXPERIMENTS: dict[str, Experiment[Any]] = {}
 
 
-def experiment(name: str, params: type[P]) -> Callable[[Callable[[Context, P], Result]], Callable[[Context, P], Result]]:
+def experiment(
+    name: str, params: type[P]
+) -> Callable[[Callable[[Context, P], Result]], Callable[[Context, P], Result]]:
     """Decorator registering ``function(ctx, params)`` as the experiment ``name`` with parameter class ``params``."""
 
     def add(function: Callable[[Context, P], Result]) -> Callable[[Context, P], Result]:

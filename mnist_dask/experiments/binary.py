@@ -14,15 +14,23 @@ from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import SGDClassifier
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_curve, precision_score,
-                             recall_score, roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
 from mnist_dask.experiments.common import downsample, fold_accuracies, image, load_split, on_cluster, run_tasks
+from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
 
 CV = 3
 
@@ -45,8 +53,7 @@ def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
     seed = p.random_state
     with on_cluster(ctx.client):
         ctx.log("binary_5_detector: SGD decision scores, 3 folds as cluster tasks")
-        scores = cross_val_predict(SGDClassifier(random_state=seed), X, y, cv=CV, method="decision_function",
-                                   n_jobs=-1)
+        scores = cross_val_predict(SGDClassifier(random_state=seed), X, y, cv=CV, method="decision_function", n_jobs=-1)
         ctx.log("binary_5_detector: random forest probabilities, 3 folds as cluster tasks")
         forest = RandomForestClassifier(n_estimators=p.forest_trees, random_state=seed)
         proba = cross_val_predict(forest, X, y, cv=CV, method="predict_proba", n_jobs=-1)[:, 1]
@@ -55,24 +62,34 @@ def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
     never_5 = fold_accuracies(y, np.zeros_like(y), [test for _, test in KFold(CV).split(X)])
     precision_90 = _at_precision(y, scores, 0.90)
     metrics = {
-        "cv_scores": sgd["cv_scores"], "never_5_cv_scores": never_5, "never_5_accuracy": float(np.mean(never_5)),
+        "cv_scores": sgd["cv_scores"],
+        "never_5_cv_scores": never_5,
+        "never_5_accuracy": float(np.mean(never_5)),
         **{k: sgd[k] for k in ("confusion_matrix", "precision", "recall", "f1", "roc_auc")},
-        "threshold_90_precision": precision_90["threshold"], "precision_at_90": precision_90["precision"],
+        "threshold_90_precision": precision_90["threshold"],
+        "precision_at_90": precision_90["precision"],
         "recall_at_90_precision": precision_90["recall"],
         "random_forest": {k: rf[k] for k in ("confusion_matrix", "precision", "recall", "f1", "roc_auc", "cv_scores")},
         **{f"random_forest_{k}": rf[k] for k in ("precision", "recall", "f1", "roc_auc")},
     }
     ctx.log(f"binary_5_detector: SGD cv {sgd['cv_scores']}, AUC {sgd['roc_auc']:.4f}; forest AUC {rf['roc_auc']:.4f}")
     return {
-        "model": {"sgd": f"SGDClassifier(random_state={seed})", "forest": repr(forest), "cv": CV,
-                  "target": "digit == 5", "train_rows": int(len(y)), "positives": int(y.sum())},
+        "model": {
+            "sgd": f"SGDClassifier(random_state={seed})",
+            "forest": repr(forest),
+            "cv": CV,
+            "target": "digit == 5",
+            "train_rows": len(y),
+            "positives": int(y.sum()),
+        },
         "metrics": metrics,
-        "curves": {"sgd": sgd["curves"], "random_forest": rf["curves"],
-                   "threshold_90_precision": precision_90},
-        "notes": ["cv_scores are the accuracies of the cross_val_predict predictions on each of the 3 "
-                          "StratifiedKFold test folds, equal to cross_val_score for these seeded models",
-                          "never_5_cv_scores use unshuffled KFold(3), as cross_val_score does for the notebook's "
-                          "Never5Classifier (a BaseEstimator, not a classifier, so no stratification)"],
+        "curves": {"sgd": sgd["curves"], "random_forest": rf["curves"], "threshold_90_precision": precision_90},
+        "notes": [
+            "cv_scores are the accuracies of the cross_val_predict predictions on each of the 3 "
+            "StratifiedKFold test folds, equal to cross_val_score for these seeded models",
+            "never_5_cv_scores use unshuffled KFold(3), as cross_val_score does for the notebook's "
+            "Never5Classifier (a BaseEstimator, not a classifier, so no stratification)",
+        ],
     }
 
 
@@ -93,9 +110,11 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     X, digits = load_split(ctx.store, "train", p.sample)
     X_test, digits_test = load_split(ctx.store, "test", p.test_sample)
     y, y_test = digits == 0, digits_test == 0
-    model = make_pipeline(VarianceThreshold(p.variance_threshold), StandardScaler(),
-                          SGDClassifier(loss="log_loss", max_iter=p.max_iter,
-                                        random_state=p.random_state))
+    model = make_pipeline(
+        VarianceThreshold(p.variance_threshold),
+        StandardScaler(),
+        SGDClassifier(loss="log_loss", max_iter=p.max_iter, random_state=p.random_state),
+    )
     ctx.log("zero_detector: fitting the pipeline as one cluster task")
     [model] = run_tasks(ctx.client, _fit, [(model, X, y)])
     y_pred = model.predict(X_test)
@@ -104,25 +123,35 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     coef = selector.inverse_transform(sgd.coef_)[0]
     wrong = np.flatnonzero(y_pred != y_test)
     return {
-        "model": {"pipeline": repr(model), "target": "digit == 0", "train_rows": int(len(y)),
-                  "test_rows": int(len(y_test)), "selected_features": int(selector.get_support().sum())},
-        "metrics": {"test_accuracy": float(accuracy_score(y_test, y_pred)), "f1": float(f1_score(y_test, y_pred)),
-                    "precision": float(precision_score(y_test, y_pred)),
-                    "recall": float(recall_score(y_test, y_pred)),
-                    "confusion_matrix": confusion_matrix(y_test, y_pred).tolist()},
+        "model": {
+            "pipeline": repr(model),
+            "target": "digit == 0",
+            "train_rows": len(y),
+            "test_rows": len(y_test),
+            "selected_features": int(selector.get_support().sum()),
+        },
+        "metrics": {
+            "test_accuracy": float(accuracy_score(y_test, y_pred)),
+            "f1": float(f1_score(y_test, y_pred)),
+            "precision": float(precision_score(y_test, y_pred)),
+            "recall": float(recall_score(y_test, y_pred)),
+            "confusion_matrix": confusion_matrix(y_test, y_pred).tolist(),
+        },
         "figures_data": {
             "coefficient_image": image(coef),
             "coefficient_image_note": "SGD coefficients on the standardised selected pixels, mapped back to 28x28 "
-                                      "(0 for pixels VarianceThreshold removed)",
+            "(0 for pixels VarianceThreshold removed)",
             "mean_predicted_zero_image": image(X_test[y_pred].mean(axis=0)) if y_pred.any() else None,
             "misclassified_test_indices": wrong.tolist(),
             "misclassified_true_digits": digits_test[wrong].tolist(),
             "misclassified_predicted_zero": y_pred[wrong].tolist(),
             "proba_zero_histogram": _histogram(proba, y_test),
         },
-        "notes": ["notebook 003 uses loss='log' (renamed 'log_loss') and no random_state, so its 0.9893/0.9447 "
-                  f"come from an unseeded run; we seed random_state={p.random_state}; max_iter=5 stops "
-                  "before convergence (ConvergenceWarning) exactly as in the notebook"],
+        "notes": [
+            "notebook 003 uses loss='log' (renamed 'log_loss') and no random_state, so its 0.9893/0.9447 "
+            f"come from an unseeded run; we seed random_state={p.random_state}; max_iter=5 stops "
+            "before convergence (ConvergenceWarning) exactly as in the notebook"
+        ],
     }
 
 
@@ -135,30 +164,39 @@ def _binary_report(y: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, folds:
     return {
         "cv_scores": fold_accuracies(y, y_pred, folds),
         "confusion_matrix": confusion_matrix(y, y_pred).tolist(),
-        "precision": float(precision_score(y, y_pred)), "recall": float(recall_score(y, y_pred)),
-        "f1": float(f1_score(y, y_pred)), "roc_auc": float(roc_auc_score(y, scores)),
+        "precision": float(precision_score(y, y_pred)),
+        "recall": float(recall_score(y, y_pred)),
+        "f1": float(f1_score(y, y_pred)),
+        "roc_auc": float(roc_auc_score(y, scores)),
         "curves": {
             "precision_recall_vs_threshold": {"threshold": pr[0], "precision": pr[1], "recall": pr[2]},
             "roc": {"fpr": roc[0], "tpr": roc[1], "threshold": roc[2]},
-            "points_before_downsampling": {"precision_recall": int(len(pr_thresholds)), "roc": int(len(fpr))},
+            "points_before_downsampling": {"precision_recall": len(pr_thresholds), "roc": len(fpr)},
         },
     }
 
 
 def _at_precision(y: np.ndarray, scores: np.ndarray, target: float) -> dict[str, float]:
     """The notebook's lowest threshold reaching ``target`` precision, and the precision/recall of scores >= it."""
-    precisions, recalls, thresholds = precision_recall_curve(y, scores)
+    precisions, _recalls, thresholds = precision_recall_curve(y, scores)
     threshold = float(thresholds[np.argmax(precisions >= target)])
     y_pred = scores >= threshold
-    return {"target_precision": target, "threshold": threshold, "precision": float(precision_score(y, y_pred)),
-            "recall": float(recall_score(y, y_pred))}
+    return {
+        "target_precision": target,
+        "threshold": threshold,
+        "precision": float(precision_score(y, y_pred)),
+        "recall": float(recall_score(y, y_pred)),
+    }
 
 
 def _histogram(proba: np.ndarray, positive: np.ndarray, bins: int = 100) -> dict[str, list]:
     """Histogram of P(zero) over [0, 1] for the true zeros and the other digits."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    return {"bin_edges": edges.tolist(), "true_zero": np.histogram(proba[positive], edges)[0].tolist(),
-            "not_zero": np.histogram(proba[~positive], edges)[0].tolist()}
+    return {
+        "bin_edges": edges.tolist(),
+        "true_zero": np.histogram(proba[positive], edges)[0].tolist(),
+        "not_zero": np.histogram(proba[~positive], edges)[0].tolist(),
+    }
 
 
 def _fit(model: Any, X: np.ndarray, y: np.ndarray) -> Any:

@@ -31,13 +31,13 @@ import numpy as np
 from distributed import Client
 from pydantic import Field, Strict
 
-from mnist_dask.transforms.registry import run_transform
+from mnist_dask.data.store import Store
 from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.params import Count, Float, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
 from mnist_dask.neighbors.search import NeighborVoteClassifier, _plain, neighbor_table
-from mnist_dask.data.store import Store
+from mnist_dask.transforms.registry import run_transform
 
 Chain = tuple[tuple[str, dict[str, Any]], ...]  # (transform, params) steps applied to raw
 Fold = tuple[np.ndarray, np.ndarray]  # sorted (training rows, validation rows)
@@ -92,8 +92,12 @@ def run(ctx: Context, params: KNNBestParams) -> Result:
     final = next(t for t, row in zip(table, rows) if row is chosen)
     ctx.log(f"knn_best: test accuracy {final['test_accuracy']:.4f}")
     return {
-        "model": {"estimator": "exact k-NN (KNN of mnist_dask.neighbors.knn)", "dataset": chosen.stage,
-                  "chain": _chain_json(chosen.chain), **chosen.best_params},
+        "model": {
+            "estimator": "exact k-NN (KNN of mnist_dask.neighbors.knn)",
+            "dataset": chosen.stage,
+            "chain": _chain_json(chosen.chain),
+            **chosen.best_params,
+        },
         "metrics": {"test_accuracy": final["test_accuracy"], "cv_accuracy": chosen.cv_score},
         "ablation": table,
         "search": search.report(),
@@ -108,7 +112,7 @@ class _Search:
         self.store: Store = ctx.store
         self.client: Client = ctx.client
         self.base: Chain = _base_chain(params)
-        self.grid = {"n_neighbors": [int(k) for k in params.n_neighbors], "weights": list(params.weights)}
+        self.grid: dict[str, list[Any]] = {"n_neighbors": list(params.n_neighbors), "weights": list(params.weights)}
         self.tried: list[Candidate] = []
         self.folds_by_stage: dict[str, tuple[list[Fold], np.ndarray]] = {}
 
@@ -118,12 +122,16 @@ class _Search:
         raw = self.best("raw", [()])
         deskew = self.best("+deskew", [(("deskew", {}),)])
         blur = self.best("+blur", [(*deskew.chain, ("blur", {"sigma": float(s)})) for s in self.p.blur_sigmas])
-        pca = self.best("+PCA", [(*blur.chain, ("pca", _pca(n, power))) for n in self.p.pca_sizes
-                                 for power in self.p.pca_scale_powers])
+        pca = self.best(
+            "+PCA",
+            [(*blur.chain, ("pca", _pca(n, power))) for n in self.p.pca_sizes for power in self.p.pca_scale_powers],
+        )
         pca_step = pca.chain[-1]
         shifts = self.best("+shifts", [(*blur.chain, ("augment", {**augment, "degrees": 0.0}), pca_step)])
-        rotations = self.best("+rotations", [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step)
-                                             for d in self.p.rotation_degrees])
+        rotations = self.best(
+            "+rotations",
+            [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step) for d in self.p.rotation_degrees],
+        )
         idm = max(self.score_idm(pca, blur.stage), key=lambda c: c.cv_score)
         return [raw, deskew, blur, pca, shifts, rotations, idm]
 
@@ -141,12 +149,15 @@ class _Search:
         start = time.perf_counter()
         X, y, folds = self.training_rows(candidate.stage)
         tables = fold_tables(X, folds, max(self.grid["n_neighbors"]), self.client)
-        candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(tables, y, folds, self.grid,
-                                                                                      self.client)
+        candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(
+            tables, y, folds, self.grid, self.client
+        )
         candidate.seconds["cv"] = round(time.perf_counter() - start, 3)
         self.tried.append(candidate)
-        self.ctx.log(f"knn_best: {label} {candidate.stage}: cv {candidate.cv_score:.4f} {candidate.best_params} "
-                     f"({candidate.seconds['stages'] + candidate.seconds['cv']:.0f} s)")
+        self.ctx.log(
+            f"knn_best: {label} {candidate.stage}: cv {candidate.cv_score:.4f} {candidate.best_params} "
+            f"({candidate.seconds['stages'] + candidate.seconds['cv']:.0f} s)"
+        )
         return candidate
 
     def score_idm(self, base: Candidate, image_stage: str) -> list[Candidate]:
@@ -166,19 +177,27 @@ class _Search:
         scored = []
         for warp in (int(w) for w in self.p.idm_warps):
             start = time.perf_counter()
-            options = {"warp": warp, "context": int(self.p.idm_context), "candidates": n_candidates,
-                       "images": image_stage}
+            options = {
+                "warp": warp,
+                "context": int(self.p.idm_context),
+                "candidates": n_candidates,
+                "images": image_stage,
+            }
             candidate = Candidate("+IDM", (*base.chain, ("idm", options)), stage=base.stage, idm=options)
             candidate.seconds["stages"] = 0.0
             reranked = idx.copy(), dist.copy()
-            reranked[0][val], reranked[1][val] = idm_rerank(self.client, images[val], images, idx[val], warp,
-                                                            options["context"])
-            candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(reranked, y, folds,
-                                                                                          self.grid, self.client)
+            reranked[0][val], reranked[1][val] = idm_rerank(
+                self.client, images[val], images, idx[val], warp, options["context"]
+            )
+            candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(
+                reranked, y, folds, self.grid, self.client
+            )
             candidate.seconds["cv"] = round(shared + time.perf_counter() - start, 3)
             self.tried.append(candidate)
-            self.ctx.log(f"knn_best: +IDM (warp {warp}) on {base.stage}: cv {candidate.cv_score:.4f} "
-                         f"{candidate.best_params} ({candidate.seconds['cv']:.0f} s)")
+            self.ctx.log(
+                f"knn_best: +IDM (warp {warp}) on {base.stage}: cv {candidate.cv_score:.4f} "
+                f"{candidate.best_params} ({candidate.seconds['cv']:.0f} s)"
+            )
             scored.append(candidate)
         return scored
 
@@ -193,8 +212,7 @@ class _Search:
         """Features, labels and group folds (over original images) of a stage's training split."""
         X, y = self.store.read_xy(stage, "train")
         y = y.compute()
-        source = (np.arange(len(y)) if stage == "raw"
-                  else self.store.read(f"{stage}/train/source_index").compute())
+        source = np.arange(len(y)) if stage == "raw" else self.store.read(f"{stage}/train/source_index").compute()
         copy = _copy_ids(self.store, stage, len(source))
         folds = group_folds(source, copy, y, self.p.cv, self.p.cv_val_per_fold, self.p.seed)
         return X, y, folds
@@ -202,23 +220,46 @@ class _Search:
     def report(self) -> dict[str, Any]:
         """What was searched, and every candidate's CV outcome."""
         return {
-            "protocol": {"cv": self.p.cv, "folds": "stratified over original training images (group folds)",
-                         "validation_rows_per_fold": self.p.cv_val_per_fold,
-                         "validation_rows": "original images only", "seed": self.p.seed,
-                         "base": _chain_json(self.base)},
+            "protocol": {
+                "cv": self.p.cv,
+                "folds": "stratified over original training images (group folds)",
+                "validation_rows_per_fold": self.p.cv_val_per_fold,
+                "validation_rows": "original images only",
+                "seed": self.p.seed,
+                "base": _chain_json(self.base),
+            },
             "param_grid": self.grid,
-            "options": {key: getattr(self.p, key) for key in ("blur_sigmas", "pca_sizes", "pca_scale_powers", "shift_radius",
-                                                     "shift_shape", "rotation_degrees", "idm_warps", "idm_context")},
-            "candidates": [{"ingredient": c.label, "stage": c.stage, "cv_score": c.cv_score,
-                            "best_params": c.best_params, "seconds": c.seconds, "idm": c.idm,
-                            "cv_results": {key: c.cv_results[key] for key in ("params", "mean_test_score",
-                                                                               "std_test_score")}}
-                           for c in self.tried],
+            "options": {
+                key: getattr(self.p, key)
+                for key in (
+                    "blur_sigmas",
+                    "pca_sizes",
+                    "pca_scale_powers",
+                    "shift_radius",
+                    "shift_shape",
+                    "rotation_degrees",
+                    "idm_warps",
+                    "idm_context",
+                )
+            },
+            "candidates": [
+                {
+                    "ingredient": c.label,
+                    "stage": c.stage,
+                    "cv_score": c.cv_score,
+                    "best_params": c.best_params,
+                    "seconds": c.seconds,
+                    "idm": c.idm,
+                    "cv_results": {key: c.cv_results[key] for key in ("params", "mean_test_score", "std_test_score")},
+                }
+                for c in self.tried
+            ],
         }
 
 
-def group_folds(source: np.ndarray, copy: np.ndarray, y: np.ndarray, cv: int, val_per_fold: int,
-                seed: int) -> list[Fold]:
+def group_folds(
+    source: np.ndarray, copy: np.ndarray, y: np.ndarray, cv: int, val_per_fold: int, seed: int
+) -> list[Fold]:
     """Folds over original images: all copies of the training images vs. originals of the held-out ones.
 
     ``val_per_fold`` > 0 keeps that many (seeded) held-out originals per fold as validation rows.
@@ -228,8 +269,7 @@ def group_folds(source: np.ndarray, copy: np.ndarray, y: np.ndarray, cv: int, va
     originals = np.flatnonzero(copy == 0)
     rng = np.random.default_rng(seed)
     folds = []
-    for train_part, val_part in StratifiedKFold(cv, shuffle=True, random_state=seed).split(originals,
-                                                                                            y[originals]):
+    for train_part, val_part in StratifiedKFold(cv, shuffle=True, random_state=seed).split(originals, y[originals]):
         val = originals[val_part]
         if 0 < val_per_fold < len(val):
             val = np.sort(rng.choice(val, val_per_fold, replace=False))
@@ -257,13 +297,15 @@ def fold_tables(X: da.Array, folds: list[Fold], k: int, client: Client) -> tuple
     return table_idx, table_dist
 
 
-def vote_search(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold],
-                grid: dict[str, list[Any]], client: Client) -> tuple[dict[str, Any], float, dict[str, list[Any]]]:
+def vote_search(
+    tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold], grid: dict[str, list[Any]], client: Client
+) -> tuple[dict[str, Any], float, dict[str, list[Any]]]:
     """dask-ml GridSearchCV over (k, weights) as votes on the precomputed neighbours: (best, score, results)."""
     from dask_ml.model_selection import GridSearchCV
 
-    search = GridSearchCV(NeighborVoteClassifier(), grid, cv=folds, refit=False, scheduler=client,
-                          return_train_score=False)
+    search = GridSearchCV(
+        NeighborVoteClassifier(), grid, cv=folds, refit=False, scheduler=client, return_train_score=False
+    )
     search.fit(vote_table(tables, y, folds), y)
     results = {key: _plain(value) for key, value in search.cv_results_.items()}
     best = int(np.argmin(search.cv_results_["rank_test_score"]))
@@ -289,12 +331,18 @@ def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:
     searched = row.idm["candidates"] if row.idm else k
     distances, indices = ctx.client.compute(
         kneighbors(X_test.rechunk({0: _VAL_CHUNK, 1: -1}), X_train.rechunk({0: _TRAIN_CHUNK, 1: -1}), searched),
-        sync=True)
+        sync=True,
+    )
     if row.idm:  # re-rank the candidates by IDM on the image stage, then vote among the k nearest
         images = row.idm["images"]
-        indices, distances = idm_rerank(ctx.client, ctx.store.read(f"{images}/test/images").compute(),
-                                        ctx.store.read(f"{images}/train/images").compute(), indices,
-                                        row.idm["warp"], row.idm["context"])
+        indices, distances = idm_rerank(
+            ctx.client,
+            ctx.store.read(f"{images}/test/images").compute(),
+            ctx.store.read(f"{images}/train/images").compute(),
+            indices,
+            row.idm["warp"],
+            row.idm["context"],
+        )
         indices, distances = indices[:, :k], distances[:, :k]
     y_train = y_train.compute()
     classes = np.unique(y_train)
@@ -302,18 +350,29 @@ def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:
     accuracy = float(np.mean(predicted == y_test.compute()))
     test_s = round(time.perf_counter() - start, 3)
     ctx.log(f"knn_best: {row.label}: test accuracy {accuracy:.4f} ({test_s:.0f} s)")
-    return {"ingredient": row.label, "stage": row.stage, "idm": row.idm, "features": int(X_train.shape[1]),
-            "train_rows": int(X_train.shape[0]), "n_neighbors": k, "weights": weights,
-            "cv_score": row.cv_score, "test_accuracy": accuracy, "stages_s": row.seconds["stages"],
-            "cv_s": row.seconds["cv"], "test_s": test_s,
-            "time_s": round(row.seconds["stages"] + row.seconds["cv"] + test_s, 3)}
+    return {
+        "ingredient": row.label,
+        "stage": row.stage,
+        "idm": row.idm,
+        "features": int(X_train.shape[1]),
+        "train_rows": int(X_train.shape[0]),
+        "n_neighbors": k,
+        "weights": weights,
+        "cv_score": row.cv_score,
+        "test_accuracy": accuracy,
+        "stages_s": row.seconds["stages"],
+        "cv_s": row.seconds["cv"],
+        "test_s": test_s,
+        "time_s": round(row.seconds["stages"] + row.seconds["cv"] + test_s, 3),
+    }
 
 
 def _base_chain(params: KNNBestParams) -> Chain:
     """A ``sample`` step first when the job asks for a subsample (quick runs and tests)."""
     if params.train_sample or params.test_sample:
-        return (("sample", {"train": int(params.train_sample), "test": int(params.test_sample),
-                            "seed": int(params.seed)}),)
+        return (
+            ("sample", {"train": int(params.train_sample), "test": int(params.test_sample), "seed": int(params.seed)}),
+        )
     return ()
 
 

@@ -9,8 +9,6 @@ is what ``KNeighborsClassifier.predict`` does for multi-output targets.
 
 from __future__ import annotations
 
-from typing import Any
-
 import dask.array as da
 import numpy as np
 from sklearn.metrics import f1_score
@@ -18,8 +16,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.params import Count, Positive, Seed, parameters
 from mnist_dask.experiments.common import image, load_split, on_cluster
+from mnist_dask.experiments.params import Count, Positive, Seed, parameters
 from mnist_dask.neighbors.knn import kneighbors
 
 CV = 3
@@ -47,15 +45,22 @@ def multilabel(ctx: Context, p: MultilabelParams) -> Result:
     folds = [test for _, test in KFold(CV).split(X)]
     per_label = f1_score(Y, Y_pred, average=None)
     return {
-        "model": {"estimator": repr(model), "cv": "KFold(3), unshuffled (cross_val_predict on multilabel y)",
-                  "labels": ["digit >= 7", "digit is odd"], "train_rows": int(len(Y))},
-        "metrics": {"f1_macro": float(f1_score(Y, Y_pred, average="macro")),
-                    "f1_weighted": float(f1_score(Y, Y_pred, average="weighted")),
-                    "f1_large": float(per_label[0]), "f1_odd": float(per_label[1]),
-                    "exact_match_accuracy": float(np.mean(np.all(Y == Y_pred, axis=1))),
-                    "exact_match_cv_scores": [float(np.mean(np.all(Y[f] == Y_pred[f], axis=1))) for f in folds],
-                    "label_support": Y.sum(axis=0).tolist()},
-        "figures_data": {"misclassified_indices": np.flatnonzero(np.any(Y != Y_pred, axis=1))[:200].tolist()},
+        "model": {
+            "estimator": repr(model),
+            "cv": "KFold(3), unshuffled (cross_val_predict on multilabel y)",
+            "labels": ["digit >= 7", "digit is odd"],
+            "train_rows": len(Y),
+        },
+        "metrics": {
+            "f1_macro": float(f1_score(Y, Y_pred, average="macro")),
+            "f1_weighted": float(f1_score(Y, Y_pred, average="weighted")),
+            "f1_large": float(per_label[0]),
+            "f1_odd": float(per_label[1]),
+            "exact_match_accuracy": float(np.mean(np.all(Y_pred == Y, axis=1))),
+            "exact_match_cv_scores": [float(np.mean(np.all(Y[f] == Y_pred[f], axis=1))) for f in folds],
+            "label_support": Y.sum(axis=0).tolist(),
+        },
+        "figures_data": {"misclassified_indices": np.flatnonzero(np.any(Y_pred != Y, axis=1))[:200].tolist()},
     }
 
 
@@ -83,21 +88,32 @@ def denoise(ctx: Context, p: DenoiseParams) -> Result:
     average = _neighbour_mean(X, indices)
     shown = np.arange(min(p.examples, len(X_test)))
     return {
-        "model": {"estimator": f"exact {k}-NN, per-pixel most common neighbour value "
-                               f"(KNeighborsClassifier(n_neighbors={k}) multi-output predict)",
-                  "noise": f"np.random.RandomState({p.seed}).randint(0, {NOISE_HIGH}, (n, 784)) drawn for "
-                           "the train images, then for the test images, added to the 0-255 pixels",
-                  "train_rows": int(len(X)), "test_rows": int(len(X_test))},
-        "metrics": {**_errors(cleaned, X_test), **{f"noisy_{k}": v for k, v in _errors(X_test_noisy, X_test).items()},
-                    **{f"neighbour_mean_{k}": v for k, v in _errors(average, X_test).items()}},
-        "figures_data": {"examples": {"test_indices": shown.tolist(),
-                                      "noisy": [image(X_test_noisy[i]) for i in shown],
-                                      "cleaned": [image(cleaned[i]) for i in shown],
-                                      "original": [image(X_test[i]) for i in shown]}},
-        "notes": ["notebook 001 draws unseeded noise; we seed it. neighbour_mean_* is the KNeighborsRegressor-style "
-                  "average of the neighbours' clean images, given for comparison; rmse/psnr are for the classifier",
-                  "psnr uses peak 255; noisy_* compare the noisy inputs (pixel values up to 354) with the clean test "
-                  "images"],
+        "model": {
+            "estimator": f"exact {k}-NN, per-pixel most common neighbour value "
+            f"(KNeighborsClassifier(n_neighbors={k}) multi-output predict)",
+            "noise": f"np.random.RandomState({p.seed}).randint(0, {NOISE_HIGH}, (n, 784)) drawn for "
+            "the train images, then for the test images, added to the 0-255 pixels",
+            "train_rows": len(X),
+            "test_rows": len(X_test),
+        },
+        "metrics": {
+            **_errors(cleaned, X_test),
+            **{f"noisy_{k}": v for k, v in _errors(X_test_noisy, X_test).items()},
+            **{f"neighbour_mean_{k}": v for k, v in _errors(average, X_test).items()},
+        },
+        "figures_data": {
+            "examples": {
+                "test_indices": shown.tolist(),
+                "noisy": [image(X_test_noisy[i]) for i in shown],
+                "cleaned": [image(cleaned[i]) for i in shown],
+                "original": [image(X_test[i]) for i in shown],
+            }
+        },
+        "notes": [
+            "notebook 001 draws unseeded noise; we seed it. neighbour_mean_* is the KNeighborsRegressor-style "
+            "average of the neighbours' clean images, given for comparison; rmse/psnr are for the classifier",
+            "psnr uses peak 255; noisy_* compare the noisy inputs (pixel values up to 354) with the clean test images",
+        ],
     }
 
 
@@ -116,25 +132,27 @@ def neighbour_mode(clean: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Per pixel, the most common clean value among each row's neighbours; ties go to the smallest (scipy's mode)."""
     out = np.empty((len(indices), clean.shape[1]), dtype=clean.dtype)
     for start in range(0, len(indices), MODE_CHUNK):
-        values = clean[indices[start:start + MODE_CHUNK]].astype(np.int64)  # (rows, k, pixels)
+        values = clean[indices[start : start + MODE_CHUNK]].astype(np.int64)  # (rows, k, pixels)
         counts = (values[:, :, None, :] == values[:, None, :, :]).sum(axis=2)  # occurrences of each neighbour's value
         best = np.argmax(counts * 1024 - values, axis=1)  # most frequent, then smallest value
-        out[start:start + MODE_CHUNK] = np.take_along_axis(values, best[:, None, :], axis=1)[:, 0]
+        out[start : start + MODE_CHUNK] = np.take_along_axis(values, best[:, None, :], axis=1)[:, 0]
     return out
 
 
 def _neighbour_mean(clean: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Average of the neighbours' clean images (KNeighborsRegressor's uniform prediction)."""
-    return np.concatenate([clean[indices[i:i + MODE_CHUNK]].mean(axis=1)
-                           for i in range(0, len(indices), MODE_CHUNK)])
+    return np.concatenate([clean[indices[i : i + MODE_CHUNK]].mean(axis=1) for i in range(0, len(indices), MODE_CHUNK)])
 
 
 def _errors(predicted: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     """RMSE (0-255 scale), PSNR in dB (peak 255) and mean absolute error of predicted vs clean pixels."""
     diff = predicted.astype(np.float64) - clean.astype(np.float64)
-    rmse = float(np.sqrt(np.mean(diff ** 2)))
-    return {"rmse": rmse, "psnr_db": float(20 * np.log10(255.0 / rmse)) if rmse > 0 else float("inf"),
-            "mae": float(np.mean(np.abs(diff)))}
+    rmse = float(np.sqrt(np.mean(diff**2)))
+    return {
+        "rmse": rmse,
+        "psnr_db": float(20 * np.log10(255.0 / rmse)) if rmse > 0 else float("inf"),
+        "mae": float(np.mean(np.abs(diff))),
+    }
 
 
 def _rows(X: np.ndarray, chunk: int) -> da.Array:

@@ -10,7 +10,6 @@ from one neighbour search for the largest.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,12 +23,13 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.metrics import classification_metrics
-from mnist_dask.experiments.params import Positive, Weights, default_list, nested, parameters
+from mnist_dask.experiments.params import Positive, Weights, as_dict, default_list, nested, parameters
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search
 from mnist_dask.transforms.registry import TRANSFORMS, resolve_params, run_transform
 
-DEFAULT_K, DEFAULT_WEIGHTS = 5, "uniform"  # scikit-learn's KNeighborsClassifier()
+DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
+DEFAULT_WEIGHTS: Weights = "uniform"
 
 
 def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +40,10 @@ def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
     if name not in TRANSFORMS:
         raise ValueError(f"unknown transform {name!r}; choose from {', '.join(sorted(TRANSFORMS))}")
     try:
-        return {"transform": name, **resolve_params(TRANSFORMS[name], {k: v for k, v in step.items() if k != "transform"})}
+        return {
+            "transform": name,
+            **resolve_params(TRANSFORMS[name], {k: v for k, v in step.items() if k != "transform"}),
+        }
     except UserError as exc:
         raise ValueError(str(exc)) from None
 
@@ -94,27 +97,33 @@ class KNNStudyParams:
 @experiment("knn", KNNStudyParams)
 def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
     """The k-NN study: transform chain, optional grid search, exact k-NN predictions on the test set."""
-    store, client, result = ctx.store, ctx.client, {}
+    store, client = ctx.store, ctx.client
+    result: dict[str, Any] = {}
     dataset = "raw"
     for step in p.steps:
-        name, params = step["transform"], {k: v for k, v in step.items() if k != "transform"}
+        name, options = step["transform"], {k: v for k, v in step.items() if k != "transform"}
         with ctx.stage(f"transform {name}"):
-            outcome = run_transform(store, client, name, params, input_stage=dataset)
+            outcome = run_transform(store, client, name, options, input_stage=dataset)
         dataset = outcome.stage
         ctx.log(f"transform {name}: {outcome.action} -> {dataset}")
     result["dataset"] = dataset
 
-    model = {key: value for key, value in asdict(p.model).items() if value is not None}
+    model = {key: value for key, value in as_dict(p.model).items() if value is not None}
     if p.search is not None:
         with ctx.stage("search"), span("search"):
             on = "raw" if p.search.on == "raw" else dataset
             X, y = store.read_xy(on, "train")
             groups = _groups(store, on)
-            grid = asdict(p.search.param_grid)
+            grid = as_dict(p.search.param_grid)
             found = grid_search(X, y.compute(), grid, cv=p.search.cv, groups=groups, scheduler=client)
-        result["search"] = {"dataset": on, "cv": p.search.cv, "group_folds": groups is not None,
-                            "best_params": found.best_params, "best_score": found.best_score,
-                            "cv_results": found.cv_results}
+        result["search"] = {
+            "dataset": on,
+            "cv": p.search.cv,
+            "group_folds": groups is not None,
+            "best_params": found.best_params,
+            "best_score": found.best_score,
+            "cv_results": found.cv_results,
+        }
         ctx.log(f"search: best {found.best_params}, cv accuracy {found.best_score:.4f}")
         model = {**found.best_params, **model}
     model = {"n_neighbors": DEFAULT_K, "weights": DEFAULT_WEIGHTS, **model}
@@ -122,8 +131,12 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
     X_train, y_train = store.read_xy(dataset, "train")
     X_test, y_test = store.read_xy(dataset, "test")
     y_true = y_test.compute()
-    result["model"] = {"estimator": "KNNClassifier (exact, blocked)", **model,
-                       "train_rows": int(X_train.shape[0]), "test_rows": int(X_test.shape[0])}
+    result["model"] = {
+        "estimator": "KNNClassifier (exact, blocked)",
+        **model,
+        "train_rows": int(X_train.shape[0]),
+        "test_rows": int(X_test.shape[0]),
+    }
     with ctx.stage("predict"):
         y_pred = _predict_to_zarr(KNNClassifier(**model).fit(X_train, y_train), X_test, ctx.run_dir, client)
     result["metrics"] = classification_metrics(y_true, y_pred)
@@ -140,17 +153,28 @@ def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, clie
     target = run_dir / "predictions.zarr"
     shutil.rmtree(target, ignore_errors=True)
     proba = model.predict_proba(X_test)
-    predicted = proba.map_blocks(lambda block: model.classes_[np.argmax(block, axis=1)], drop_axis=1,
-                                 dtype=model.classes_.dtype, name="knn-predicted")
-    run_stage(client, "predict", [
-        proba.to_zarr(str(target), component="proba", overwrite=True, compute=False),
-        predicted.to_zarr(str(target), component="predicted", overwrite=True, compute=False),
-    ])
+    predicted = da.map_blocks(
+        _argmax_class, proba, classes=model.classes_, drop_axis=1, dtype=model.classes_.dtype, name="knn-predicted"
+    )
+    run_stage(
+        client,
+        "predict",
+        [
+            proba.to_zarr(str(target), component="proba", overwrite=True, compute=False),
+            predicted.to_zarr(str(target), component="predicted", overwrite=True, compute=False),
+        ],
+    )
     return da.from_zarr(str(target), component="predicted").compute()
 
 
-def _k_sweep(X_train: da.Array, y_train: np.ndarray, X_test: da.Array, y_true: np.ndarray, sweep: Sweep,
-             client: Client) -> dict[str, Any]:
+def _argmax_class(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The most probable class of each row (the first on ties, as scikit-learn's predict)."""
+    return classes[np.argmax(proba, axis=1)]
+
+
+def _k_sweep(
+    X_train: da.Array, y_train: np.ndarray, X_test: da.Array, y_true: np.ndarray, sweep: Sweep, client: Client
+) -> dict[str, Any]:
     """Test accuracy for every k in the sweep from one neighbour search for the largest k."""
     ks = sorted(sweep.n_neighbors)
     with span("sweep"):

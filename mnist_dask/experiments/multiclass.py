@@ -26,8 +26,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.params import Count, Float, Positive, Seed, default_list, parameters
 from mnist_dask.experiments.common import fold_accuracies, image, load_split, on_cluster, run_tasks
+from mnist_dask.experiments.params import Count, Float, Positive, Seed, default_list, parameters
 
 CV = 3
 DIGITS = np.arange(10)
@@ -53,33 +53,43 @@ def multiclass(ctx: Context, p: MulticlassParams) -> Result:
     X, y = load_split(ctx.store, "train")
     X_test, y_test = load_split(ctx.store, "test", p.test_sample)
     seed = p.random_state
-    svc = _svc_ovo_ovr(ctx, X[:p.svc_sample], y[:p.svc_sample], X_test, y_test, seed)
+    svc = _svc_ovo_ovr(ctx, X[: p.svc_sample], y[: p.svc_sample], X_test, y_test, seed)
     sgd_rows, logistic_rows = p.sgd_sample or len(y), p.logistic_sample or len(y)
     sgd = _sgd_cv(ctx, X[:sgd_rows], y[:sgd_rows], seed)
-    logistic = _logistic_ovr(ctx, X[:logistic_rows], y[:logistic_rows], X_test, y_test, seed,
-                             p.logistic_max_iter)
+    logistic = _logistic_ovr(ctx, X[:logistic_rows], y[:logistic_rows], X_test, y_test, seed, p.logistic_max_iter)
     small = _small_sample(ctx, p.small_sample)
     metrics = {
-        "svc": svc["metrics"], "ovr_svc": svc["ovr_metrics"], "sgd": sgd["metrics"],
-        "logistic_ovr": logistic["metrics"], "small_sample": small["metrics"],
+        "svc": svc["metrics"],
+        "ovr_svc": svc["ovr_metrics"],
+        "sgd": sgd["metrics"],
+        "logistic_ovr": logistic["metrics"],
+        "small_sample": small["metrics"],
         "svc_test_accuracy": svc["metrics"]["test_accuracy"],
         "ovr_svc_test_accuracy": svc["ovr_metrics"]["test_accuracy"],
-        "sgd_cv_scores": sgd["metrics"]["cv_scores"], "sgd_scaled_cv_scores": sgd["metrics"]["scaled_cv_scores"],
+        "sgd_cv_scores": sgd["metrics"]["cv_scores"],
+        "sgd_scaled_cv_scores": sgd["metrics"]["scaled_cv_scores"],
         "logistic_test_accuracy": logistic["metrics"]["test_accuracy"],
         "logistic_f1_weighted": logistic["metrics"]["f1_weighted"],
         **{f"{name}_small_accuracy": value for name, value in small["metrics"].items()},
     }
     notes = sgd["notes"] + logistic["notes"]
-    return {"model": {"svc": svc["model"], "sgd": sgd["model"], "logistic_ovr": logistic["model"],
-                      "small_sample": small["model"], "test_rows": int(len(y_test))},
-            "metrics": metrics,
-            "figures_data": {"logistic_ovr": logistic["figures_data"], "small_sample": small["figures_data"]},
-            "notes": notes}
+    return {
+        "model": {
+            "svc": svc["model"],
+            "sgd": sgd["model"],
+            "logistic_ovr": logistic["model"],
+            "small_sample": small["model"],
+            "test_rows": len(y_test),
+        },
+        "metrics": metrics,
+        "figures_data": {"logistic_ovr": logistic["figures_data"], "small_sample": small["figures_data"]},
+        "notes": notes,
+    }
 
 
 @parameters
 class SvmKernelsParams:
-    """Row samples (0: all), the kernels, the poly degree, the extra poly run's VarianceThreshold (0: none), cache MB."""
+    """Row samples (0: all), kernels, poly degree, the extra poly run's VarianceThreshold (0: none), cache MB."""
 
     sample: Count = 0
     test_sample: Count = 0
@@ -94,10 +104,11 @@ def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
     """Notebook 003: StandardScaler + OneVsRest(SVC) with each kernel, plus poly after VarianceThreshold(100)."""
     X, y = load_split(ctx.store, "train", p.sample)
     X_test, y_test = load_split(ctx.store, "test", p.test_sample)
-    variants = {kernel: (kernel, None) for kernel in p.kernels}
+    variants: dict[str, tuple[str, float | None]] = {kernel: (kernel, None) for kernel in p.kernels}
     if p.poly_variance_threshold > 0:
         variants["poly_variance_threshold"] = ("poly", p.poly_variance_threshold)
-    metrics, models, confusion = {}, {}, {}
+    metrics: dict[str, Any] = {}
+    models, confusion = {}, {}
     for name, (kernel, threshold) in variants.items():
         model = _svc_pipeline(kernel, p.degree, p.cache_size, threshold)
         ctx.log(f"svm_kernels: {name}: 10 one-vs-rest SVC fits as cluster tasks on {len(y):,} images")
@@ -105,17 +116,25 @@ def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
             model.fit(X, y)
         y_pred = _predict_on_cluster(ctx.client, model, X_test)
         metrics[f"{name}_test_accuracy"] = float(accuracy_score(y_test, y_pred))
-        metrics[name] = {"test_accuracy": metrics[f"{name}_test_accuracy"],
-                         "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
-                         "support_vectors": [int(e.n_support_.sum()) for e in model[-1].estimators_]}
+        metrics[name] = {
+            "test_accuracy": metrics[f"{name}_test_accuracy"],
+            "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
+            "support_vectors": [int(e.n_support_.sum()) for e in model[-1].estimators_],
+        }
         models[name] = repr(model)
         confusion[name] = confusion_matrix(y_test, y_pred, labels=DIGITS).tolist()
         ctx.log(f"svm_kernels: {name}: test accuracy {metrics[f'{name}_test_accuracy']:.4f}")
-    notes = [] if not p.sample else [f"trained on the first {p.sample:,} training images only "
-                                             "(the published figures use all 60,000)"]
-    return {"model": {"pipelines": models, "train_rows": int(len(y)), "test_rows": int(len(y_test))},
-            "metrics": metrics, "figures_data": {"confusion_matrices": confusion},
-            "notes": notes + ["support_vectors lists the support-vector count of each of the 10 binary SVCs"]}
+    notes = (
+        []
+        if not p.sample
+        else [f"trained on the first {p.sample:,} training images only (the published figures use all 60,000)"]
+    )
+    return {
+        "model": {"pipelines": models, "train_rows": len(y), "test_rows": len(y_test)},
+        "metrics": metrics,
+        "figures_data": {"confusion_matrices": confusion},
+        "notes": notes + ["support_vectors lists the support-vector count of each of the 10 binary SVCs"],
+    }
 
 
 @parameters
@@ -137,43 +156,57 @@ def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
         y_pred = cross_val_predict(SGDClassifier(random_state=p.random_state), X_scaled, y, cv=CV, n_jobs=-1)
     matrix = confusion_matrix(y, y_pred, labels=DIGITS)
     folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    quadrants = {f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[:p.pairs].tolist()
-                 for a in (3, 5) for b in (3, 5)}
+    quadrants = {
+        f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[: p.pairs].tolist() for a in (3, 5) for b in (3, 5)
+    }
     return {
-        "model": {"estimator": f"SGDClassifier(random_state={p.random_state})",
-                  "preprocessing": "StandardScaler fitted on the whole training set (as the notebook does)",
-                  "cv": CV, "train_rows": int(len(y))},
-        "metrics": {"confusion_matrix": matrix.tolist(), "cv_scores": fold_accuracies(y, y_pred, folds),
-                    "cv_accuracy": float(np.mean(y == y_pred)),
-                    "errors_by_true_digit": (matrix.sum(axis=1) - np.diag(matrix)).tolist(),
-                    "errors_by_predicted_digit": (matrix.sum(axis=0) - np.diag(matrix)).tolist()},
+        "model": {
+            "estimator": f"SGDClassifier(random_state={p.random_state})",
+            "preprocessing": "StandardScaler fitted on the whole training set (as the notebook does)",
+            "cv": CV,
+            "train_rows": len(y),
+        },
+        "metrics": {
+            "confusion_matrix": matrix.tolist(),
+            "cv_scores": fold_accuracies(y, y_pred, folds),
+            "cv_accuracy": float(np.mean(y == y_pred)),
+            "errors_by_true_digit": (matrix.sum(axis=1) - np.diag(matrix)).tolist(),
+            "errors_by_predicted_digit": (matrix.sum(axis=0) - np.diag(matrix)).tolist(),
+        },
         "figures_data": {
             "confusion_matrix_row_normalised_errors": _normalised_errors(matrix, axis=1),
             "confusion_matrix_column_normalised_errors": _normalised_errors(matrix, axis=0),
             "confusion_matrix_note": "rows are true digits, columns predicted digits; the normalised matrices have "
-                                     "their diagonal set to 0 to show only the errors",
-            "three_five_grid": {"indices_are": "training-set row indices", "per_quadrant": p.pairs,
-                                "quadrants": quadrants},
+            "their diagonal set to 0 to show only the errors",
+            "three_five_grid": {
+                "indices_are": "training-set row indices",
+                "per_quadrant": p.pairs,
+                "quadrants": quadrants,
+            },
         },
     }
 
 
-def _svc_ovo_ovr(ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-                 seed: int) -> dict[str, Any]:
+def _svc_ovo_ovr(
+    ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int
+) -> dict[str, Any]:
     """SVC (45 one-vs-one machines) as one task, then OneVsRest(SVC) as ten tasks, on the first images."""
     ctx.log(f"multiclass: SVC one-vs-one and one-vs-rest on the first {len(y):,} images")
     [ovo] = run_tasks(ctx.client, _fit, [(SVC(random_state=seed), X, y)])
     ovr = OneVsRestClassifier(SVC(random_state=seed), n_jobs=-1)
     with on_cluster(ctx.client):
         ovr.fit(X, y)
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, model in (("metrics", ovo), ("ovr_metrics", ovr)):
         y_pred = _predict_on_cluster(ctx.client, model, X_test)
-        results[name] = {"test_accuracy": float(accuracy_score(y_test, y_pred)), "train_rows": int(len(y)),
-                         "f1_macro": float(f1_score(y_test, y_pred, average="macro"))}
+        results[name] = {
+            "test_accuracy": float(accuracy_score(y_test, y_pred)),
+            "train_rows": len(y),
+            "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
+        }
     results["metrics"]["binary_classifiers"] = len(DIGITS) * (len(DIGITS) - 1) // 2
     results["ovr_metrics"]["binary_classifiers"] = len(ovr.estimators_)
-    results["model"] = {"ovo": repr(ovo), "ovr": repr(ovr), "train_rows": int(len(y))}
+    results["model"] = {"ovo": repr(ovo), "ovr": repr(ovr), "train_rows": len(y)}
     return results
 
 
@@ -186,37 +219,55 @@ def _sgd_cv(ctx: Context, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, 
         with on_cluster(ctx.client):
             y_pred = cross_val_predict(SGDClassifier(random_state=seed), data, y, cv=CV, n_jobs=-1)
         scores[name] = fold_accuracies(y, y_pred, folds)
-    return {"metrics": scores, "model": {"estimator": f"SGDClassifier(random_state={seed})", "cv": CV,
-                                         "train_rows": int(len(y))},
-            "notes": ["SGD cv scores are the per-fold accuracies of cross_val_predict (equal to cross_val_score)"]}
+    return {
+        "metrics": scores,
+        "model": {"estimator": f"SGDClassifier(random_state={seed})", "cv": CV, "train_rows": len(y)},
+        "notes": ["SGD cv scores are the per-fold accuracies of cross_val_predict (equal to cross_val_score)"],
+    }
 
 
-def _logistic_ovr(ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int,
-                  max_iter: int) -> dict[str, Any]:
+def _logistic_ovr(
+    ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int, max_iter: int
+) -> dict[str, Any]:
     """Notebook 003's VarianceThreshold + StandardScaler + OneVsRest(saga LogisticRegression) with its digit table."""
-    model = Pipeline([("feature_selection", VarianceThreshold()), ("feature_scaling", StandardScaler()),
-                      ("classification", OneVsRestClassifier(
-                          LogisticRegression(solver="saga", random_state=seed, max_iter=max_iter), n_jobs=-1))])
+    model = Pipeline(
+        [
+            ("feature_selection", VarianceThreshold()),
+            ("feature_scaling", StandardScaler()),
+            (
+                "classification",
+                OneVsRestClassifier(LogisticRegression(solver="saga", random_state=seed, max_iter=max_iter), n_jobs=-1),
+            ),
+        ]
+    )
     ctx.log(f"multiclass: one-vs-rest saga logistic regression on {len(y):,} images, 10 fits as cluster tasks")
     with on_cluster(ctx.client):
         model.fit(X, y)
     proba = model.predict_proba(X_test)
     y_pred = model.classes_[np.argmax(proba, axis=1)]
     table = _digit_table(y_test, y_pred, proba)
-    coef = [model["feature_selection"].inverse_transform(
-        model["feature_scaling"].inverse_transform(e.coef_))[0] for e in model["classification"].estimators_]
+    coef = [
+        model["feature_selection"].inverse_transform(model["feature_scaling"].inverse_transform(e.coef_))[0]
+        for e in model["classification"].estimators_
+    ]
     return {
-        "metrics": {"test_accuracy": float(accuracy_score(y_test, y_pred)),
-                    "f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
-                    "f1_macro": float(f1_score(y_test, y_pred, average="macro")), "per_digit": table,
-                    "confusion_matrix": confusion_matrix(y_test, y_pred, labels=DIGITS).tolist()},
-        "model": {"pipeline": repr(model), "train_rows": int(len(y))},
-        "figures_data": {"coefficient_images": {str(d): image(c) for d, c in zip(DIGITS, coef)},
-                         "misclassified_test_digits_histogram": np.bincount(y_test[y_pred != y_test],
-                                                                            minlength=10).tolist(),
-                         "misclassified_test_indices": np.flatnonzero(y_pred != y_test).tolist()},
-        "notes": [f"notebook 003 used LogisticRegression(multi_class='ovr') (parameter removed in scikit-learn "
-                  f"1.8; inside OneVsRestClassifier each fit is binary, so it had no effect); max_iter={max_iter}"],
+        "metrics": {
+            "test_accuracy": float(accuracy_score(y_test, y_pred)),
+            "f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
+            "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
+            "per_digit": table,
+            "confusion_matrix": confusion_matrix(y_test, y_pred, labels=DIGITS).tolist(),
+        },
+        "model": {"pipeline": repr(model), "train_rows": len(y)},
+        "figures_data": {
+            "coefficient_images": {str(d): image(c) for d, c in zip(DIGITS, coef)},
+            "misclassified_test_digits_histogram": np.bincount(y_test[y_pred != y_test], minlength=10).tolist(),
+            "misclassified_test_indices": np.flatnonzero(y_pred != y_test).tolist(),
+        },
+        "notes": [
+            f"notebook 003 used LogisticRegression(multi_class='ovr') (parameter removed in scikit-learn "
+            f"1.8; inside OneVsRestClassifier each fit is binary, so it had no effect); max_iter={max_iter}"
+        ],
     }
 
 
@@ -224,17 +275,28 @@ def _small_sample(ctx: Context, sample: int) -> dict[str, Any]:
     """Notebook 004: first ``sample`` images split 67/33 (random_state=42); GaussianNB, liblinear logistic, 5-NN."""
     X, y = load_split(ctx.store, "train", sample, dtype=np.uint8)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.33, random_state=42)
-    models = {"knn": KNeighborsClassifier(), "gaussian_nb": GaussianNB(),
-              "logistic": OneVsRestClassifier(LogisticRegression(solver="liblinear", max_iter=1000))}
+    models = {
+        "knn": KNeighborsClassifier(),
+        "gaussian_nb": GaussianNB(),
+        "logistic": OneVsRestClassifier(LogisticRegression(solver="liblinear", max_iter=1000)),
+    }
     ctx.log(f"multiclass: GaussianNB, logistic, k-NN on {sample:,} images as 3 cluster tasks")
     results = run_tasks(ctx.client, _fit_predict, [(model, X_train, y_train, X_test) for model in models.values()])
     predictions = dict(zip(models, results))
-    return {"metrics": {name: float(accuracy_score(y_test, p)) for name, p in predictions.items()},
-            "model": {"sample": int(sample), "split": "train_test_split(test_size=0.33, random_state=42)",
-                      "train_rows": int(len(y_train)), "test_rows": int(len(y_test)),
-                      **{name: repr(model) for name, model in models.items()}},
-            "figures_data": {f"{name}_confusion_matrix": confusion_matrix(y_test, p, labels=DIGITS).tolist()
-                             for name, p in predictions.items()}}
+    return {
+        "metrics": {name: float(accuracy_score(y_test, p)) for name, p in predictions.items()},
+        "model": {
+            "sample": int(sample),
+            "split": "train_test_split(test_size=0.33, random_state=42)",
+            "train_rows": len(y_train),
+            "test_rows": len(y_test),
+            **{name: repr(model) for name, model in models.items()},
+        },
+        "figures_data": {
+            f"{name}_confusion_matrix": confusion_matrix(y_test, p, labels=DIGITS).tolist()
+            for name, p in predictions.items()
+        },
+    }
 
 
 def _digit_table(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
@@ -244,8 +306,15 @@ def _digit_table(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> l
     rows = []
     for d in DIGITS:
         pos = float(np.mean(proba[y_true == d, d])) if np.any(y_true == d) else float("nan")
-        rows.append({"digit": int(d), "accuracy": float(recall[d]), "f1": float(f1[d]),
-                     "mean_neg_proba": 1.0 - pos, "mean_pos_proba": pos})
+        rows.append(
+            {
+                "digit": int(d),
+                "accuracy": float(recall[d]),
+                "f1": float(f1[d]),
+                "mean_neg_proba": 1.0 - pos,
+                "mean_pos_proba": pos,
+            }
+        )
     return rows
 
 
@@ -261,15 +330,17 @@ def _svc_pipeline(kernel: str, degree: int, cache_size: int, threshold: float | 
     """Optional VarianceThreshold, StandardScaler, then OneVsRest(SVC(kernel)) fanned out with n_jobs=-1."""
     steps = [("feature_selection", VarianceThreshold(threshold))] if threshold else []
     svc = SVC(kernel=kernel, degree=degree, cache_size=cache_size)
-    return Pipeline(steps + [("feature_scaling", StandardScaler()),
-                             ("classification", OneVsRestClassifier(svc, n_jobs=-1))])
+    return Pipeline(
+        steps + [("feature_scaling", StandardScaler()), ("classification", OneVsRestClassifier(svc, n_jobs=-1))]
+    )
 
 
 def _predict_on_cluster(client: Client, model: Any, X: np.ndarray) -> np.ndarray:
     """Predict X in chunks of rows, one cluster task per chunk, with the model scattered once."""
     remote = client.scatter(model, broadcast=True)
-    futures = [client.submit(_predict, remote, X[i:i + PREDICT_CHUNK], pure=False)
-               for i in range(0, len(X), PREDICT_CHUNK)]
+    futures = [
+        client.submit(_predict, remote, X[i : i + PREDICT_CHUNK], pure=False) for i in range(0, len(X), PREDICT_CHUNK)
+    ]
     return np.concatenate(client.gather(futures))
 
 

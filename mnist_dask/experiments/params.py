@@ -9,9 +9,9 @@ naming the job file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast, dataclass_transform
 
-from pydantic import ConfigDict, Field, Strict
+from pydantic import ConfigDict, Field, Strict, TypeAdapter
 from pydantic.dataclasses import dataclass
 
 Int = Annotated[int, Strict()]
@@ -27,9 +27,15 @@ T = TypeVar("T")
 _CONFIG = ConfigDict(extra="forbid")
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(Field,))
 def parameters(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen, validated parameter dataclass (unknown keys refused)."""
-    return dataclass(frozen=True, config=_CONFIG)(cls)
+    return cast(type[T], dataclass(frozen=True, config=_CONFIG)(cls))
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    """Parameters (nested tables included) as plain JSON-ready values."""
+    return cast(dict[str, Any], TypeAdapter(type(params)).dump_python(params, mode="json"))
 
 
 def default_list(*values: Any) -> Any:

@@ -13,16 +13,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.neighbors.knn import KNNClassifier
 from mnist_dask.report.render import load_result
-from mnist_dask.data.store import Store
 
 MAX_PIXELS = 40_000_000
 
 
-def classify_files(paths: list[str | Path], run_dir: str | Path,
-                   store: Store | None = None) -> list[tuple[str, int, float]]:
+def classify_files(
+    paths: list[str | Path], run_dir: str | Path, store: Store | None = None
+) -> list[tuple[str, int, float]]:
     """(file, predicted digit, its probability) per image, from the run's model refitted on its training set."""
     result = load_result(Path(run_dir))
     images = np.stack([load_digit(p) for p in paths])  # every file checked before the model is built
@@ -32,8 +33,10 @@ def classify_files(paths: list[str | Path], run_dir: str | Path,
     store = store or Store(result["store"])
     X, y = store.read_xy(result.get("dataset", "raw"), "train")
     if X.shape[1] != 784:
-        raise UserError(f"{run_dir}: its model works on {result.get('dataset')} ({X.shape[1]} features); "
-                        "classify needs a run on 28x28 images")
+        raise UserError(
+            f"{run_dir}: its model works on {result.get('dataset')} ({X.shape[1]} features); "
+            "classify needs a run on 28x28 images"
+        )
     model = KNNClassifier(n_neighbors=model_params["n_neighbors"], weights=model_params.get("weights", "uniform"))
     model.fit(X.compute(), y.compute())
     proba = model.predict_proba(images.reshape(len(images), -1))
@@ -68,16 +71,16 @@ def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     ink = 255 - gray if np.median(border) > 127 else gray  # dark-on-light paper: invert
     ink = np.clip(ink - np.median(border if np.median(border) <= 127 else 255 - border), 0, 255)
-    rows, cols = np.nonzero(ink > 0.1 * ink.max()) if ink.max() > 0 else ((), ())
-    if not len(rows):
+    rows, cols = np.nonzero(ink > 0.1 * ink.max())
+    if ink.max() <= 0 or not len(rows):
         raise UserError(f"{name}: no ink found (a blank image)")
-    box = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20 / max(box.shape)
     size = (max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
     small = np.asarray(Image.fromarray(box.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=float)
     field = np.zeros((28, 28))
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
-    field[top:top + small.shape[0], left:left + small.shape[1]] = small
+    field[top : top + small.shape[0], left : left + small.shape[1]] = small
     cy, cx = ndimage.center_of_mass(field)
     field = ndimage.shift(field, (round(14 - cy), round(14 - cx)), order=0, mode="constant")
     return np.clip(field / max(field.max(), 1) * 255, 0, 255).astype(np.uint8)

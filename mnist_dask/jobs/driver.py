@@ -23,8 +23,15 @@ from mnist_dask.jobs.records import RunStatus, write_run_json
 from mnist_dask.jobs.spec import Job
 
 
-def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None = None,
-            log: Callable[[str], None] = print, status: RunStatus | None = None) -> dict[str, Any]:
+def run_job(
+    job: Job,
+    store: Store,
+    client: Client,
+    run_dir: Path,
+    source: Source | None = None,
+    log: Callable[[str], None] = print,
+    status: RunStatus | None = None,
+) -> dict[str, Any]:
     """Run ``job`` and return its result (also written to ``run_dir/result.json``).
 
     Its progress is kept in ``run_dir/status.json`` (see mnist_dask.jobs.records).
@@ -48,38 +55,54 @@ def run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Sourc
     return result
 
 
-def _run_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None,
-             log: Callable[[str], None], status: RunStatus) -> dict[str, Any]:
+def _run_job(
+    job: Job,
+    store: Store,
+    client: Client,
+    run_dir: Path,
+    source: Source | None,
+    log: Callable[[str], None],
+    status: RunStatus,
+) -> dict[str, Any]:
     """Ingest (when the store lacks raw/ or a source is given), run the experiment, finish the run folder."""
     timings: dict[str, float] = {}
-    result: dict[str, Any] = {"job": job.name, "job_file": job.path, "description": job.description,
-                              "experiment": job.experiment, "params": job.params_dict(), "store": store.url,
-                              "package_version": __version__}
+    result: dict[str, Any] = {
+        "job": job.name,
+        "job_file": job.path,
+        "description": job.description,
+        "experiment": job.experiment,
+        "params": job.params_dict(),
+        "store": store.url,
+        "package_version": __version__,
+    }
     with _timed(timings, status, "ingest"):
         if source is not None or not store.is_complete("raw"):
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
-    context = Context(store=store, client=client, run_dir=run_dir, log=log,
-                      stage=lambda name: _timed(timings, status, name))
+    context = Context(
+        store=store, client=client, run_dir=run_dir, log=log, stage=lambda name: _timed(timings, status, name)
+    )
     with _timed(timings, status, job.experiment), span(job.experiment):
         result.update(EXPERIMENTS[job.experiment].run(context, job.params))
     return _finish(job, result, timings, run_dir, store, log)
 
 
-def _finish(job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path, store: Store,
-            log: Callable[[str], None]) -> dict[str, Any]:
+def _finish(
+    job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path, store: Store, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Attach published figures and timings, write result.json atomically, then the report."""
     if job.expect:
         metrics = result.get("metrics", {})
-        result["expected"] = {key: {"published": value, "measured": metrics.get(key)}
-                              for key, value in job.expect.items()}
+        result["expected"] = {
+            key: {"published": value, "measured": metrics.get(key)} for key, value in job.expect.items()
+        }
     result["timings_s"] = timings
     write_run_json(run_dir / "result.json", result)
     try:  # after result.json: a report failure must not lose the finished run
         from mnist_dask.report.render import write_report
 
         write_report(run_dir, store)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log(f"warning: report.html not written ({type(exc).__name__}: {exc})")
     return result
 

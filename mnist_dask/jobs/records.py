@@ -9,6 +9,7 @@ whose task counts give the progress of the stage in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -49,8 +50,16 @@ class RunStatus:
     def __init__(self, run_dir: Path, run_id: str, job: str, client: Any = None, **fields: Any) -> None:
         self.run_dir = Path(run_dir)
         self.client = client
-        self.record: dict[str, Any] = {"run_id": run_id, "job": job, "run_dir": str(self.run_dir),
-                                       "state": "queued", "stage": None, "stages": {}, "log": [], **fields}
+        self.record: dict[str, Any] = {
+            "run_id": run_id,
+            "job": job,
+            "run_dir": str(self.run_dir),
+            "state": "queued",
+            "stage": None,
+            "stages": {},
+            "log": [],
+            **fields,
+        }
 
     @classmethod
     def resume(cls, record: dict[str, Any], client: Any = None) -> RunStatus:
@@ -81,8 +90,12 @@ class RunStatus:
     def finished(self, result: dict[str, Any]) -> None:
         """The run ended with a result."""
         metrics = result.get("metrics", {})
-        self._write(state="finished", finished=_now(), stage=None,
-                    test_accuracy=metrics.get("test_accuracy") if isinstance(metrics, dict) else None)
+        self._write(
+            state="finished",
+            finished=_now(),
+            stage=None,
+            test_accuracy=metrics.get("test_accuracy") if isinstance(metrics, dict) else None,
+        )
 
     def failed(self, exc: BaseException) -> None:
         """The run ended with an error: its one-line message, and the stage it happened in."""
@@ -97,16 +110,15 @@ class RunStatus:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_run_json(self.run_dir / STATUS_FILE, self.record)
         if self.client is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.client.set_metadata([METADATA_KEY, self.record["run_id"]], self.record)
-            except Exception:  # noqa: BLE001  (the file is the record; the metadata only mirrors it)
-                pass
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The record in a run folder; a user error when there is none or it is unreadable."""
-    return read_run_json(Path(run_dir) / STATUS_FILE, f"no such run status (is {run_dir} a run folder?)",
-                         "unreadable run status")
+    return read_run_json(
+        Path(run_dir) / STATUS_FILE, f"no such run status (is {run_dir} a run folder?)", "unreadable run status"
+    )
 
 
 def write_run_json(path: Path, value: dict[str, Any]) -> None:
@@ -184,8 +196,11 @@ def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | 
         return None
     newest = max(spans, key=lambda s: (s.enqueued, len(s.name)))
     states = newest.states
-    return {"stage": "/".join(newest.name[2:]) or None,
-            "done": sum(states.get(state, 0) for state in _DONE_STATES), "total": sum(states.values())}
+    return {
+        "stage": "/".join(newest.name[2:]) or None,
+        "done": sum(states.get(state, 0) for state in _DONE_STATES),
+        "total": sum(states.values()),
+    }
 
 
 def _task_known(dask_scheduler: Any, key: str) -> bool:

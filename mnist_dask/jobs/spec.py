@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
@@ -34,7 +34,9 @@ class Job:
 
     def params_dict(self) -> dict[str, Any]:
         """The parameters as plain JSON-ready values (for result.json)."""
-        return asdict(self.params)
+        from mnist_dask.experiments.params import as_dict
+
+        return as_dict(self.params)
 
 
 def load_job(path: str | Path) -> Job:
@@ -77,8 +79,14 @@ def parse_job(data: dict[str, Any], path: str) -> Job:
         params = params_class(**_typed(data, "params", dict, {}, path))
     except ValidationError as exc:
         raise UserError(f"{path}: {_describe(exc, params_class)}") from None
-    return Job(name=name, path=path, experiment=experiment, params=params,
-               description=_typed(data, "description", str, "", path), expect=_typed(data, "expect", dict, {}, path))
+    return Job(
+        name=name,
+        path=path,
+        experiment=experiment,
+        params=params,
+        description=_typed(data, "description", str, "", path),
+        expect=_typed(data, "expect", dict, {}, path),
+    )
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, default: Any, path: str) -> Any:
@@ -87,8 +95,9 @@ def _typed(data: dict[str, Any], key: str, kind: type, default: Any, path: str) 
         return default
     value = data[key]
     if not isinstance(value, kind):
-        raise UserError(f"{path}: {key} must be a {_KIND_NAMES.get(kind, kind.__name__)}, "
-                        f"got {type(value).__name__} {value!r}")
+        raise UserError(
+            f"{path}: {key} must be a {_KIND_NAMES.get(kind, kind.__name__)}, got {type(value).__name__} {value!r}"
+        )
     return value
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from distributed import Client, fire_and_forget, span, worker_client
 
-from mnist_dask.jobs.spec import Job
-from mnist_dask.jobs.records import SPAN_TAG, RunStatus, driver_alive
 from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
+from mnist_dask.jobs.records import SPAN_TAG, RunStatus, driver_alive
+from mnist_dask.jobs.spec import Job
 
 DRIVER_PREFIX = "mnist-dask-driver"
 _ACCEPT_TIMEOUT = 30.0  # seconds to wait for the scheduler to hold the driver task
@@ -28,8 +28,15 @@ def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: So
     run_dir = Path(run_dir).absolute()
     run_id = run_dir.name
     key = f"{DRIVER_PREFIX}-{run_id}"
-    queued = RunStatus(run_dir, run_id, job.name, client=client, driver_key=key,
-                       scheduler=client.scheduler.address, store=store.url)
+    queued = RunStatus(
+        run_dir,
+        run_id,
+        job.name,
+        client=client,
+        driver_key=key,
+        scheduler=client.scheduler_info()["address"],
+        store=store.url,
+    )
     queued.queued()
     future = client.submit(drive_job, job, store, dict(queued.record), source, key=key, pure=False)
     fire_and_forget(future)

@@ -59,5 +59,11 @@ def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
     if radius == 0:
         return values
     size = 2 * radius + 1
-    rows = sum(values[..., i : values.shape[-2] - size + 1 + i, :] for i in range(size))
-    return sum(rows[..., j : rows.shape[-1] - size + 1 + j] for j in range(size))
+    height, width = values.shape[-2] - size + 1, values.shape[-1] - size + 1
+    rows = values[..., :height, :].copy()
+    for i in range(1, size):
+        rows += values[..., i : i + height, :]
+    out = rows[..., :width].copy()
+    for j in range(1, size):
+        out += rows[..., j : j + width]
+    return out

@@ -19,7 +19,7 @@ force uses an unstable sort), so on exact ties only the sets of indices agree.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 import dask
 import dask.array as da
@@ -117,9 +117,7 @@ def kneighbors(
     )
 
 
-def vote(
-    neighbor_labels: np.ndarray, distances: np.ndarray, weights: str, classes: np.ndarray
-) -> np.ndarray:
+def vote(neighbor_labels: np.ndarray, distances: np.ndarray, weights: str, classes: np.ndarray) -> np.ndarray:
     """Class probabilities from the neighbours' labels, exactly as scikit-learn's predict_proba.
 
     'distance' weighs by 1/d, and a row with a zero distance gives weight 1 to those
@@ -171,10 +169,20 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         dist, ind = self._lazy_kneighbors(X, n_neighbors)
         return (dist, ind) if isinstance(X, da.Array) else dask.compute(dist, ind)
 
+    @overload
+    def predict_proba(self, X: da.Array) -> da.Array: ...
+    @overload
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
     def predict_proba(self, X: np.ndarray | da.Array) -> np.ndarray | da.Array:
         """Class probabilities (columns ordered like classes_), as scikit-learn computes them."""
         proba = self._map_neighbors(X, _proba_block, ((len(self.classes_),),), np.float64)
         return proba if isinstance(X, da.Array) else _compute(proba)
+
+    @overload
+    def predict(self, X: da.Array) -> da.Array: ...
+    @overload
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
 
     def predict(self, X: np.ndarray | da.Array) -> np.ndarray | da.Array:
         """Most voted class of each row; ties go to the smallest class, as in scikit-learn."""
@@ -199,8 +207,15 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         drop = () if extra_chunks else (1,)
         chunks = (dist.chunks[0], *extra_chunks)
         return da.map_blocks(
-            func, ind, dist, chunks=chunks, drop_axis=drop, dtype=dtype,
-            y=self.y_fit_, weights=self.weights, classes=self.classes_,
+            func,
+            ind,
+            dist,
+            chunks=chunks,
+            drop_axis=drop,
+            dtype=dtype,
+            y=self.y_fit_,
+            weights=self.weights,
+            classes=self.classes_,
         )
 
 
@@ -272,9 +287,17 @@ def _prepare_train(train: np.ndarray, active: np.ndarray, integer: bool, exact_w
     with np.errstate(over="ignore"):
         norms32 = norms64.astype(np.float32)
     return _Train(
-        rows=train, active=active, rows32=rows32, norms64=norms64, norms32=norms32,
-        integer=integer, exact_width=exact_width, max_norm2=max_norm2, max_norm=float(np.sqrt(max_norm2)),
-        max_norm32=max_norm32, max_residual=float(residual.max(initial=0.0)),
+        rows=train,
+        active=active,
+        rows32=rows32,
+        norms64=norms64,
+        norms32=norms32,
+        integer=integer,
+        exact_width=exact_width,
+        max_norm2=max_norm2,
+        max_norm=float(np.sqrt(max_norm2)),
+        max_norm32=max_norm32,
+        max_residual=float(residual.max(initial=0.0)),
         gemm_safe=max_norm2 < _F32_SAFE and train.shape[1] * _U32 < 0.5,
     )
 
@@ -482,9 +505,10 @@ def _knn_graph(test: da.Array, train: da.Array, k: int, margin: int, split_every
     """Block and tree-merge tasks; returns the graph and the final task key per test chunk."""
     offsets = np.concatenate([[0], np.cumsum(train.chunks[0])[:-1]]).tolist()
     block, merge = "knn-block-" + token, "knn-merge-" + token
-    dsk, roots = {}, []
+    dsk: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    roots: list[tuple[Any, ...]] = []
     for i in range(len(test.chunks[0])):
-        level = [(block, i, j) for j in range(len(offsets))]
+        level: list[tuple[Any, ...]] = [(block, i, j) for j in range(len(offsets))]
         for j, key in enumerate(level):
             dsk[key] = (block_kneighbors, (test.name, i, 0), (train.name, j, 0), offsets[j], k, margin)
         depth = 0
@@ -526,11 +550,10 @@ def _index_part(result: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 def _rows_chunked(x: da.Array | np.ndarray, default_rows: int) -> da.Array:
     """A 2-D dask array chunked along rows only (numpy is wrapped)."""
-    if not isinstance(x, da.Array):
-        x = da.from_array(np.asarray(x), chunks=(default_rows, -1))
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array (samples, features), got shape {x.shape}")
-    return x.rechunk({1: -1}) if len(x.chunks[1]) > 1 else x
+    array = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=(default_rows, -1))
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D array (samples, features), got shape {array.shape}")
+    return array.rechunk({1: -1}) if len(array.chunks[1]) > 1 else array
 
 
 def _flattened(X: np.ndarray | da.Array) -> np.ndarray | da.Array:

@@ -18,8 +18,9 @@ from mnist_dask.neighbors.idm import idm_distances, sobel_gradients
 QUERY_BLOCK = 500  # queries per task
 
 
-def idm_rerank(client: Client, queries: np.ndarray, train_images: np.ndarray, candidates: np.ndarray,
-               warp: int, context: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def idm_rerank(
+    client: Client, queries: np.ndarray, train_images: np.ndarray, candidates: np.ndarray, warp: int, context: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (n, c) of each query (n, h, w) among train_images, re-ordered by IDM distance.
 
     Returns (train indices (n, c), IDM distances (n, c)), nearest first; equal distances keep
@@ -29,9 +30,17 @@ def idm_rerank(client: Client, queries: np.ndarray, train_images: np.ndarray, ca
         return candidates.copy(), np.zeros(candidates.shape)
     token = uuid.uuid4().hex  # the blocks' inputs are not hashed: a fresh key per call
     with span("idm-rerank"):
-        futures = [client.submit(idm_block, queries[s : s + QUERY_BLOCK], train_images[candidates[s : s + QUERY_BLOCK]],
-                                 warp, context, key=f"idm-rerank-{token}-{s}")
-                   for s in range(0, len(queries), QUERY_BLOCK)]
+        futures = [
+            client.submit(
+                idm_block,
+                queries[s : s + QUERY_BLOCK],
+                train_images[candidates[s : s + QUERY_BLOCK]],
+                warp,
+                context,
+                key=f"idm-rerank-{token}-{s}",
+            )
+            for s in range(0, len(queries), QUERY_BLOCK)
+        ]
         distances = np.concatenate(client.gather(futures))
     order = np.argsort(distances, axis=1, kind="stable")
     return np.take_along_axis(candidates, order, axis=1), np.take_along_axis(distances, order, axis=1)

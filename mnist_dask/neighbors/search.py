@@ -17,8 +17,7 @@ import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import GroupKFold, StratifiedKFold
-from sklearn.model_selection import ParameterGrid
+from sklearn.model_selection import GroupKFold, ParameterGrid, StratifiedKFold
 
 from mnist_dask.errors import UserError
 from mnist_dask.neighbors.knn import kneighbors, vote
@@ -33,8 +32,14 @@ class SearchResult:
     cv_results: dict[str, list[Any]]
 
 
-def grid_search(X: da.Array, y: np.ndarray, param_grid: dict[str, list[Any]] | list[dict[str, list[Any]]],
-                cv: int = 5, groups: np.ndarray | None = None, scheduler: Any = None) -> SearchResult:
+def grid_search(
+    X: da.Array,
+    y: np.ndarray,
+    param_grid: dict[str, list[Any]] | list[dict[str, list[Any]]],
+    cv: int = 5,
+    groups: np.ndarray | None = None,
+    scheduler: Any = None,
+) -> SearchResult:
     """Grid-search k-NN over ``param_grid`` with ``cv`` folds (group folds when ``groups`` is given).
 
     ``X`` is (n, d) and chunked by rows; folds are unshuffled like scikit-learn's
@@ -53,17 +58,22 @@ def grid_search(X: da.Array, y: np.ndarray, param_grid: dict[str, list[Any]] | l
 
     table_idx, table_dist = fold_neighbors(X, folds, k_max, scheduler)
     table = neighbor_table(table_idx, table_dist, y, folds)
-    search = GridSearchCV(NeighborVoteClassifier(), param_grid, cv=folds, refit=False, scheduler=scheduler,
-                          return_train_score=False)
+    search = GridSearchCV(
+        NeighborVoteClassifier(), param_grid, cv=folds, refit=False, scheduler=scheduler, return_train_score=False
+    )
     search.fit(table, y)
     results = {key: _plain(value) for key, value in search.cv_results_.items()}
     best = int(np.argmin(search.cv_results_["rank_test_score"]))  # as scikit-learn's best_index_
-    return SearchResult(best_params=dict(results["params"][best]),
-                        best_score=float(results["mean_test_score"][best]), cv_results=results)
+    return SearchResult(
+        best_params=dict(results["params"][best]),
+        best_score=float(results["mean_test_score"][best]),
+        cv_results=results,
+    )
 
 
-def fold_neighbors(X: da.Array, folds: list[tuple[np.ndarray, np.ndarray]], k: int,
-                   scheduler: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def fold_neighbors(
+    X: da.Array, folds: list[tuple[np.ndarray, np.ndarray]], k: int, scheduler: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """For every row, its k nearest rows among the training rows of the fold it validates in.
 
     Returns (indices into X (n, k) int64, euclidean distances (n, k) float64).
@@ -84,8 +94,9 @@ def fold_neighbors(X: da.Array, folds: list[tuple[np.ndarray, np.ndarray]], k: i
     return table_idx, table_dist
 
 
-def neighbor_table(indices: np.ndarray, distances: np.ndarray, y: np.ndarray,
-                   folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def neighbor_table(
+    indices: np.ndarray, distances: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """Rows of ``[fold, neighbour labels..., neighbour distances...]``: the X the voter reads.
 
     Row i describes row i's neighbours among the training rows of the fold where it is a
@@ -97,8 +108,8 @@ def neighbor_table(indices: np.ndarray, distances: np.ndarray, y: np.ndarray,
     table[:, 0] = -1  # rows that validate in no fold (e.g. augmented copies)
     for fold, (_, val) in enumerate(folds):
         table[val, 0] = fold
-    table[:, 1:1 + k] = y[indices]
-    table[:, 1 + k:] = distances
+    table[:, 1 : 1 + k] = y[indices]
+    table[:, 1 + k :] = distances
     return table
 
 
@@ -128,8 +139,8 @@ class NeighborVoteClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {k_max} precomputed neighbours")
         if np.isin(X[:, 0], self.train_folds_).any():
             raise ValueError("rows to predict share a fold with the training rows: their neighbours include themselves")
-        labels = X[:, 1:1 + self.n_neighbors].astype(np.int64)
-        distances = X[:, 1 + k_max:1 + k_max + self.n_neighbors]
+        labels = X[:, 1 : 1 + self.n_neighbors].astype(np.int64)
+        distances = X[:, 1 + k_max : 1 + k_max + self.n_neighbors]
         return vote(labels, distances, self.weights, self.classes_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display, also on workers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 PIXELS = 784
 SIDE = 28
@@ -71,12 +71,20 @@ def confusion_figure(matrix: np.ndarray) -> str:
     return png(fig)
 
 
-def heatmap(ax: Any, values: np.ndarray, title: str, fmt: str, cmap: str = "",
-            axes: tuple[str, str] = ("predicted", "true"), center: bool = False) -> None:
+def heatmap(
+    ax: Any,
+    values: np.ndarray,
+    title: str,
+    fmt: str,
+    cmap: str = "",
+    axes: tuple[str, str] = ("predicted", "true"),
+    center: bool = False,
+) -> None:
     """A matrix as an annotated heatmap (annotations only up to 12 rows/columns)."""
     limit = float(np.abs(values).max()) or 1.0
-    ax.imshow(values, cmap=cmap or ("Blues" if fmt == "d" else "Reds"),
-              **({"vmin": -limit, "vmax": limit} if center else {}))
+    ax.imshow(
+        values, cmap=cmap or ("Blues" if fmt == "d" else "Reds"), **({"vmin": -limit, "vmax": limit} if center else {})
+    )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
@@ -87,8 +95,15 @@ def heatmap(ax: Any, values: np.ndarray, title: str, fmt: str, cmap: str = "",
     top = values.max() or 1
     for (i, j), value in np.ndenumerate(values):
         text = format(value, fmt) if fmt == "d" or value else ""
-        ax.text(j, i, text if fmt == "d" else text.replace("0.", ".", 1), ha="center", va="center", fontsize=6,
-                color="white" if (abs(value) if center else value) > (limit if center else top) / 2 else "black")
+        ax.text(
+            j,
+            i,
+            text if fmt == "d" else text.replace("0.", ".", 1),
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white" if (abs(value) if center else value) > (limit if center else top) / 2 else "black",
+        )
 
 
 def matrix_figure(values: np.ndarray, title: str, axes: tuple[str, str]) -> str:
@@ -171,14 +186,14 @@ def pixel_maps_figure(maps: list[tuple[str, np.ndarray]]) -> str:
     cols = min(len(maps), 5)
     rows = -(-len(maps) // cols)
     size = 4.0 if len(maps) == 1 else 2.0
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + (0.8 if diverging else 0), rows * size),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + (0.8 if diverging else 0), rows * size), squeeze=False)
     shown = None
     for ax in axes.flat:
         ax.axis("off")
     for ax, (label, values) in zip(axes.flat, maps):
-        shown = ax.imshow(values, cmap="RdBu_r" if diverging else "gray_r",
-                          **({"vmin": -limit, "vmax": limit} if diverging else {}))
+        shown = ax.imshow(
+            values, cmap="RdBu_r" if diverging else "gray_r", **({"vmin": -limit, "vmax": limit} if diverging else {})
+        )
         if label:
             ax.set_title(label, fontsize=9)
     if diverging and shown is not None:
@@ -208,8 +223,9 @@ def quadrant_figure(images: np.ndarray, quadrants: dict[tuple[str, str], list[in
     """A grid of digit mosaics: rows by true digit, columns by predicted digit (each quadrant's stored rows)."""
     trues = sorted({t for t, _ in quadrants})
     predicted = sorted({p for _, p in quadrants})
-    fig, axes = plt.subplots(len(trues), len(predicted), figsize=(3.2 * len(predicted), 3.4 * len(trues)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(trues), len(predicted), figsize=(3.2 * len(predicted), 3.4 * len(trues)), squeeze=False
+    )
     for (t, p), indices in quadrants.items():
         ax = axes[trues.index(t)][predicted.index(p)]
         ax.imshow(_mosaic(images[np.asarray(indices, dtype=int)]), cmap="binary")
@@ -239,9 +255,12 @@ def _mosaic(images: np.ndarray) -> np.ndarray:
     per_row = max(1, math.ceil(math.sqrt(len(images))))
     rows = -(-len(images) // per_row) if len(images) else 1
     tiles = np.zeros((rows * per_row, *images.shape[1:]), dtype=float)
-    tiles[:len(images)] = images
-    return tiles.reshape(rows, per_row, *images.shape[1:]).swapaxes(1, 2).reshape(
-        rows * images.shape[1], per_row * images.shape[2])
+    tiles[: len(images)] = images
+    return (
+        tiles.reshape(rows, per_row, *images.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(rows * images.shape[1], per_row * images.shape[2])
+    )
 
 
 def _integral(values: np.ndarray) -> np.ndarray:
@@ -259,12 +278,28 @@ def curve_figures(result: dict[str, Any]) -> list[Figure]:
     for name, curve in _curves(result):
         keys = set(curve)
         if {"fpr", "tpr"} <= keys:
-            found.append(Figure(f"ROC curve: {name}", line_figure(
-                curve["fpr"], curve["tpr"], "false positive rate", "true positive rate", curve.get("auc"), True)))
+            found.append(
+                Figure(
+                    f"ROC curve: {name}",
+                    line_figure(
+                        curve["fpr"], curve["tpr"], "false positive rate", "true positive rate", curve.get("auc"), True
+                    ),
+                )
+            )
         if {"recall", "precision"} <= keys:
-            found.append(Figure(f"Precision-recall curve: {name}", line_figure(
-                curve["recall"], curve["precision"], "recall", "precision",
-                curve.get("average_precision", curve.get("ap")), False)))
+            found.append(
+                Figure(
+                    f"Precision-recall curve: {name}",
+                    line_figure(
+                        curve["recall"],
+                        curve["precision"],
+                        "recall",
+                        "precision",
+                        curve.get("average_precision", curve.get("ap")),
+                        False,
+                    ),
+                )
+            )
             if isinstance(curve.get("threshold"), list) and len(curve["threshold"]) == len(curve["precision"]):
                 found.append(Figure(f"Precision and recall by threshold: {name}", threshold_figure(curve)))
     return found
@@ -284,8 +319,11 @@ def _curves(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             if is_curve(curve):
                 found.append((name, curve))
             elif isinstance(curve, dict):  # one more level: {"roc": {...}, "pr": {...}} under a model name
-                found.extend((name if sub in CURVE_KINDS else f"{name} {sub.replace('_', ' ')}", inner)
-                             for sub, inner in curve.items() if is_curve(inner))
+                found.extend(
+                    (name if sub in CURVE_KINDS else f"{name} {sub.replace('_', ' ')}", inner)
+                    for sub, inner in curve.items()
+                    if is_curve(inner)
+                )
     return found
 
 
@@ -295,8 +333,12 @@ def metric_confusion_matrices(metrics: dict[str, Any], path: tuple[str, ...] = (
     for key, value in metrics.items():
         if isinstance(value, dict):
             found.extend(metric_confusion_matrices(value, path + (str(key),)))
-        elif "confusion_matrix" in str(key) and (array := _numeric(value)) is not None and array.ndim == 2 \
-                and array.shape[0] == array.shape[1] > 1:
+        elif (
+            "confusion_matrix" in str(key)
+            and (array := _numeric(value)) is not None
+            and array.ndim == 2
+            and array.shape[0] == array.shape[1] > 1
+        ):
             found.append((confusion_title(path + (str(key),)), array))
     return sorted(found, key=lambda item: item[0] != "Confusion matrix")
 
@@ -328,12 +370,17 @@ def _walk(node: dict[str, Any], path: tuple[str, ...], images: ImageSource, foun
             _walk(value, path + (key,), images, found)
 
 
-def _figure_for(path: tuple[str, ...], value: Any, siblings: dict[str, Any], images: ImageSource,
-                caption: str) -> Figure | None:
+def _figure_for(
+    path: tuple[str, ...], value: Any, siblings: dict[str, Any], images: ImageSource, caption: str
+) -> Figure | None:
     """The figure for one figures_data entry, or None when its shape is not one we draw."""
     if isinstance(value, dict):
-        return (_quadrant_entry(path, value, images) or _digit_rows_entry(path, value, caption)
-                or _histogram_entry(path, value, caption) or _pixel_maps_entry(path, value, caption))
+        return (
+            _quadrant_entry(path, value, images)
+            or _digit_rows_entry(path, value, caption)
+            or _histogram_entry(path, value, caption)
+            or _pixel_maps_entry(path, value, caption)
+        )
     array = _numeric(value)
     if array is None:
         return None
@@ -356,8 +403,9 @@ def _quadrant_entry(path: tuple[str, ...], value: dict[str, Any], images: ImageS
     quadrants = value.get("quadrants")
     if not isinstance(quadrants, dict) or not isinstance(value.get("indices_are"), str):
         return None
-    cells = {tuple(key.split("_as_", 1)): rows for key, rows in quadrants.items()
-             if "_as_" in key and isinstance(rows, list)}
+    cells = {
+        tuple(key.split("_as_", 1)): rows for key, rows in quadrants.items() if "_as_" in key and isinstance(rows, list)
+    }
     if not cells:
         return None
     split = "train" if "train" in value["indices_are"].lower() else "test"
@@ -368,8 +416,11 @@ def _quadrant_entry(path: tuple[str, ...], value: dict[str, Any], images: ImageS
         return Figure(heading, "", why)
     if max((max(rows, default=0) for rows in cells.values()), default=0) >= len(stack):
         return Figure(heading, "", f"indices beyond the store's {len(stack):,} {split} images: figure left out")
-    return Figure(heading, quadrant_figure(stack, cells),
-                  f"{value['indices_are']}, the first {value.get('per_quadrant', '')} of each quadrant")
+    return Figure(
+        heading,
+        quadrant_figure(stack, cells),
+        f"{value['indices_are']}, the first {value.get('per_quadrant', '')} of each quadrant",
+    )
 
 
 def _digit_rows_entry(path: tuple[str, ...], value: dict[str, Any], caption: str) -> Figure | None:
@@ -379,11 +430,20 @@ def _digit_rows_entry(path: tuple[str, ...], value: dict[str, Any], caption: str
     if len(stacks) < 2 or len({len(stack) for stack in stacks.values()}) != 1:
         return None
     n = len(next(iter(stacks.values())))
-    indices = next((item for key, item in value.items() if key not in stacks and isinstance(item, list)
-                    and len(item) == n and all(isinstance(i, int) for i in item)), None)
+    indices = next(
+        (
+            item
+            for key, item in value.items()
+            if key not in stacks and isinstance(item, list) and len(item) == n and all(isinstance(i, int) for i in item)
+        ),
+        None,
+    )
     columns = [f"#{i}" for i in indices] if indices else []
-    return Figure(f"{title(path)}: {' / '.join(stacks)}", digit_rows_figure(stacks, columns),
-                  caption or ("columns: test index" if indices else ""))
+    return Figure(
+        f"{title(path)}: {' / '.join(stacks)}",
+        digit_rows_figure(stacks, columns),
+        caption or ("columns: test index" if indices else ""),
+    )
 
 
 def _histogram_entry(path: tuple[str, ...], value: dict[str, Any], caption: str) -> Figure | None:
@@ -391,8 +451,11 @@ def _histogram_entry(path: tuple[str, ...], value: dict[str, Any], caption: str)
     edges = _numeric(value.get("bin_edges"))
     if edges is None or edges.ndim != 1:
         return None
-    series = {key: counts for key, item in value.items() if key != "bin_edges"
-              and (counts := _numeric(item)) is not None and counts.shape == (len(edges) - 1,)}
+    series = {
+        key: counts
+        for key, item in value.items()
+        if key != "bin_edges" and (counts := _numeric(item)) is not None and counts.shape == (len(edges) - 1,)
+    }
     return Figure(title(path), histogram_figure(edges, series), caption) if series else None
 
 
@@ -451,7 +514,8 @@ def is_curve(value: Any) -> bool:
     """Whether a dict holds a ROC (fpr, tpr) or precision-recall curve as lists."""
     return isinstance(value, dict) and any(
         keys <= set(value) and all(isinstance(value[k], list) for k in keys)
-        for keys in ({"fpr", "tpr"}, {"precision", "recall"}))
+        for keys in ({"fpr", "tpr"}, {"precision", "recall"})
+    )
 
 
 def title(path: tuple[str, ...]) -> str:
@@ -462,7 +526,7 @@ def title(path: tuple[str, ...]) -> str:
 
 
 def confusion_title(path: tuple[str, ...]) -> str:
-    """"Confusion matrix: <model>" where the model is the path without its confusion-matrix words."""
+    """ "Confusion matrix: <model>" where the model is the path without its confusion-matrix words."""
     parts = [p.replace("confusion_matrices", "").replace("confusion_matrix", "").strip("_") for p in path]
     model = " ".join(p for p in parts if p)
     return f"Confusion matrix: {model}" if model else "Confusion matrix"

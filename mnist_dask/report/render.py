@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_dask.report import figures
-from mnist_dask.errors import UserError
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
+from mnist_dask.report import figures
 
 REPORT_NAME = "report.html"
 MAX_MISCLASSIFIED = 40
@@ -27,12 +27,19 @@ INLINE_VALUES = 12  # lists up to this long are shown in full
 CHAIN_KEYS = ("transform", "rerank")  # a list of dicts with these keys is a pipeline: a → b (p=1) → c
 RUN_KEYS = ("job", "description", "job_file", "dataset", "store", "package_version")
 #: top-level keys with a section of their own (other lists of records get a generic table)
-HANDLED = {*RUN_KEYS, "model", "metrics", "notes", "curves", "figures_data", "sweep", "search", "expected",
-           "timings_s"}
+HANDLED = {*RUN_KEYS, "model", "metrics", "notes", "curves", "figures_data", "sweep", "search", "expected", "timings_s"}
 #: knn_best's ablation table: (key, heading), in order
-ABLATION_COLUMNS = (("ingredient", "ingredient"), ("features", "features"), ("train_rows", "train rows"),
-                    ("n_neighbors", "k"), ("weights", "weights"), ("idm", "IDM re-rank"), ("cv_score", "CV score"),
-                    ("test_accuracy", "test accuracy"), ("time_s", "time (s)"))
+ABLATION_COLUMNS = (
+    ("ingredient", "ingredient"),
+    ("features", "features"),
+    ("train_rows", "train rows"),
+    ("n_neighbors", "k"),
+    ("weights", "weights"),
+    ("idm", "IDM re-rank"),
+    ("cv_score", "CV score"),
+    ("test_accuracy", "test accuracy"),
+    ("time_s", "time (s)"),
+)
 
 
 def write_report(run_dir: str | Path, store: Store | str | None = None) -> Path:
@@ -52,14 +59,17 @@ def write_report(run_dir: str | Path, store: Store | str | None = None) -> Path:
     if test_images is not None:
         sections.append(_figure_section("Sample test digits", figures.digit_grid(test_images, labels, *SAMPLE_GRID)))
     sections.extend(_nested_metric_sections(metrics))
-    sections.extend(_figure_section(title, figures.confusion_figure(matrix))
-                    for title, matrix in figures.metric_confusion_matrices(metrics))
+    sections.extend(
+        _figure_section(title, figures.confusion_figure(matrix))
+        for title, matrix in figures.metric_confusion_matrices(metrics)
+    )
     if test_images is not None and predicted is not None and len(predicted) == len(labels):
         sections.append(_figure_section(*figures.misclassified(test_images, labels, predicted, MAX_MISCLASSIFIED)))
     sections.extend(_figure_section(*figure) for figure in figures.curve_figures(result))
     if isinstance(result.get("figures_data"), dict):
-        sections.extend(_figure_section(*figure) for figure in figures.figures_data_figures(result["figures_data"],
-                                                                                             images))
+        sections.extend(
+            _figure_section(*figure) for figure in figures.figures_data_figures(result["figures_data"], images)
+        )
     if "sweep" in result:
         sections.append(_figure_section("Test accuracy by k", figures.sweep_figure(result["sweep"])))
     sections.extend(_record_sections(result))
@@ -68,11 +78,16 @@ def write_report(run_dir: str | Path, store: Store | str | None = None) -> Path:
     if isinstance(result.get("expected"), dict):
         sections.extend(_expected_sections(result["expected"]))
     if isinstance(result.get("timings_s"), dict):
-        sections.append(_table_section("Timings per stage", ["stage", "seconds"],
-                                       [[k, _seconds(v)] for k, v in result["timings_s"].items()]))
+        sections.append(
+            _table_section(
+                "Timings per stage", ["stage", "seconds"], [[k, _seconds(v)] for k, v in result["timings_s"].items()]
+            )
+        )
     if isinstance(metrics.get("classification_report"), str):
-        sections.append(f"<section><h2>Classification report</h2><pre>"
-                        f"{html.escape(metrics['classification_report'])}</pre></section>")
+        sections.append(
+            f"<section><h2>Classification report</h2><pre>"
+            f"{html.escape(metrics['classification_report'])}</pre></section>"
+        )
 
     target = run_dir / REPORT_NAME
     partial = target.with_name(REPORT_NAME + ".part")
@@ -85,8 +100,9 @@ def load_result(run_dir: Path) -> dict[str, Any]:
     """The run's result.json, or a one-line UserError when the folder holds no finished run."""
     from mnist_dask.jobs.records import read_run_json
 
-    return read_run_json(Path(run_dir) / "result.json", "no result.json (not a finished run folder)",
-                         "cannot read the run's result")
+    return read_run_json(
+        Path(run_dir) / "result.json", "no result.json (not a finished run folder)", "cannot read the run's result"
+    )
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -125,7 +141,7 @@ def _predictions(run_dir: Path, result: dict[str, Any]) -> np.ndarray | None:
         import zarr
 
         return np.asarray(zarr.open_array(str(target / "predicted"), mode="r")[:])
-    except Exception:  # noqa: BLE001 - a damaged predictions store only drops one figure
+    except Exception:
         return None
 
 
@@ -137,8 +153,12 @@ def _summary_section(result: dict[str, Any], image_note: str) -> str:
     if isinstance(result.get("model"), dict):
         parts.append(_table("Model", ["", ""], [[k, _cell(v)] for k, v in _flatten(result["model"])], header=False))
     metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
-    listed = [[key, _cell(value)] for key, value in metrics.items()
-              if _is_scalar(value) or _is_vector(value) if key != "classification_report"]
+    listed = [
+        [key, _cell(value)]
+        for key, value in metrics.items()
+        if _is_scalar(value) or _is_vector(value)
+        if key != "classification_report"
+    ]
     parts.append(_table("Metrics", ["metric", "value"], listed))
     if image_note:
         parts.append(f"<p class=note>{html.escape(image_note)}</p>")
@@ -152,8 +172,9 @@ def _notes_section(notes: Any) -> list[str]:
     if not isinstance(notes, list) or not notes:
         return []
     items = "".join(f"<li>{html.escape(str(note))}</li>" for note in notes)
-    return [f"<section class=notes><h2>Notes: how our figures differ from the published ones</h2>"
-            f"<ul>{items}</ul></section>"]
+    return [
+        f"<section class=notes><h2>Notes: how our figures differ from the published ones</h2><ul>{items}</ul></section>"
+    ]
 
 
 def _nested_metric_sections(metrics: dict[str, Any]) -> list[str]:
@@ -170,10 +191,16 @@ def _model_tables(models: dict[str, dict[str, Any]]) -> list[str]:
         columns = tuple(k for k, v in values.items() if _is_scalar(v) or _is_vector(v))
         if columns:
             groups.setdefault(columns, []).append(name)
-    return [_table(f"Metrics by model: {', '.join(names)}", ["model", *columns],
-                   [[n, *(_cell(models[n][c]) for c in columns)] for n in names]) if len(names) > 1
-            else _table(f"Metrics: {names[0]}", ["metric", "value"], [[c, _cell(models[names[0]][c])] for c in columns])
-            for columns, names in groups.items()]
+    return [
+        _table(
+            f"Metrics by model: {', '.join(names)}",
+            ["model", *columns],
+            [[n, *(_cell(models[n][c]) for c in columns)] for n in names],
+        )
+        if len(names) > 1
+        else _table(f"Metrics: {names[0]}", ["metric", "value"], [[c, _cell(models[names[0]][c])] for c in columns])
+        for columns, names in groups.items()
+    ]
 
 
 def _inner_record_tables(name: str, values: dict[str, Any]) -> list[str]:
@@ -185,8 +212,9 @@ def _inner_record_tables(name: str, values: dict[str, Any]) -> list[str]:
         if isinstance(value, list) and value and all(_is_records(v) for v in value):
             tables.append(_records_table(f"{name}: {_words(key)}", value))
         elif isinstance(value, dict) and value and all(_is_records(v) for v in value.values()):
-            tables.append(_records_table(f"{name}: {_words(key)}", list(value.values()),
-                                         index=(_index_heading(key), list(value))))
+            tables.append(
+                _records_table(f"{name}: {_words(key)}", list(value.values()), index=(_index_heading(key), list(value)))
+            )
     return tables
 
 
@@ -207,13 +235,26 @@ def _ablation_section(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> st
     """knn_best's ablation: one row per ingredient, the chosen row (best CV score) marked."""
     columns = [(key, heading) for key, heading in ABLATION_COLUMNS if any(row.get(key) for row in rows)]
     chosen = _chosen_row(rows, metrics)
-    body = [[_ablation_cell(key, row.get(key)) for key, _ in columns] + ["chosen" if i == chosen else ""]
-            for i, row in enumerate(rows)]
-    caption = ("<p>One row per ingredient as the search added it (k and weights chosen by cross-validation on the "
-               "training set). The marked row is the chosen pipeline, the best CV score; its test accuracy is the "
-               "run's.</p>")
-    return ("<section>" + _table("Ablation", [heading for _, heading in columns] + [""], body,
-                                 marked={chosen} if chosen is not None else set()) + caption + "</section>")
+    body = [
+        [_ablation_cell(key, row.get(key)) for key, _ in columns] + ["chosen" if i == chosen else ""]
+        for i, row in enumerate(rows)
+    ]
+    caption = (
+        "<p>One row per ingredient as the search added it (k and weights chosen by cross-validation on the "
+        "training set). The marked row is the chosen pipeline, the best CV score; its test accuracy is the "
+        "run's.</p>"
+    )
+    return (
+        "<section>"
+        + _table(
+            "Ablation",
+            [heading for _, heading in columns] + [""],
+            body,
+            marked={chosen} if chosen is not None else set(),
+        )
+        + caption
+        + "</section>"
+    )
 
 
 def _chosen_row(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> int | None:
@@ -232,7 +273,8 @@ def _ablation_cell(key: str, value: Any) -> str:
         if not isinstance(value, dict):
             return "—" if value is None else _cell(value)
         return ", ".join(f"{k} {_inline(v)}" for k, v in value.items() if k != "images") + (
-            f" (on {value['images']})" if "images" in value else "")
+            f" (on {value['images']})" if "images" in value else ""
+        )
     if key == "time_s" and _is_number(value):
         return f"{value:.1f}"
     if key == "train_rows" and isinstance(value, int):
@@ -244,8 +286,10 @@ def _search_section(search: dict[str, Any]) -> str:
     """A grid search (best parameters, CV results) or a pipeline search (protocol, candidates)."""
     if isinstance(search.get("candidates"), list):
         return _candidates_section(search)
-    header = html.escape(f"best {_cell(search.get('best_params'))}, CV accuracy {_cell(search.get('best_score'))} "
-                         f"(cv={_cell(search.get('cv'))}, on {_cell(search.get('dataset'))})")
+    header = html.escape(
+        f"best {_cell(search.get('best_params'))}, CV accuracy {_cell(search.get('best_score'))} "
+        f"(cv={_cell(search.get('cv'))}, on {_cell(search.get('dataset'))})"
+    )
     results = search.get("cv_results") or {}
     columns = [c for c in results if c == "params" or c.startswith(("mean_", "std_", "rank_"))]
     n = len(next(iter(results.values()), []))
@@ -258,11 +302,24 @@ def _candidates_section(search: dict[str, Any]) -> str:
     facts = [[key, _cell(search[key])] for key in ("protocol", "param_grid", "options") if key in search]
     candidates = [c for c in search["candidates"] if isinstance(c, dict)]
     idm = any(c.get("idm") for c in candidates)
-    rows = [[_cell(c.get("ingredient")), _cell(c.get("stage")), *([_ablation_cell("idm", c.get("idm"))] * idm),
-             _cell(c.get("best_params")), _cell(c.get("cv_score")), _cell(c.get("seconds"))] for c in candidates]
+    rows = [
+        [
+            _cell(c.get("ingredient")),
+            _cell(c.get("stage")),
+            *([_ablation_cell("idm", c.get("idm"))] * idm),
+            _cell(c.get("best_params")),
+            _cell(c.get("cv_score")),
+            _cell(c.get("seconds")),
+        ]
+        for c in candidates
+    ]
     columns = ["ingredient", "stage", *(["IDM re-rank"] if idm else []), "best parameters", "CV score", "seconds"]
-    return ("<section>" + _table("Search", ["", ""], facts, header=False)
-            + _table("Search candidates (cross-validated on the training set)", columns, rows) + "</section>")
+    return (
+        "<section>"
+        + _table("Search", ["", ""], facts, header=False)
+        + _table("Search candidates (cross-validated on the training set)", columns, rows)
+        + "</section>"
+    )
 
 
 def _expected_sections(expected: dict[str, Any]) -> list[str]:
@@ -274,11 +331,20 @@ def _expected_sections(expected: dict[str, Any]) -> list[str]:
         rows.append([key, _cell(published), _cell(measured), _difference(published, measured)])
         a, b = _array(published), _array(measured)
         if a is not None and b is not None and a.shape == b.shape and a.ndim == 2 and a.size > 4:
-            maps.append(_figure_section(f"Published beside ours: {key} (ours − published)", figures.matrix_figure(
-                b.astype(float) - a, f"{key}: ours − published", ("predicted", "true") if "confusion" in key
-                else ("column", "row"))))
-    return [_table_section("Published figures beside ours", ["figure", "published", "ours", "ours − published"],
-                           rows), *maps]
+            maps.append(
+                _figure_section(
+                    f"Published beside ours: {key} (ours − published)",
+                    figures.matrix_figure(
+                        b.astype(float) - a,
+                        f"{key}: ours − published",
+                        ("predicted", "true") if "confusion" in key else ("column", "row"),
+                    ),
+                )
+            )
+    return [
+        _table_section("Published figures beside ours", ["figure", "published", "ours", "ours − published"], rows),
+        *maps,
+    ]
 
 
 def _difference(published: Any, measured: Any) -> str:
@@ -298,8 +364,10 @@ def _figure_section(title: str, png: str, caption: str = "") -> str:
     if not png:
         return f"<section><h2>{html.escape(title)}</h2><p class=note>{html.escape(caption)}</p></section>"
     note = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return (f"<section><h2>{html.escape(title)}</h2><figure>"
-            f"<img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">{note}</figure></section>")
+    return (
+        f"<section><h2>{html.escape(title)}</h2><figure>"
+        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">{note}</figure></section>'
+    )
 
 
 def _table_section(title: str, columns: list[str], rows: list[list[str]]) -> str:
@@ -317,12 +385,21 @@ def _records_table(title: str, records: list[dict[str, Any]], index: tuple[str, 
     return _table(title, [str(c) for c in columns], rows)
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]], header: bool = True,
-           marked: set[int] | frozenset[int] = frozenset()) -> str:
+def _table(
+    title: str,
+    columns: list[str],
+    rows: list[list[str]],
+    header: bool = True,
+    marked: set[int] | frozenset[int] = frozenset(),
+) -> str:
     """An HTML table (cells escaped); rows whose index is in ``marked`` get class "chosen"."""
     head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>" if header else ""
-    body = "".join(("<tr class=chosen>" if i in marked else "<tr>")
-                   + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for i, row in enumerate(rows))
+    body = "".join(
+        ("<tr class=chosen>" if i in marked else "<tr>")
+        + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
     caption = f"<h2>{html.escape(title)}</h2>" if title else ""
     return f"{caption}<table>{head}{body}</table>"
 
@@ -345,8 +422,9 @@ def _inline(value: Any) -> str:
     if isinstance(value, str):
         return " ".join(value.split())
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_inline(v) if not isinstance(v, dict) else '(' + _inline(v) + ')'}"
-                         for k, v in value.items())
+        return ", ".join(
+            f"{k}={_inline(v) if not isinstance(v, dict) else '(' + _inline(v) + ')'}" for k, v in value.items()
+        )
     if isinstance(value, list) and value and all(isinstance(v, dict) and v.keys() & CHAIN_KEYS for v in value):
         return " → ".join(_step(v) for v in value)
     if isinstance(value, list):
@@ -369,7 +447,7 @@ def _compact(array: np.ndarray) -> str:
         values = [_number(v) for v in array.tolist()]
         if len(values) > INLINE_VALUES:
             values = values[:5] + ["…"] + values[-2:] + [f"({len(array)} values)"]
-        mean = f" (mean {_number(float(array.mean()))})" if array.dtype.kind == "f" and 1 < len(array) else ""
+        mean = f" (mean {_number(float(array.mean()))})" if array.dtype.kind == "f" and len(array) > 1 else ""
         return ", ".join(values) + mean
     if array.ndim == 2 and array.size <= 9:
         return "[" + ", ".join("[" + ", ".join(_number(v) for v in row) + "]" for row in array.tolist()) + "]"
@@ -431,8 +509,11 @@ def _is_vector(value: Any) -> bool:
 
 def _is_records(value: Any) -> bool:
     """A dict of scalars, short lists or small dicts: one table row."""
-    return isinstance(value, dict) and bool(value) and all(
-        v is None or _is_scalar(v) or _is_vector(v) or isinstance(v, dict) for v in value.values())
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(v is None or _is_scalar(v) or _is_vector(v) or isinstance(v, dict) for v in value.values())
+    )
 
 
 def _words(key: str) -> str:

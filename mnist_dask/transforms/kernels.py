@@ -60,9 +60,7 @@ def expand_block(
     _check_block(images)
     source_index = np.asarray(source_index, dtype=np.int64)
     if source_index.shape != (images.shape[0],):
-        raise ValueError(
-            f"source_index must have shape ({images.shape[0]},), got {source_index.shape}"
-        )
+        raise ValueError(f"source_index must have shape ({images.shape[0]},), got {source_index.shape}")
     offset_array = _offset_array(offsets)
     n, m = images.shape[0], len(offset_array)
     out = np.empty((m * n,) + images.shape[1:], dtype=images.dtype)
@@ -122,9 +120,7 @@ def deskew(images: np.ndarray) -> np.ndarray:
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of each image (sigma on the two image axes only, zero fill); uint8 out."""
     _check_block(images)
-    blurred = ndimage.gaussian_filter(
-        images.astype(np.float64), sigma=(0.0, sigma, sigma), mode="constant", cval=0.0
-    )
+    blurred = ndimage.gaussian_filter(images.astype(np.float64), sigma=(0.0, sigma, sigma), mode="constant", cval=0.0)
     return _round_to_uint8(blurred)
 
 

@@ -18,11 +18,11 @@ import dask.array as da
 import numpy as np
 from distributed import Client
 
-from mnist_dask.transforms import kernels
-from mnist_dask.errors import UserError
 from mnist_dask.data.sources import SPLITS
 from mnist_dask.data.stages import produce_stage
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
+from mnist_dask.transforms import kernels
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
 _STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
@@ -47,8 +47,14 @@ class StageOutcome:
     stage: str
 
 
-def run_transform(store: Store, client: Client, name: str, params: dict[str, Any] | None = None,
-                  input_stage: str = "raw", force: bool = False) -> StageOutcome:
+def run_transform(
+    store: Store,
+    client: Client,
+    name: str,
+    params: dict[str, Any] | None = None,
+    input_stage: str = "raw",
+    force: bool = False,
+) -> StageOutcome:
     """Run one transform as a stage: skip if complete with the same inputs and parameters."""
     transform = TRANSFORMS.get(name)
     if transform is None:
@@ -60,8 +66,12 @@ def run_transform(store: Store, client: Client, name: str, params: dict[str, Any
     input_attrs = store.stage_attrs(input_stage)
     if not input_attrs or not input_attrs.get("complete"):
         raise UserError(f"{store}: input stage '{input_stage}' is missing or incomplete; run it first")
-    fingerprint = {"transform": name, "params": params, "input": input_stage,
-                   "input_fingerprint": input_attrs.get("fingerprint")}
+    fingerprint = {
+        "transform": name,
+        "params": params,
+        "input": input_stage,
+        "input_fingerprint": input_attrs.get("fingerprint"),
+    }
 
     def conflict() -> None:
         raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
@@ -76,8 +86,10 @@ def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, An
     """Fill defaults and coerce values to the defaults' types, refusing unknown names."""
     unknown = sorted(set(params) - set(transform.defaults))
     if unknown:
-        raise UserError(f"transform {transform.name}: unknown parameter {unknown[0]!r}; "
-                        f"known: {', '.join(transform.defaults) or 'none'}")
+        raise UserError(
+            f"transform {transform.name}: unknown parameter {unknown[0]!r}; "
+            f"known: {', '.join(transform.defaults) or 'none'}"
+        )
     resolved = dict(transform.defaults)
     for key, value in params.items():
         kind = type(transform.defaults[key])
@@ -106,16 +118,29 @@ def _build_shift(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     offsets = np.array(_offsets(p), dtype=np.int8)
     images = store.read(f"{input_stage}/train/images").rechunk({0: -1})  # one block: the gather source
     n, m, chunk = images.shape[0], len(offsets), p["chunk_size"]
-    permutation = dask.delayed(_permutation, pure=True)(p["seed"], n * m, dask_key_name=f"shift-order-{p['seed']}-{n * m}")
+    permutation = dask.delayed(_permutation, pure=True)(
+        p["seed"], n * m, dask_key_name=f"shift-order-{p['seed']}-{n * m}"
+    )
     order = da.from_delayed(permutation, shape=(n * m,), dtype=np.int64).rechunk(chunk)
     gather = {"n": n, "offsets": offsets}
     arrays = {
-        "train/images": da.blockwise(_gather_shifted, "ijk", order, "i", images, "xjk", concatenate=True,
-                                     dtype=images.dtype, name="shift-images", **gather),
+        "train/images": da.blockwise(
+            _gather_shifted,
+            "ijk",
+            order,
+            "i",
+            images,
+            "xjk",
+            concatenate=True,
+            dtype=images.dtype,
+            name="shift-images",
+            **gather,
+        ),
         "train/labels": _gather_rows(order, store.read(f"{input_stage}/train/labels"), n),
         "train/source_index": _gather_rows(order, _source_index(store, input_stage), n),
-        "train/offset": da.blockwise(_offsets_of, "ij", order, "i", new_axes={"j": 2}, dtype=np.int8,
-                                     name="shift-offsets", **gather),
+        "train/offset": da.blockwise(
+            _offsets_of, "ij", order, "i", new_axes={"j": 2}, dtype=np.int8, name="shift-offsets", **gather
+        ),
     }
     return {**arrays, **_copy_split(store, input_stage, "test")}
 
@@ -127,8 +152,17 @@ def _permutation(seed: int, size: int) -> np.ndarray:
 
 def _gather_rows(order: da.Array, values: da.Array, n: int) -> da.Array:
     """Per-row values (labels, source index) of the images each output row came from."""
-    return da.blockwise(lambda o, v: v[o % n], "i", order, "i", values.rechunk(-1), "x", concatenate=True,
-                        dtype=values.dtype, name=f"shift-gather-{values.name}")
+    return da.blockwise(
+        lambda o, v: v[o % n],
+        "i",
+        order,
+        "i",
+        values.rechunk(-1),
+        "x",
+        concatenate=True,
+        dtype=values.dtype,
+        name=f"shift-gather-{values.name}",
+    )
 
 
 def _gather_shifted(order: np.ndarray, images: np.ndarray, n: int, offsets: np.ndarray) -> np.ndarray:
@@ -149,20 +183,31 @@ def _shift_rows(images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def _per_image(function: Callable[..., np.ndarray], out_shape: Callable[[tuple[int, ...]], tuple[int, ...]],
-               dtype: Any, params: tuple[str, ...] = ()) -> Callable[[Store, str, dict[str, Any]], Arrays]:
+def _per_image(
+    function: Callable[..., np.ndarray],
+    out_shape: Callable[[tuple[int, ...]], tuple[int, ...]],
+    dtype: Any,
+    params: tuple[str, ...] = (),
+) -> Callable[[Store, str, dict[str, Any]], Arrays]:
     """Builder for transforms applied image by image to both splits, chunk by chunk."""
+
     def build(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
         arrays: Arrays = {}
         for split in SPLITS:
             images = store.read(f"{input_stage}/{split}/images")
             shape = out_shape(images.shape[1:])
             args = {key: p[key] for key in params}
-            arrays[f"{split}/images"] = images.map_blocks(
-                function, **args, dtype=dtype, chunks=(images.chunks[0], *shape),
-                name=f"{function.__name__}-{split}")
+            arrays[f"{split}/images"] = da.map_blocks(
+                function,
+                images,
+                **args,
+                dtype=dtype,
+                chunks=(images.chunks[0], *shape),
+                name=f"{function.__name__}-{split}",
+            )
             arrays.update(_carry_labels(store, input_stage, split))
         return arrays
+
     return build
 
 
@@ -214,8 +259,12 @@ def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     copies = augment_copies(p)
     images = store.read(f"{input_stage}/train/images").rechunk({0: p["chunk_size"]})
     n, m = images.shape[0], len(copies)
-    blocks = [images.map_blocks(_apply_copy, dx=dx, dy=dy, degrees=angle, dtype=images.dtype,
-                                name=f"augment-{j}-{images.name}") for j, (dx, dy, angle) in enumerate(copies)]
+    blocks = [
+        images.map_blocks(
+            _apply_copy, dx=dx, dy=dy, degrees=angle, dtype=images.dtype, name=f"augment-{j}-{images.name}"
+        )
+        for j, (dx, dy, angle) in enumerate(copies)
+    ]
     per_copy = _per_copy_rows(copies, n, images.chunks[0])
     labels = store.read(f"{input_stage}/train/labels").rechunk(images.chunks[0])
     source = _source_index(store, input_stage).rechunk(images.chunks[0])
@@ -278,21 +327,27 @@ def _build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     """
     from dask_ml.decomposition import PCA
 
-    flat = {split: _flat(store.read_xy(input_stage, split)[0]).rechunk({0: p["chunk_size"], 1: -1})
-            .astype(np.float32) for split in SPLITS}
+    flat = {
+        split: _flat(store.read_xy(input_stage, split)[0]).rechunk({0: p["chunk_size"], 1: -1}).astype(np.float32)
+        for split in SPLITS
+    }
     if not 1 <= p["n_components"] <= flat["train"].shape[1]:
-        raise UserError(f"transform pca: n_components must be between 1 and {flat['train'].shape[1]}, "
-                        f"got {p['n_components']}")
+        raise UserError(
+            f"transform pca: n_components must be between 1 and {flat['train'].shape[1]}, got {p['n_components']}"
+        )
     fit_rows = flat["train"]
     if p["fit_on"] == "originals" and _has(store, f"{input_stage}/train/copy"):
         fit_rows = fit_rows[np.flatnonzero(store.read(f"{input_stage}/train/copy").compute() == 0)]
     elif p["fit_on"] not in ("all", "originals"):
         raise UserError(f"transform pca: fit_on must be 'all' or 'originals', got {p['fit_on']!r}")
-    pca = PCA(n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"],
-              random_state=p["seed"]).fit(fit_rows.rechunk({0: p["chunk_size"]}))
-    arrays: Arrays = {"components": da.from_array(np.asarray(pca.components_, dtype=np.float32)),
-                      "mean": da.from_array(np.asarray(pca.mean_, dtype=np.float32)),
-                      "explained_variance": da.from_array(np.asarray(pca.explained_variance_))}
+    pca = PCA(
+        n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"], random_state=p["seed"]
+    ).fit(fit_rows.rechunk({0: p["chunk_size"]}))
+    arrays: Arrays = {
+        "components": da.from_array(np.asarray(pca.components_, dtype=np.float32)),
+        "mean": da.from_array(np.asarray(pca.mean_, dtype=np.float32)),
+        "explained_variance": da.from_array(np.asarray(pca.explained_variance_)),
+    }
     scale = (np.asarray(pca.explained_variance_) ** -p["scale_power"]).astype(np.float32)
     for split in SPLITS:
         arrays[f"{split}/features"] = pca.transform(flat[split]).astype(np.float32) * scale
@@ -336,8 +391,7 @@ def _build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
 
 # -- helpers ----------------------------------------------------------------------------
 def _copy_split(store: Store, input_stage: str, split: str) -> Arrays:
-    return {f"{split}/images": store.read(f"{input_stage}/{split}/images"),
-            **_carry_labels(store, input_stage, split)}
+    return {f"{split}/images": store.read(f"{input_stage}/{split}/images"), **_carry_labels(store, input_stage, split)}
 
 
 def _carry_labels(store: Store, input_stage: str, split: str) -> Arrays:
@@ -383,29 +437,79 @@ def _same(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
-    Transform("shift", {"radius": 1, "shape": "cross", "seed": 42, "chunk_size": 5000},
-              lambda p: f"shift{len(_offsets(p))}x", _build_shift,
-              "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)"),
-    Transform("downscale", {"factor": 3}, lambda p: f"down{-(-28 // p['factor'])}", _build_downscale,
-              "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)"),
-    Transform("deskew", {}, lambda p: "deskew", _per_image(kernels.deskew, _same, np.uint8),
-              "second-moment affine deskew"),
-    Transform("blur", {"sigma": 1.0}, lambda p: f"blur{p['sigma']:g}",
-              _per_image(kernels.gaussian_blur, _same, np.uint8, params=("sigma",)), "Gaussian blur"),
-    Transform("scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train"),
-    Transform("varthresh", {"threshold": 0.0}, lambda p: f"varthresh{p['threshold']:g}",
-              _build_variance_threshold, "variance-threshold feature selection (fitted on train)"),
-    Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit"),
-    Transform("augment", {"radius": 1, "shape": "cross", "degrees": 10.0, "chunk_size": 5000}, _augment_name,
-              _build_augment, "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
-              "copy-major, with copy/offset/angle/source_index per row"),
-    Transform("rotate", {"degrees": 10.0, "chunk_size": 5000}, lambda p: f"rot{p['degrees']:g}x3", _build_rotate,
-              "training set plus copies rotated by -degrees and +degrees (3x)"),
-    Transform("sample", {"train": 0, "test": 0, "seed": 0}, lambda p: f"sample{p['train']}-{p['test']}",
-              _build_sample, "seeded random subset of the training and test rows (for quick runs)"),
-    Transform("pca", {"n_components": 50, "whiten": False, "scale_power": 0.0, "fit_on": "all",
-                      "svd_solver": "full", "seed": 0, "chunk_size": 10000},
-              _pca_name, _build_pca, "dask-ml PCA fitted on the training split only (float32 features; "
-              "optional whitening, or partial whitening by explained_variance ** -scale_power)"),
-)}
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in (
+        Transform(
+            "shift",
+            {"radius": 1, "shape": "cross", "seed": 42, "chunk_size": 5000},
+            lambda p: f"shift{len(_offsets(p))}x",
+            _build_shift,
+            "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
+        ),
+        Transform(
+            "downscale",
+            {"factor": 3},
+            lambda p: f"down{-(-28 // p['factor'])}",
+            _build_downscale,
+            "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
+        ),
+        Transform(
+            "deskew", {}, lambda p: "deskew", _per_image(kernels.deskew, _same, np.uint8), "second-moment affine deskew"
+        ),
+        Transform(
+            "blur",
+            {"sigma": 1.0},
+            lambda p: f"blur{p['sigma']:g}",
+            _per_image(kernels.gaussian_blur, _same, np.uint8, params=("sigma",)),
+            "Gaussian blur",
+        ),
+        Transform("scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train"),
+        Transform(
+            "varthresh",
+            {"threshold": 0.0},
+            lambda p: f"varthresh{p['threshold']:g}",
+            _build_variance_threshold,
+            "variance-threshold feature selection (fitted on train)",
+        ),
+        Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit"),
+        Transform(
+            "augment",
+            {"radius": 1, "shape": "cross", "degrees": 10.0, "chunk_size": 5000},
+            _augment_name,
+            _build_augment,
+            "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
+            "copy-major, with copy/offset/angle/source_index per row",
+        ),
+        Transform(
+            "rotate",
+            {"degrees": 10.0, "chunk_size": 5000},
+            lambda p: f"rot{p['degrees']:g}x3",
+            _build_rotate,
+            "training set plus copies rotated by -degrees and +degrees (3x)",
+        ),
+        Transform(
+            "sample",
+            {"train": 0, "test": 0, "seed": 0},
+            lambda p: f"sample{p['train']}-{p['test']}",
+            _build_sample,
+            "seeded random subset of the training and test rows (for quick runs)",
+        ),
+        Transform(
+            "pca",
+            {
+                "n_components": 50,
+                "whiten": False,
+                "scale_power": 0.0,
+                "fit_on": "all",
+                "svd_solver": "full",
+                "seed": 0,
+                "chunk_size": 10000,
+            },
+            _pca_name,
+            _build_pca,
+            "dask-ml PCA fitted on the training split only (float32 features; "
+            "optional whitening, or partial whitening by explained_variance ** -scale_power)",
+        ),
+    )
+}
