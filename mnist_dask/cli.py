@@ -557,6 +557,7 @@ def _cluster(args: argparse.Namespace, quiet: bool = False):
         scheduler=args.scheduler,
         connect_timeout=args.connect_timeout,
         quiet=quiet,
+        verbose=args.verbose,
         tls_ca_file=args.tls_ca_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -8,6 +8,7 @@ bound to 127.0.0.1 is started and closed again when the command ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ class ClusterOptions:
     connect_timeout: float = 10.0
     dashboard: str = "127.0.0.1:8787"
     quiet: bool = False
+    verbose: bool = False  # show Dask's own log messages, the local workers' included
     tls_ca_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -61,6 +63,9 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=options.dashboard,
+            # a task's error reaches the user as our one line; the workers' own report of it
+            # ("Compute Failed" and a traceback) is log noise unless asked for with --verbose
+            silence_logs=logging.WARNING if options.verbose else logging.CRITICAL,
         )
         client = Client(cluster)
     if not options.quiet:  # announced with the first real work, so a user error stays one line

@@ -19,7 +19,7 @@ from mnist_dask.jobs.records import RunStatus, liveness
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

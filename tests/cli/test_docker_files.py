@@ -16,7 +16,7 @@ import yaml
 
 from mnist_dask.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import DaskProcesses
+from support import DaskProcesses
 
 from mnist_dask.data.store import Store
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from mnist_dask.errors import UserError
 from mnist_dask.experiments import EXPERIMENTS
 from mnist_dask.jobs.spec import load_job
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
 
 
 @pytest.mark.parametrize("path", sorted(JOBS.glob("*.toml")), ids=lambda p: p.stem)

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support import free_port
 
 from mnist_dask.data.store import Store
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mnist_dask.jobs.classify import mnist_style
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import numpy as np
 from mnist_dask.experiments.knn_best import group_folds
 from mnist_dask.jobs.spec import load_job
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INGREDIENTS = ["raw", "+deskew", "+blur", "+PCA", "+shifts", "+rotations", "+IDM"]
 
 

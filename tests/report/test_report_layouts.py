@@ -1,6 +1,6 @@
 """report.html for every experiment's result.json layout, without running the experiments.
 
-tests/data/report_layouts/ holds the result.json of real experiment runs (binary_5_detector,
+tests/report/layouts/ holds the result.json of real experiment runs (binary_5_detector,
 zero_detector, multiclass_sgd10000, svm_kernels_10000, error_analysis, multilabel, denoise,
 knn_grid_search, knn_best_previous), their long lists trimmed (curve points evenly thinned, image
 pixels rounded, at most 4 denoise examples, 50 misclassified indices) with the structure unchanged.
@@ -23,7 +23,7 @@ from PIL import Image
 
 from mnist_dask.report.render import write_report
 
-LAYOUTS = Path(__file__).resolve().parent / "data" / "report_layouts"
+LAYOUTS = Path(__file__).resolve().parent / "layouts"
 NOTES_TITLE = "Notes: how our figures differ from the published ones"
 
 

@@ -28,7 +28,7 @@ from mnist_dask.experiments.knn_outputs import add_noise, multilabel_targets, ne
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.spec import load_job, parse_job
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "jobs").glob("*.toml"))
 ISSUE_5 = {"binary_5_detector", "zero_detector", "multiclass", "svm_kernels", "error_analysis", "multilabel", "denoise"}
 

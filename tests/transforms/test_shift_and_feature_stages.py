@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -113,56 +106,6 @@ def test_chains_carry_source_index(store, client):
     run_transform(store, client, "shift", {}, input_stage="derived/deskew")
     source = _array(store, "derived/deskew+shift5x/train/source_index")
     assert np.array_equal(source, _expected_order(42, 60_000, 5) % 60_000)
-
-
-def test_radius2_killed_half_way_resumes_to_the_uninterrupted_result(store, client, mnist):
-    """A 25x expansion whose driver is SIGKILLed mid-write is refused, then re-run to the exact result."""
-    command = [
-        sys.executable,
-        "-m",
-        "mnist_dask",
-        "transform",
-        "shift",
-        "--radius",
-        "2",
-        "--shape",
-        "square",
-        "--store",
-        store.url,
-        "--scheduler",
-        client.scheduler.address,
-    ]
-    chunks = Path(store.url) / "derived" / "shift25x" / "train" / "images" / "c"
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not chunks.exists() or sum(1 for _ in chunks.rglob("*")) < 20):
-        assert driver.poll() is None, driver.stderr.read().decode()
-        time.sleep(0.05)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-
-    assert not store.is_complete("derived/shift25x")
-    with pytest.raises(UserError, match="incomplete"):
-        store.read("derived/shift25x/train/images")
-
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert store.is_complete("derived/shift25x")
-
-    group = zarr.open_group(store.url, mode="r")
-    images, offsets = group["derived/shift25x/train/images"], group["derived/shift25x/train/offset"][:]
-    assert images.shape == (1_500_000, 28, 28)
-    order = _expected_order(42, 60_000, 25)
-    table = np.array(shift_offsets(2, "square"))
-    assert np.array_equal(group["derived/shift25x/train/source_index"][:], order % 60_000)
-    assert np.array_equal(offsets, table[order // 60_000])
-    raw = mnist["train_images"]
-    for start in range(0, 1_500_000, 100_000):  # every row, a slab at a time
-        block, rows = images[start : start + 100_000], order[start : start + 100_000]
-        for k, (dx, dy) in enumerate(table):
-            pick = np.flatnonzero(rows // 60_000 == k)
-            expected = ndi.shift(raw[rows[pick] % 60_000], [0, dy, dx], order=0, cval=0, mode="constant")
-            assert np.array_equal(block[pick], expected)
 
 
 def test_input_stage_names_cannot_escape_the_store(store, client):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_TRAIN, N_TEST = 6000, 1000
 
 
