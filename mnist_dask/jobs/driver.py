@@ -19,6 +19,7 @@ from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS, Context
+from mnist_dask.jobs.ledger import counts, ledger
 from mnist_dask.jobs.records import RunStatus, write_run_json
 from mnist_dask.jobs.spec import Job
 
@@ -92,10 +93,8 @@ def _finish(
 ) -> dict[str, Any]:
     """Attach published figures and timings, write result.json atomically, then the report."""
     if job.expect:
-        metrics = result.get("metrics", {})
-        result["expected"] = {
-            key: {"published": value, "measured": metrics.get(key)} for key, value in job.expect.items()
-        }
+        result["expected"] = ledger(job.expect, job.differs, result)
+        result["ledger"] = counts(result["expected"])
     result["timings_s"] = timings
     write_run_json(run_dir / "result.json", result)
     try:  # after result.json: a report failure must not lose the finished run

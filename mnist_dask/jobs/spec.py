@@ -1,4 +1,5 @@
-"""Job files: TOML naming one experiment and its typed ``[params]``, plus the published figures in ``[expect]``.
+"""Job files: TOML naming one experiment and its typed ``[params]``, the published figures in ``[expect]``,
+and in ``[differs]`` the reason for each published figure known to differ from ours.
 
 Every mistake (unknown key, wrong type, value out of range, unknown experiment or
 transform) is a one-line :class:`UserError` naming the job file and the key, before any
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from mnist_dask.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TOP_LEVEL = ("name", "description", "experiment", "params", "expect")
+_TOP_LEVEL = ("name", "description", "experiment", "params", "expect", "differs")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Job:
     experiment: str
     params: Any  # the experiment's parameter dataclass
     description: str = ""
-    expect: dict[str, Any] = field(default_factory=dict)
+    expect: dict[str, Any] = field(default_factory=dict)  # published figures, as printed
+    differs: dict[str, str] = field(default_factory=dict)  # why a published figure is known to differ
 
     def params_dict(self) -> dict[str, Any]:
         """The parameters as plain JSON-ready values (for result.json)."""
@@ -79,14 +81,14 @@ def parse_job(data: dict[str, Any], path: str) -> Job:
         params = params_class(**_typed(data, "params", dict, {}, path))
     except ValidationError as exc:
         raise UserError(f"{path}: {_describe(exc, params_class)}") from None
-    return Job(
-        name=name,
-        path=path,
-        experiment=experiment,
-        params=params,
-        description=_typed(data, "description", str, "", path),
-        expect=_typed(data, "expect", dict, {}, path),
-    )
+    expect, differs = _typed(data, "expect", dict, {}, path), _typed(data, "differs", dict, {}, path)
+    for key, reason in differs.items():
+        if key not in expect:
+            raise UserError(f"{path}: differs.{key} explains a figure that [expect] does not list")
+        if not isinstance(reason, str) or not reason.strip():
+            raise UserError(f"{path}: differs.{key} must be a sentence saying why the figure differs")
+    description = _typed(data, "description", str, "", path)
+    return Job(name, path, experiment, params, description=description, expect=expect, differs=differs)
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, default: Any, path: str) -> Any:

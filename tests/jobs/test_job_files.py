@@ -103,3 +103,19 @@ def test_a_job_file_that_is_not_utf8_is_a_user_error(tmp_path):
     path.write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
         load_job(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[expect]\na = 1\n[differs]\nb = 'why'", "differs.b explains a figure that [expect] does not list"),
+        ("[expect]\na = 1\n[differs]\na = ''", "differs.a must be a sentence"),
+        ("[expect]\na = 1\n[differs]\na = 3", "differs.a must be a sentence"),
+    ],
+)
+def test_differs_explains_listed_figures_in_words(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(KNN + text)
+    with pytest.raises(UserError) as error:
+        load_job(path)
+    assert message in str(error.value)

@@ -1,0 +1,64 @@
+"""The figure ledger: published figures beside ours, each exact, within print precision, differs or missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnist_dask.jobs.ledger import compare, counts, ledger, lookup
+
+
+@pytest.mark.parametrize(
+    "published, measured, status",
+    [
+        (0.9688, 0.9688, "exact"),
+        (0.9688, 0.96875, "within print precision"),  # the notebook printed 4 decimals
+        (0.9688, 0.96885, "within print precision"),
+        (0.9688, 0.96886, "differs"),
+        (0.9716166666666666, 0.9716166666666667, "within print precision"),  # float sums in another order
+        (0.9716166666666666, 0.9716166666666690, "differs"),
+        ("0.9700", 0.97004, "within print precision"),  # quoted: trailing zeros count as printed digits
+        ("0.9700", 0.9701, "differs"),
+        (312, 312, "exact"),
+        (312, 313, "differs"),
+        (4.837e-3, 0.0048374, "within print precision"),
+        (4.837e-3, 0.0048376, "differs"),
+        ([0.95035, 0.96035, 0.9604], [0.95035, 0.96035, 0.9604], "exact"),
+        ([0.95035, 0.96035, 0.9604], [0.95035, 0.96035, 0.96042], "within print precision"),
+        ([0.95035, 0.96035, 0.9604], [0.95035, 0.96035], "differs"),
+        ([[53892, 687], [1891, 3530]], [[53892, 687], [1891, 3530]], "exact"),
+        ([[53892, 687], [1891, 3530]], [[53893, 686], [1891, 3530]], "differs"),
+        ({"n_neighbors": 4, "weights": "distance"}, {"n_neighbors": 4, "weights": "distance"}, "exact"),
+        ({"n_neighbors": 4, "weights": "distance"}, {"n_neighbors": 4, "weights": "uniform"}, "differs"),
+        (True, True, "exact"),
+        (True, 1, "differs"),
+        ("  precision  recall\n5  0.97  0.99", "precision recall 5 0.9688 0.99", "within print precision"),
+        ("precision recall 5 0.97 0.99", "precision recall 5 0.97 0.99", "exact"),
+        ("precision recall 5 0.97 0.99", "precision recall 5 0.96 0.99", "differs"),
+        ("precision recall 5 0.97", "precision f1 5 0.97", "differs"),
+        (0.9688, None, "missing"),
+    ],
+)
+def test_compare_marks_each_figure(published, measured, status):
+    assert compare(published, measured) == status
+
+
+def test_lookup_follows_dotted_paths_into_metrics_then_the_result():
+    result = {
+        "metrics": {"test_accuracy": 0.97, "per_digit": [{"f1": 0.9}, {"f1": 0.8}], "svc": {"rbf": 0.96}},
+        "search": {"best_score": 0.9716},
+    }
+    assert lookup(result, "test_accuracy") == 0.97
+    assert lookup(result, "per_digit.1.f1") == 0.8
+    assert lookup(result, "svc.rbf") == 0.96
+    assert lookup(result, "search.best_score") == 0.9716
+    assert lookup(result, "per_digit.5.f1") is None and lookup(result, "nothing") is None
+
+
+def test_ledger_gives_reasons_for_differences_and_calls_the_rest_unexplained():
+    result = {"metrics": {"a": 0.5, "b": 0.2, "c": 0.125}}
+    entries = ledger({"a": 0.5, "b": 0.3, "c": 0.2, "d": 1}, {"b": "notebook ran unseeded"}, result)
+    assert entries["a"] == {"published": 0.5, "measured": 0.5, "status": "exact"}
+    assert entries["b"]["status"] == "differs" and entries["b"]["reason"] == "notebook ran unseeded"
+    assert entries["c"]["reason"] == "unexplained"
+    assert entries["d"]["status"] == "missing"
+    assert counts(entries) == {"exact": 1, "within print precision": 0, "differs": 2, "missing": 1}
