@@ -70,6 +70,7 @@ def _run_job(
     result: dict[str, Any] = {
         "job": job.name,
         "job_file": job.path,
+        "job_fingerprint": job.fingerprint,
         "description": job.description,
         "experiment": job.experiment,
         "params": job.params_dict(),
@@ -80,6 +81,7 @@ def _run_job(
         if source is not None or not store.is_complete("raw"):
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
+    result["inputs"] = (store.stage_attrs("raw") or {}).get("fingerprint")
     context = Context(
         store=store, client=client, run_dir=run_dir, log=log, stage=lambda name: _timed(timings, status, name)
     )

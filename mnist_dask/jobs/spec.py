@@ -8,6 +8,8 @@ work starts.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -33,6 +35,7 @@ class Job:
     description: str = ""
     expect: dict[str, Any] = field(default_factory=dict)  # published figures, as printed
     differs: dict[str, str] = field(default_factory=dict)  # why a published figure is known to differ
+    fingerprint: str = ""  # SHA-256 of the parsed job (comments and layout do not count)
 
     def params_dict(self) -> dict[str, Any]:
         """The parameters as plain JSON-ready values (for result.json)."""
@@ -88,7 +91,8 @@ def parse_job(data: dict[str, Any], path: str) -> Job:
         if not isinstance(reason, str) or not reason.strip():
             raise UserError(f"{path}: differs.{key} must be a sentence saying why the figure differs")
     description = _typed(data, "description", str, "", path)
-    return Job(name, path, experiment, params, description=description, expect=expect, differs=differs)
+    fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return Job(name, path, experiment, params, description, expect, differs, fingerprint)
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, default: Any, path: str) -> Any:

@@ -1,0 +1,176 @@
+"""The whole study in one go: every job on one cluster and one store, then one ledger of every published figure.
+
+Jobs run one after another in a sensible order (the headline k-NN jobs first, the long
+scikit-learn experiments after, the searches beyond the notebooks last), each in its run
+folder beside the store, under its own span on the dashboard. A job that fails is recorded
+and the others go on. A job whose run folder already holds a finished result of the same job
+(same parsed job file) on the same store inputs is not run again unless ``force``.
+``study.json`` and ``index.html`` in the study folder gather the ledger of all figures,
+per-job wall times and links to every run's report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, span
+
+from mnist_dask.data.ingest import ingest
+from mnist_dask.data.sources import Source, parse_source
+from mnist_dask.data.store import Store
+from mnist_dask.errors import ClusterLostError, UserError
+from mnist_dask.jobs.driver import run_job
+from mnist_dask.jobs.ledger import MET, STATUSES
+from mnist_dask.jobs.records import read_run_json, write_run_json
+from mnist_dask.jobs.spec import Job, load_job
+
+STUDY_FILE = "study.json"
+#: experiments in the order the study runs them; any other comes after, by name
+ORDER = (
+    "knn",
+    "binary_5_detector",
+    "zero_detector",
+    "multilabel",
+    "denoise",
+    "error_analysis",
+    "multiclass",
+    "svm_kernels",
+    "knn_best",
+)
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """One job of the study and where its run goes."""
+
+    job: Job
+    run_dir: Path
+
+
+def study_jobs(paths: list[Path], runs_dir: Path) -> list[StudyJob]:
+    """The named job files (all validated before anything runs), in the study's order, with their run folders."""
+    jobs = [load_job(path) for path in paths]
+    names = [job.name for job in jobs]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate:
+        raise UserError(f"two job files are named {duplicate!r}: each job needs its own run folder")
+    jobs.sort(key=lambda job: (ORDER.index(job.experiment) if job.experiment in ORDER else len(ORDER), job.name))
+    return [StudyJob(job, runs_dir / job.name) for job in jobs]
+
+
+def run_study(
+    jobs: list[StudyJob],
+    store: Store,
+    client: Client,
+    study_dir: Path,
+    source: Source | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the study's jobs and write ``study.json`` + ``index.html`` in ``study_dir``; returns the study record."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    record: dict[str, Any] = {"store": store.url, "started": _now(), "jobs": []}
+    if source is not None or not store.is_complete("raw"):
+        outcome = ingest(source or parse_source(None), store, client)
+        log(f"study: ingest {outcome.action}")
+    inputs = (store.stage_attrs("raw") or {}).get("fingerprint")
+    for number, item in enumerate(jobs, start=1):
+        prefix = f"[{number}/{len(jobs)}] {item.job.name}"
+        previous = None if force else _finished_result(item, store, inputs)
+        if previous is not None:
+            log(f"{prefix}: already finished with this job file and store; skipped (--force runs it again)")
+            record["jobs"].append(_entry(item, "skipped", previous, None, 0.0))
+            continue
+        log(f"{prefix}: running")
+        job_started = time.perf_counter()
+        try:
+            with span("study", item.job.name):
+                result = run_job(item.job, store, client, item.run_dir, log=_prefixed(log, prefix))
+        except (ClusterLostError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a failing job is reported; the others go on
+            seconds = time.perf_counter() - job_started
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log(f"{prefix}: FAILED after {seconds:.0f} s: {message}")
+            record["jobs"].append(_entry(item, "failed", None, message, seconds))
+            continue
+        seconds = time.perf_counter() - job_started
+        entry = _entry(item, "finished", result, None, seconds)
+        log(f"{prefix}: finished in {seconds:.0f} s{_summary(entry)}")
+        record["jobs"].append(entry)
+    record["finished"] = _now()
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    record["figures"] = [figure for entry in record["jobs"] for figure in entry.pop("figures")]
+    record["ledger"] = {status: sum(1 for f in record["figures"] if f["status"] == status) for status in STATUSES}
+    record["failed"] = [entry["job"] for entry in record["jobs"] if entry["state"] == "failed"]
+    write_run_json(study_dir / STUDY_FILE, record)
+    from mnist_dask.report.study_page import write_study_page
+
+    write_study_page(record, study_dir)
+    return record
+
+
+def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any] | None:
+    """The run folder's result when it is a finished run of this very job on these store inputs."""
+    path = item.run_dir / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        result = read_run_json(path, "no result", "unreadable result")
+    except UserError:
+        return None
+    same = (
+        result.get("job_fingerprint") == item.job.fingerprint
+        and result.get("store") == store.url
+        and result.get("inputs") == inputs
+    )
+    return result if same else None
+
+
+def _entry(
+    item: StudyJob, state: str, result: dict[str, Any] | None, error: str | None, seconds: float
+) -> dict[str, Any]:
+    """One job's line of the study: state, times, its figures, where its report is."""
+    result = result or {}
+    expected = result.get("expected") or {}
+    figures = [{"job": item.job.name, "key": key, **value} for key, value in expected.items()]
+    report = item.run_dir / "report.html"
+    return {
+        "job": item.job.name,
+        "job_file": item.job.path,
+        "experiment": item.job.experiment,
+        "state": state,
+        "seconds": round(seconds, 1),
+        "run_seconds": round(sum(result.get("timings_s", {}).get(k, 0.0) for k in ("ingest", item.job.experiment)), 1),
+        "run_dir": str(item.run_dir),
+        "report": str(report) if report.is_file() else None,
+        "test_accuracy": (result.get("metrics") or {}).get("test_accuracy"),
+        "ledger": {status: sum(1 for f in figures if f["status"] == status) for status in STATUSES},
+        "error": error,
+        "figures": figures,
+    }
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    """', test accuracy 0.9688, figures 1/1 as published' for the terminal."""
+    parts = []
+    if isinstance(entry.get("test_accuracy"), float):
+        parts.append(f"test accuracy {entry['test_accuracy']:.4f}")
+    total = sum(entry["ledger"].values())
+    if total:
+        parts.append(f"figures {sum(entry['ledger'][s] for s in MET)}/{total} as published")
+    return (", " + ", ".join(parts)) if parts else ""
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """A logger that puts the job's name before each line."""
+    return lambda line: log(f"{prefix}: {line}")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

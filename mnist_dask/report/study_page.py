@@ -1,0 +1,53 @@
+"""The study's ``index.html``: every published figure beside ours with its status, per-job times, links to reports.
+
+Self-contained (no scripts, no external links); rendered from the study record alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+PAGE = "index.html"
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("mnist_dask.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def write_study_page(study: dict[str, Any], folder: Path) -> Path:
+    """Write ``folder/index.html`` for a study record (see mnist_dask.jobs.study) atomically."""
+    jobs = [{**job, "link": _relative(job.get("report"), folder)} for job in study["jobs"]]
+    met = study["ledger"].get("exact", 0) + study["ledger"].get("within print precision", 0)
+    html = _ENVIRONMENT.get_template("study.html.j2").render(
+        study=study, jobs=jobs, figures=study["figures"], met=met, total=len(study["figures"]), show=_show
+    )
+    target = folder / PAGE
+    partial = target.with_name(PAGE + ".part")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+def _relative(path: str | None, folder: Path) -> str | None:
+    """A report's path relative to the study folder, so the folder can be moved with its runs."""
+    if not path:
+        return None
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+
+def _show(value: Any) -> str:
+    """A figure in one short line: floats as printed by Python, long lists and text elided."""
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, list):
+        inner = ", ".join(_show(v) for v in value[:8])
+        return f"[{inner}{', ...' if len(value) > 8 else ''}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,71 @@
+"""The whole study as one run: jobs in order on one cluster and store, failures reported, finished jobs skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.neighbors import KNeighborsClassifier
+
+from mnist_dask.jobs.study import run_study, study_jobs
+
+SAMPLE = "steps = [{ transform = 'sample', train = 3000, test = 500, seed = 1 }]"
+
+
+def _write_jobs(folder: Path, expected_accuracy: float) -> list[Path]:
+    folder.mkdir()
+    (folder / "a_small_knn.toml").write_text(
+        f"experiment = 'knn'\n[params]\n{SAMPLE}\n[params.model]\nn_neighbors = 3\n"
+        f"[expect]\ntest_accuracy = {expected_accuracy!r}\ntest_errors = 1\n"
+        "[differs]\ntest_errors = 'a figure this test makes up, to see a difference explained'\n"
+    )
+    (folder / "b_broken.toml").write_text(  # the mean stage has no train/test split: the job fails
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'mean' }]\n"
+    )
+    (folder / "c_zero.toml").write_text(
+        "experiment = 'zero_detector'\n[params]\nsample = 2000\ntest_sample = 500\n[expect]\ntest_accuracy = 0.5\n"
+    )
+    return sorted(folder.glob("*.toml"))
+
+
+def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store, client, tmp_path, mnist):
+    rng = np.random.default_rng(1)
+    train, test = np.sort(rng.choice(60_000, 3000, replace=False)), np.sort(rng.choice(10_000, 500, replace=False))
+    knn = KNeighborsClassifier(3).fit(mnist["train_images"][train].reshape(-1, 784), mnist["train_labels"][train])
+    accuracy = float(knn.score(mnist["test_images"][test].reshape(-1, 784), mnist["test_labels"][test]))
+
+    jobs = study_jobs(_write_jobs(tmp_path / "jobs", accuracy), tmp_path / "runs")
+    assert [item.job.name for item in jobs] == ["a_small_knn", "b_broken", "c_zero"]  # knn first, then experiments
+    lines: list[str] = []
+    record = run_study(jobs, store, client, tmp_path / "study", log=lines.append)
+
+    states = {entry["job"]: entry["state"] for entry in record["jobs"]}
+    assert states == {"a_small_knn": "finished", "b_broken": "failed", "c_zero": "finished"}
+    assert record["failed"] == ["b_broken"]
+    broken = next(entry for entry in record["jobs"] if entry["job"] == "b_broken")
+    assert broken["error"] and "\n" not in broken["error"]
+    figures = {(f["job"], f["key"]): f for f in record["figures"]}
+    assert figures[("a_small_knn", "test_accuracy")]["status"] == "exact"
+    assert figures[("a_small_knn", "test_errors")]["status"] == "differs"
+    assert figures[("a_small_knn", "test_errors")]["reason"].startswith("a figure this test makes up")
+    assert figures[("c_zero", "test_accuracy")]["reason"] == "unexplained"
+    assert record["ledger"] == {"exact": 1, "within print precision": 0, "differs": 2, "missing": 0}
+    assert any("[2/3] b_broken: FAILED" in line for line in lines)
+
+    on_disk = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert on_disk["ledger"] == record["ledger"] and len(on_disk["jobs"]) == 3
+    page = (tmp_path / "study" / "index.html").read_text()
+    assert "1 of 3 published figures reproduced" in page
+    assert 'href="../runs/a_small_knn/report.html"' in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+    again = run_study(jobs, store, client, tmp_path / "study", log=lines.append)
+    assert {e["job"]: e["state"] for e in again["jobs"]} == {
+        "a_small_knn": "skipped",
+        "b_broken": "failed",
+        "c_zero": "skipped",
+    }
+    assert again["ledger"] == record["ledger"]  # the skipped jobs' figures come from their finished runs
+    forced = run_study(jobs[:1], store, client, tmp_path / "study", force=True, log=lines.append)
+    assert forced["jobs"][0]["state"] == "finished"
