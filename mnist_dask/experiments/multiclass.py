@@ -291,7 +291,8 @@ def _logistic_ovr(
             "Logistic regression coefficients per digit",
             {str(d): c for d, c in zip(DIGITS, coef)},
             diverging=True,
-            caption="each one-vs-rest model's coefficients in pixel units (scaling undone, removed pixels 0)",
+            caption="each one-vs-rest model's coefficients through StandardScaler.inverse_transform, "
+            "then VarianceThreshold's (removed pixels 0)",
         ),
         spec.histogram(
             "Misclassified test digits by true digit",

@@ -17,7 +17,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot: no display, also on workers
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
@@ -119,24 +118,34 @@ def _line_plot(figure: Figure, display: dict[str, Any], images: StoredImages) ->
 
 
 def _digits(figure: Figure, display: dict[str, Any], images: StoredImages) -> None:
-    """Groups of digits, each group starting a new line (labelled on its left), ``per_line`` to a line."""
+    """Groups of digits, each starting a new line labelled on its left, ``per_line`` to a line, captioned above.
+
+    The tiles are placed on one canvas drawn once (one axes, not one per digit: many times faster),
+    each scaled to its own range, as separate images would be.
+    """
     per_line = display["per_line"]
-    groups = [(g["label"], _group_images(g, images), g["captions"]) for g in display["groups"]]
     lines = [
-        (label if i == 0 else "", pictures[i : i + per_line], captions[i : i + per_line])
-        for label, pictures, captions in groups
+        (group["label"] if i == 0 else "", pictures[i : i + per_line], group["captions"][i : i + per_line])
+        for group in display["groups"]
+        for pictures in [_group_images(group, images)]
         for i in range(0, max(len(pictures), 1), per_line)
     ]
+    side = max(max(picture.shape) for _, pictures, _ in lines for picture in pictures)
+    width, height = round(side * 1.15), round(side * 1.45)  # a tile's pitch: room for its caption above
     columns = min(per_line, max(len(pictures) for _, pictures, _ in lines))
-    figure.set_size_inches(columns * 0.8 + 0.6, len(lines) * 0.95)
-    axes = figure.subplots(len(lines), columns, squeeze=False)
-    for row, (label, pictures, captions) in zip(axes, lines):
-        for i, ax in enumerate(row):
-            _bare(ax)
-            if i < len(pictures):
-                ax.imshow(pictures[i], cmap="gray_r")
-                ax.set_title(captions[i], fontsize=7)
-        row[0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
+    canvas = np.zeros((len(lines) * height, columns * width))
+    ax = figure.subplots()
+    for row, (label, pictures, captions) in enumerate(lines):
+        top = row * height + height - side
+        for column, (picture, caption) in enumerate(zip(pictures, captions)):
+            low, high = float(picture.min()), float(picture.max())
+            tile = (picture - low) / (high - low or 1.0)
+            canvas[top : top + tile.shape[0], column * width : column * width + tile.shape[1]] = tile
+            ax.text(column * width + side / 2, top - side * 0.08, caption, ha="center", va="bottom", fontsize=7)
+        ax.text(-side * 0.15, top + side / 2, label, ha="right", va="center", fontsize=9)
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    figure.set_size_inches(columns * 0.8 + (1.0 if any(label for label, _, _ in lines) else 0.2), len(lines) * 1.0)
 
 
 def _group_images(group: dict[str, Any], images: StoredImages) -> np.ndarray:
@@ -191,14 +200,6 @@ def _heatmap(figure: Figure, display: dict[str, Any], images: StoredImages) -> N
     if max(values.shape) <= ANNOTATE_UP_TO:
         for (i, j), value in np.ndenumerate(values):
             ax.text(j, i, format(value, display["value_format"]), ha="center", va="center", fontsize=7)
-
-
-def _bare(ax: Axes) -> None:
-    """No ticks, no frame (the axis stays on, so a label still shows)."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
 
 
 DRAWERS: dict[str, Callable[[Figure, dict[str, Any], StoredImages], None]] = {

@@ -264,7 +264,10 @@ def heatmap(
 ) -> Display:
     """A numeric matrix as colours (annotated up to 12x12); ``diverging`` centres the colours on 0."""
     values = _numbers(matrix, 2, f"heatmap {title!r}")
-    format(1.0, value_format)  # a bad format spec fails here
+    try:
+        format(1.0, value_format)
+    except ValueError:
+        raise SpecError(f"heatmap {title!r}: {value_format!r} is not a format spec for numbers") from None
     return _display(
         "heatmap",
         title,
