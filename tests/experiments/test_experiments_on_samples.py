@@ -268,6 +268,18 @@ def test_denoise_equals_sklearn_multioutput_knn(store, client, data, tmp_path):
     assert result["metrics"]["rmse"] < result["metrics"]["noisy_rmse"]
 
 
+def test_a_report_that_cannot_be_written_does_not_lose_the_finished_run(store, client, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "report.html.part").mkdir(parents=True)  # the report's temporary file cannot be written
+    lines: list[str] = []
+    job = parse_job({"experiment": "denoise", "params": {"sample": 500, "test_sample": 20}}, str(tmp_path / "d.toml"))
+    result = run_job(job, store, client, run_dir, log=lines.append)
+    assert json.loads((run_dir / "result.json").read_text())["metrics"] == result["metrics"]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert not (run_dir / "report.html").exists()
+    assert any(line.startswith("warning: report.html not written (IsADirectoryError") for line in lines)
+
+
 def _colours(image) -> tuple[float, float]:
     """Fractions of clearly red and clearly blue pixels of a figure."""
     rgb = np.asarray(image.convert("RGB"), dtype=int)
