@@ -417,14 +417,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from mnist_dask.report.render import load_result, write_report
+    from mnist_dask.jobs.records import read_result
+    from mnist_dask.report.render import write_report
 
-    result = load_result(Path(args.run_dir))  # exit 2 before any work when there is no result
+    result = read_result(Path(args.run_dir))  # exit 2 before any work when there is no result
     from mnist_dask.data.store import DEFAULT_STORE
 
     given = args.store != os.environ.get("MNIST_DASK_STORE", DEFAULT_STORE)  # else: the run's own store
     store = _store(args) if given or "store" not in result else None
-    print(write_report(args.run_dir, store))
+    print(write_report(result, Path(args.run_dir), store))
     return EXIT_OK
 
 

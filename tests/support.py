@@ -1,12 +1,19 @@
-"""Test helpers shared by the suite: small generated MNIST look-alikes, real Dask processes, free ports."""
+"""Test helpers shared by the suite: small generated MNIST look-alikes, real Dask processes, free ports,
+report.html parsed into its sections."""
 
 from __future__ import annotations
 
+import base64
 import gzip
+import io
+import re
 import struct
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 # -- small generated inputs (IDX and CSV files written byte by byte) ------------------------
 IDX_STEMS = {
@@ -163,3 +170,118 @@ class DaskProcesses:
                 process.wait(timeout=30)
             except Exception:
                 process.kill()
+
+
+# -- report.html, parsed ---------------------------------------------------------------------
+class ReportPage:
+    """A report.html parsed into its sections by title: tables (header, rows, highlighted row), figures (decoded
+    PNGs), preformatted texts, notes of displays left out, list items and captions.
+
+    Parsing checks the page is self-contained: no script, no link, every source an embedded PNG that decodes
+    and is not blank.
+    """
+
+    def __init__(self, page: str) -> None:
+        assert "<script" not in page.lower(), "a script in the report"
+        assert not re.search(r"\bhref\s*=", page), "a link in the report"
+        sources = re.findall(r"""\bsrc\s*=\s*["']?([^"'\s>]*)""", page)
+        assert all(src.startswith("data:image/png;base64,") for src in sources), "a source outside the page"
+        self.titles: list[str] = []
+        self.tables: dict[str, dict[str, Any]] = {}
+        self.images: dict[str, Image.Image] = {}
+        self.texts: dict[str, str] = {}
+        self.left_out: dict[str, str] = {}
+        self.items: dict[str, list[str]] = {}
+        self.captions: dict[str, str] = {}
+        for body in re.findall(r"<section>(.*?)</section>", page, flags=re.S):
+            self._add(_SectionParser(body))
+        assert self.titles, "no sections"
+        assert len(set(self.titles)) == len(self.titles), f"repeated section titles: {self.titles}"
+
+    def _add(self, section: _SectionParser) -> None:
+        title = section.texts.get("h2", "")
+        self.titles.append(title)
+        if section.rows:
+            rows = section.rows[1:] if section.header else section.rows
+            marked = [i for i, (cls, _) in enumerate(rows) if cls == "highlight"]
+            self.tables[title] = {
+                "header": section.rows[0][1] if section.header else [],
+                "rows": [cells for _, cells in rows],
+                "highlight": marked[0] if marked else None,
+            }
+        if section.image is not None:
+            self.images[title] = decoded_png(section.image, title)
+        if "pre" in section.texts:
+            self.texts[title] = section.texts["pre"]
+        if section.items:
+            self.items[title] = section.items
+        for cls, text in section.paragraphs:
+            (self.left_out if cls == "note" else self.captions)[title] = text
+
+    def column(self, title: str, heading: str) -> dict[str, str]:
+        """First cell -> the cell under ``heading``, for every row of the table ``title``."""
+        table = self.tables[title]
+        at = table["header"].index(heading)
+        return {row[0]: row[at] for row in table["rows"]}
+
+    def facts(self, title: str) -> dict[str, str]:
+        """A two-column table as {first cell: second cell}."""
+        return {row[0]: row[1] for row in self.tables[title]["rows"]}
+
+
+def decoded_png(src: str, title: str = "") -> Image.Image:
+    """An embedded PNG decoded with Pillow, checked to be a real picture (over 50x50, not blank)."""
+    assert src.startswith("data:image/png;base64,"), f"{title}: {src[:40]}"
+    image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+    image.load()
+    assert image.format == "PNG" and image.size[0] > 50 and image.size[1] > 50, title
+    assert np.asarray(image.convert("L")).std() > 5, f"{title}: a blank figure"
+    return image
+
+
+class _SectionParser(HTMLParser):
+    """One <section>'s parts: texts by tag (h2, pre), table rows with their class, img src, list items, paragraphs."""
+
+    def __init__(self, body: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.texts: dict[str, str] = {}
+        self.rows: list[tuple[str, list[str]]] = []
+        self.header = False
+        self.image: str | None = None
+        self.items: list[str] = []
+        self.paragraphs: list[tuple[str, str]] = []
+        self.feed(body)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "img":
+            self.image = values.get("src") or ""
+            return
+        self.open.append(tag)
+        if tag == "tr":
+            self.rows.append((values.get("class") or "", []))
+        elif tag in ("td", "th"):
+            self.header = self.header or (tag == "th" and len(self.rows) == 1)
+            self.rows[-1][1].append("")
+        elif tag == "li":
+            self.items.append("")
+        elif tag == "p":
+            self.paragraphs.append((values.get("class") or "", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        where = self.open[-1] if self.open else ""
+        if where in ("td", "th"):
+            self.rows[-1][1][-1] += data
+        elif where == "li":
+            self.items[-1] += data
+        elif where == "p":
+            cls, text = self.paragraphs[-1]
+            self.paragraphs[-1] = (cls, text + data)
+        elif where in ("h2", "pre"):
+            self.texts[where] = self.texts.get(where, "") + data

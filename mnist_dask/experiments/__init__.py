@@ -2,7 +2,8 @@
 
 An experiment receives a :class:`Context` (the store with ``raw`` ingested, the Dask
 client, its run folder, a logger and a stage timer) and its validated parameters, and
-returns a dict merged into ``result.json``; its figures go under ``"metrics"``.
+returns a dict merged into ``result.json``: its figures go under ``"metrics"``, and what its
+report shows under ``"report"``, a list of displays made with :mod:`mnist_dask.report.spec`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     confusion_matrix,
     f1_score,
     precision_recall_curve,
@@ -29,10 +30,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.common import downsample, fold_accuracies, image, load_split, on_cluster, run_tasks
+from mnist_dask.experiments.common import (
+    MAX_CURVE_POINTS,
+    downsample,
+    fold_accuracies,
+    load_split,
+    on_cluster,
+    run_tasks,
+)
 from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
+from mnist_dask.report import spec
 
 CV = 3
+MISCLASSIFIED_SHOWN = 40
 
 
 @parameters
@@ -57,8 +67,8 @@ def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
         ctx.log("binary_5_detector: random forest probabilities, 3 folds as cluster tasks")
         forest = RandomForestClassifier(n_estimators=p.forest_trees, random_state=seed)
         proba = cross_val_predict(forest, X, y, cv=CV, method="predict_proba", n_jobs=-1)[:, 1]
-    sgd = _binary_report(y, scores > 0, scores, folds)
-    rf = _binary_report(y, proba > 0.5, proba, folds)
+    sgd = _binary_report("SGD", y, scores > 0, scores, folds)
+    rf = _binary_report("random forest", y, proba > 0.5, proba, folds)
     never_5 = fold_accuracies(y, np.zeros_like(y), [test for _, test in KFold(CV).split(X)])
     precision_90 = _at_precision(y, scores, 0.90)
     metrics = {
@@ -83,7 +93,7 @@ def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
             "positives": int(y.sum()),
         },
         "metrics": metrics,
-        "curves": {"sgd": sgd["curves"], "random_forest": rf["curves"], "threshold_90_precision": precision_90},
+        "report": _detector_displays(metrics, sgd, rf, precision_90),
         "notes": [
             "cv_scores are the accuracies of the cross_val_predict predictions on each of the 3 "
             "StratifiedKFold test folds, equal to cross_val_score for these seeded models",
@@ -91,6 +101,65 @@ def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
             "Never5Classifier (a BaseEstimator, not a classifier, so no stratification)",
         ],
     }
+
+
+def _detector_displays(
+    metrics: dict[str, Any], sgd: dict[str, Any], rf: dict[str, Any], precision_90: dict[str, float]
+) -> list[spec.Display]:
+    """Both models' confusion matrices and scores, their PR and ROC curves, and SGD's precision/recall by threshold."""
+    labels = ["not 5", "5"]
+    names = ("precision", "recall", "f1", "roc_auc")
+    threshold = np.asarray(sgd["curves"]["threshold"])
+    return [
+        spec.table(
+            "SGD beside the random forest",
+            ["metric", "SGD", "random forest"],
+            [[name, metrics[name], metrics["random_forest"][name]] for name in names]
+            + [["mean CV accuracy", float(np.mean(sgd["cv_scores"])), float(np.mean(rf["cv_scores"]))]],
+            caption="from 3-fold cross_val_predict on the training images (SGD at threshold 0, forest at P = 0.5)",
+        ),
+        spec.confusion_matrix("Confusion matrix: SGD", metrics["confusion_matrix"], labels=labels),
+        spec.confusion_matrix(
+            "Confusion matrix: random forest", metrics["random_forest"]["confusion_matrix"], labels=labels
+        ),
+        spec.table(
+            "SGD at 90% precision",
+            ["target precision", "threshold", "precision", "recall"],
+            [[precision_90[k] for k in ("target_precision", "threshold", "precision", "recall")]],
+            caption="the lowest decision threshold whose precision reaches the target",
+        ),
+        spec.precision_recall_curves(
+            "Precision-recall curves",
+            [
+                sgd["curves"]["precision_recall"],
+                rf["curves"]["precision_recall"],
+            ],
+            caption=sgd["curves"]["caption"],
+        ),
+        spec.line_plot(
+            "SGD precision and recall by decision threshold",
+            threshold,
+            {"precision": sgd["curves"]["precision"], "recall": sgd["curves"]["recall"]},
+            xlabel="decision threshold",
+            xlim=_central(threshold),
+            ylim=(0, 1.01),
+            caption="the central 98% of thresholds",
+        ),
+        spec.roc_curves(
+            "ROC curves",
+            [
+                sgd["curves"]["roc"],
+                rf["curves"]["roc"],
+            ],
+            caption=sgd["curves"]["caption"],
+        ),
+    ]
+
+
+def _central(values: np.ndarray) -> tuple[float, float] | None:
+    """The 1st and 99th percentiles of the values (None when they coincide)."""
+    low, high = np.percentile(values, [1, 99])
+    return (float(low), float(high)) if high > low else None
 
 
 @parameters
@@ -122,6 +191,32 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     selector, sgd = model[0], model[-1]
     coef = selector.inverse_transform(sgd.coef_)[0]
     wrong = np.flatnonzero(y_pred != y_test)
+    displays = [
+        spec.confusion_matrix("Confusion matrix", confusion_matrix(y_test, y_pred), labels=["not 0", "0"]),
+        spec.pixel_maps(
+            "SGD coefficients",
+            {"coefficient": coef},
+            diverging=True,
+            caption="SGD coefficients on the standardised selected pixels, mapped back to 28x28 "
+            "(0 for pixels VarianceThreshold removed)",
+        ),
+    ]
+    if y_pred.any():
+        displays.append(spec.pixel_maps("Mean test image predicted 0", {"mean image": X_test[y_pred].mean(axis=0)}))
+    edges, counts = _histogram(proba, y_test)
+    displays.append(
+        spec.histogram("P(0) on the test set", edges, counts, xlabel="predicted probability of 0", log=True)
+    )
+    if len(wrong):
+        shown = wrong[:MISCLASSIFIED_SHOWN]
+        captions = [f"#{i} {digits_test[i]}→{'0' if y_pred[i] else 'not 0'}" for i in shown]
+        displays.append(
+            spec.digits(
+                f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
+                [spec.stored_digits("test", shown, captions=captions)],
+                caption="titles: test index, true digit → predicted",
+            )
+        )
     return {
         "model": {
             "pipeline": repr(model),
@@ -137,16 +232,7 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
             "recall": float(recall_score(y_test, y_pred)),
             "confusion_matrix": confusion_matrix(y_test, y_pred).tolist(),
         },
-        "figures_data": {
-            "coefficient_image": image(coef),
-            "coefficient_image_note": "SGD coefficients on the standardised selected pixels, mapped back to 28x28 "
-            "(0 for pixels VarianceThreshold removed)",
-            "mean_predicted_zero_image": image(X_test[y_pred].mean(axis=0)) if y_pred.any() else None,
-            "misclassified_test_indices": wrong.tolist(),
-            "misclassified_true_digits": digits_test[wrong].tolist(),
-            "misclassified_predicted_zero": y_pred[wrong].tolist(),
-            "proba_zero_histogram": _histogram(proba, y_test),
-        },
+        "report": displays,
         "notes": [
             "notebook 003 uses loss='log' (renamed 'log_loss') and no random_state, so its 0.9893/0.9447 "
             f"come from an unseeded run; we seed random_state={p.random_state}; max_iter=5 stops "
@@ -155,23 +241,33 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     }
 
 
-def _binary_report(y: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, folds: list[np.ndarray]) -> dict[str, Any]:
+def _binary_report(
+    name: str, y: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, folds: list[np.ndarray]
+) -> dict[str, Any]:
     """Fold accuracies, confusion matrix, precision/recall/F1, ROC AUC and downsampled PR/ROC curves."""
     precisions, recalls, pr_thresholds = precision_recall_curve(y, scores)
-    fpr, tpr, roc_thresholds = roc_curve(y, scores)
-    pr = downsample(pr_thresholds, precisions[:-1], recalls[:-1])
-    roc = downsample(fpr, tpr, np.clip(roc_thresholds, -1e300, 1e300))
+    fpr, tpr, _ = roc_curve(y, scores)
+    threshold, precision, recall = downsample(pr_thresholds, precisions[:-1], recalls[:-1])
+    pr_precision, pr_recall = downsample(precisions, recalls)
+    roc_fpr, roc_tpr = downsample(fpr, tpr)
+    roc_auc = float(roc_auc_score(y, scores))
     return {
         "cv_scores": fold_accuracies(y, y_pred, folds),
         "confusion_matrix": confusion_matrix(y, y_pred).tolist(),
         "precision": float(precision_score(y, y_pred)),
         "recall": float(recall_score(y, y_pred)),
         "f1": float(f1_score(y, y_pred)),
-        "roc_auc": float(roc_auc_score(y, scores)),
-        "curves": {
-            "precision_recall_vs_threshold": {"threshold": pr[0], "precision": pr[1], "recall": pr[2]},
-            "roc": {"fpr": roc[0], "tpr": roc[1], "threshold": roc[2]},
-            "points_before_downsampling": {"precision_recall": len(pr_thresholds), "roc": len(fpr)},
+        "roc_auc": roc_auc,
+        "curves": {  # for the report's displays
+            "threshold": threshold,
+            "precision": precision,
+            "recall": recall,
+            "precision_recall": spec.precision_recall(
+                name, pr_precision, pr_recall, float(average_precision_score(y, scores))
+            ),
+            "roc": spec.roc(name, roc_fpr, roc_tpr, roc_auc),
+            "caption": f"{len(precisions):,} precision-recall and {len(fpr):,} ROC points, "
+            f"each curve thinned to at most {MAX_CURVE_POINTS}",
         },
     }
 
@@ -189,13 +285,12 @@ def _at_precision(y: np.ndarray, scores: np.ndarray, target: float) -> dict[str,
     }
 
 
-def _histogram(proba: np.ndarray, positive: np.ndarray, bins: int = 100) -> dict[str, list]:
-    """Histogram of P(zero) over [0, 1] for the true zeros and the other digits."""
+def _histogram(proba: np.ndarray, positive: np.ndarray, bins: int = 100) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Bin edges over [0, 1] and the counts of P(zero) in them for the true zeros and the other digits."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    return {
-        "bin_edges": edges.tolist(),
-        "true_zero": np.histogram(proba[positive], edges)[0].tolist(),
-        "not_zero": np.histogram(proba[~positive], edges)[0].tolist(),
+    return edges, {
+        "true 0": np.histogram(proba[positive], edges)[0],
+        "other digits": np.histogram(proba[~positive], edges)[0],
     }
 
 

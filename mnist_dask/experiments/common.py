@@ -1,4 +1,4 @@
-"""Helpers shared by the scikit-learn experiments: loading MNIST once, fanning work out, JSON-ready curves.
+"""Helpers shared by the scikit-learn experiments: loading MNIST once, fanning work out, thinning curves.
 
 Registers no experiment. Work fans out with distributed's joblib backend: inside
 :func:`on_cluster`, scikit-learn's ``n_jobs=-1`` loops (cross-validation folds,
@@ -45,11 +45,6 @@ def downsample(*columns: np.ndarray, points: int = MAX_CURVE_POINTS) -> list[lis
 def fold_accuracies(y_true: np.ndarray, y_pred: np.ndarray, folds: list[np.ndarray]) -> list[float]:
     """Accuracy of cross-validated predictions on each test fold: cross_val_score's scores for a deterministic model."""
     return [float(np.mean(y_true[test] == y_pred[test])) for test in folds]
-
-
-def image(values: np.ndarray) -> list[list[float]]:
-    """784 pixel values as a 28x28 nested list."""
-    return np.asarray(values, dtype=np.float64).reshape(28, 28).tolist()
 
 
 def run_tasks(client: Client, function: Any, calls: list[tuple]) -> list[Any]:

@@ -37,6 +37,7 @@ from mnist_dask.experiments.params import Count, Float, Positive, Seed, Weights,
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
 from mnist_dask.neighbors.search import NeighborVoteClassifier, _plain, neighbor_table
+from mnist_dask.report import spec
 from mnist_dask.transforms.registry import run_transform
 
 Chain = tuple[tuple[str, dict[str, Any]], ...]  # (transform, params) steps applied to raw
@@ -91,6 +92,7 @@ def run(ctx: Context, params: KNNBestParams) -> Result:
     table = [_test_row(ctx, search, row) for row in rows]
     final = next(t for t, row in zip(table, rows) if row is chosen)
     ctx.log(f"knn_best: test accuracy {final['test_accuracy']:.4f}")
+    report = search.report()
     return {
         "model": {
             "estimator": "exact k-NN (KNN of mnist_dask.neighbors.knn)",
@@ -100,8 +102,75 @@ def run(ctx: Context, params: KNNBestParams) -> Result:
         },
         "metrics": {"test_accuracy": final["test_accuracy"], "cv_accuracy": chosen.cv_score},
         "ablation": table,
-        "search": search.report(),
+        "search": report,
+        "report": [_ablation_display(table, rows.index(chosen)), *_search_displays(report)],
     }
+
+
+def _ablation_display(table: list[dict[str, Any]], chosen: int) -> spec.Display:
+    """The ablation: one row per ingredient, the chosen pipeline (best CV score) marked."""
+    idm = any(row["idm"] for row in table)
+    columns = {
+        "ingredient": "ingredient",
+        "features": "features",
+        "train_rows": "train rows",
+        "n_neighbors": "k",
+        "weights": "weights",
+        **({"idm": "IDM re-rank"} if idm else {}),
+        "cv_score": "CV score",
+        "test_accuracy": "test accuracy",
+        "time_s": "time (s)",
+    }
+    return spec.records(
+        "Ablation",
+        [{**row, "idm": _idm_words(row["idm"])} for row in table],
+        columns,
+        highlight=chosen,
+        formats={"train rows": ",d", "time (s)": ".1f"},
+        caption="One row per ingredient as the search added it (k and weights chosen by cross-validation on the "
+        "training set). The marked row is the chosen pipeline, the best CV score; its test accuracy is the run's.",
+    )
+
+
+def _search_displays(report: dict[str, Any]) -> list[spec.Display]:
+    """The search's protocol and options, and every candidate pipeline's cross-validation outcome."""
+    settings = [[key, _words(report[key])] for key in ("protocol", "param_grid", "options")]
+    candidates = report["candidates"]
+    idm = any(c["idm"] for c in candidates)
+    rows = [
+        [
+            c["ingredient"],
+            c["stage"],
+            *([_idm_words(c["idm"])] if idm else []),
+            _words(c["best_params"]),
+            c["cv_score"],
+            _words(c["seconds"]),
+        ]
+        for c in candidates
+    ]
+    columns = ["ingredient", "stage", *(["IDM re-rank"] if idm else []), "best parameters", "CV score", "seconds"]
+    return [
+        spec.table("Search", ["setting", "value"], settings),
+        spec.table("Search candidates (cross-validated on the training set)", columns, rows),
+    ]
+
+
+def _idm_words(idm: dict[str, Any] | None) -> str | None:
+    """An IDM re-rank's options in words: "warp 1, context 1, candidates 10 (on <image stage>)"."""
+    if not idm:
+        return None
+    return ", ".join(f"{k} {v}" for k, v in idm.items() if k != "images") + f" (on {idm['images']})"
+
+
+def _words(value: Any) -> str:
+    """A (nested) dict or list in one line: k=v, lists in brackets, transform chains as a → b (p=1)."""
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k}={_words(v) if not isinstance(v, dict) else '(' + _words(v) + ')'}" for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(_words(v) for v in value) + "]"
+    return str(value)
 
 
 class _Search:

@@ -16,13 +16,16 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.common import image, load_split, on_cluster
+from mnist_dask.experiments.common import load_split, on_cluster
 from mnist_dask.experiments.params import Count, Positive, Seed, parameters
 from mnist_dask.neighbors.knn import kneighbors
+from mnist_dask.report import spec
 
 CV = 3
+LABELS = ("digit >= 7", "digit is odd")
 NOISE_HIGH = 100  # np.random.randint(0, 100): noise 0..99
 MODE_CHUNK = 500  # test rows per vectorised mode computation
+MISCLASSIFIED_SHOWN = 40
 
 
 @parameters
@@ -44,11 +47,30 @@ def multilabel(ctx: Context, p: MultilabelParams) -> Result:
         Y_pred = cross_val_predict(model, X, Y, cv=CV, n_jobs=-1)
     folds = [test for _, test in KFold(CV).split(X)]
     per_label = f1_score(Y, Y_pred, average=None)
+    wrong = np.flatnonzero(np.any(Y_pred != Y, axis=1))
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    displays = [
+        spec.table(
+            "F1 per label",
+            ["label", "F1", "images with the label"],
+            [[name, f1, support] for name, f1, support in zip(LABELS, per_label, Y.sum(axis=0))],
+            caption="3-fold cross-validated predictions on the training images",
+        )
+    ]
+    if len(wrong):
+        captions = [f"#{i} {digits[i]}: {_flags(Y_pred[i])}" for i in shown]
+        displays.append(
+            spec.digits(
+                f"Training digits with a wrong label ({len(wrong):,} in all; the first {len(shown)})",
+                [spec.stored_digits("train", shown, captions=captions)],
+                caption="titles: training index, digit: the predicted labels (L: >= 7, O: odd)",
+            )
+        )
     return {
         "model": {
             "estimator": repr(model),
             "cv": "KFold(3), unshuffled (cross_val_predict on multilabel y)",
-            "labels": ["digit >= 7", "digit is odd"],
+            "labels": list(LABELS),
             "train_rows": len(Y),
         },
         "metrics": {
@@ -60,8 +82,13 @@ def multilabel(ctx: Context, p: MultilabelParams) -> Result:
             "exact_match_cv_scores": [float(np.mean(np.all(Y[f] == Y_pred[f], axis=1))) for f in folds],
             "label_support": Y.sum(axis=0).tolist(),
         },
-        "figures_data": {"misclassified_indices": np.flatnonzero(np.any(Y_pred != Y, axis=1))[:200].tolist()},
+        "report": displays,
     }
+
+
+def _flags(predicted: np.ndarray) -> str:
+    """Predicted multilabel flags in two letters: L (large, >= 7) and O (odd), or '-' for each flag not set."""
+    return ("L" if predicted[0] else "-") + ("O" if predicted[1] else "-")
 
 
 @parameters
@@ -101,14 +128,19 @@ def denoise(ctx: Context, p: DenoiseParams) -> Result:
             **{f"noisy_{k}": v for k, v in _errors(X_test_noisy, X_test).items()},
             **{f"neighbour_mean_{k}": v for k, v in _errors(average, X_test).items()},
         },
-        "figures_data": {
-            "examples": {
-                "test_indices": shown.tolist(),
-                "noisy": [image(X_test_noisy[i]) for i in shown],
-                "cleaned": [image(cleaned[i]) for i in shown],
-                "original": [image(X_test[i]) for i in shown],
-            }
-        },
+        "report": [
+            spec.digits(
+                "Denoised test digits",
+                [
+                    spec.inline_digits(X_test_noisy[shown], captions=[f"#{i}" for i in shown], label="noisy"),
+                    spec.inline_digits(cleaned[shown], label="cleaned"),
+                    spec.inline_digits(X_test[shown], label="original"),
+                ],
+                caption="columns: test index; the noisy inputs, the k-NN's output and the clean originals",
+            )
+        ]
+        if len(shown)
+        else [],
         "notes": [
             "notebook 001 draws unseeded noise; we seed it. neighbour_mean_* is the KNeighborsRegressor-style "
             "average of the neighbours' clean images, given for comparison; rmse/psnr are for the classifier",

@@ -26,10 +26,13 @@ from mnist_dask.experiments.metrics import classification_metrics
 from mnist_dask.experiments.params import Positive, Weights, as_dict, default_list, nested, parameters
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search
+from mnist_dask.report import spec
 from mnist_dask.transforms.registry import TRANSFORMS, resolve_params, run_transform
 
 DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
 DEFAULT_WEIGHTS: Weights = "uniform"
+SAMPLE_DIGITS = 50  # test digits shown at the top of the report
+MISCLASSIFIED_SHOWN = 40
 
 
 def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +148,98 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
     if p.sweep is not None:
         with ctx.stage("sweep"):
             result["sweep"] = _k_sweep(X_train, y_train.compute(), X_test, y_true, p.sweep, client)
+    result["report"] = _displays(result, y_true, y_pred, _image_stage(store, dataset, len(y_true)))
     return result
+
+
+def _displays(result: Result, y_true: np.ndarray, y_pred: np.ndarray, image_stage: str) -> list[spec.Display]:
+    """Test digits, the confusion matrix, misclassified digits, per-class scores, the search, the sweep, the report."""
+    metrics = result["metrics"]
+    shown = np.arange(min(SAMPLE_DIGITS, len(y_true)))
+    displays = [
+        spec.digits(
+            "Sample test digits",
+            [spec.stored_digits("test", shown, captions=[str(d) for d in y_true[shown]], stage=image_stage)],
+            caption=f"the first {len(shown)} test images of {image_stage}, titled with their label",
+        ),
+        spec.confusion_matrix("Confusion matrix", metrics["confusion_matrix"], caption="rows true, columns predicted"),
+        spec.confusion_matrix(
+            "Errors by true digit",
+            metrics["confusion_matrix"],
+            normalize="true",
+            errors_only=True,
+            caption="each row divided by its count of test digits, the diagonal set to 0 to show only the errors",
+        ),
+    ]
+    wrong = np.flatnonzero(y_true != y_pred)
+    if len(wrong):
+        shown = wrong[:MISCLASSIFIED_SHOWN]
+        captions = [f"#{i} {y_true[i]}→{y_pred[i]}" for i in shown]
+        displays.append(
+            spec.digits(
+                f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
+                [spec.stored_digits("test", shown, captions=captions, stage=image_stage)],
+                caption="titles: test index, true → predicted",
+            )
+        )
+    per_class = metrics["per_class"]
+    displays.append(
+        spec.records(
+            "Scores per class",
+            [{"class": digit, **scores} for digit, scores in per_class.items()],
+        )
+    )
+    if "search" in result:
+        displays.extend(_search_displays(result["search"]))
+    if "sweep" in result:
+        by_k = result["sweep"]["test_accuracy_by_k"]
+        displays.append(
+            spec.line_plot(
+                "Test accuracy by k",
+                [int(k) for k in by_k],
+                {"test accuracy": list(by_k.values())},
+                xlabel=f"k ({result['sweep']['weights']} weights)",
+                ylabel="test accuracy",
+                markers=True,
+            )
+        )
+    displays.append(spec.text("Classification report", metrics["classification_report"]))
+    return displays
+
+
+def _search_displays(search: dict[str, Any]) -> list[spec.Display]:
+    """The grid search's candidates (the best marked) and, over several k, mean CV accuracy by k per weighting."""
+    results = search["cv_results"]
+    params, ranks = results["params"], results["rank_test_score"]
+    rows = [
+        [p["n_neighbors"], p["weights"], mean, std, rank]
+        for p, mean, std, rank in zip(params, results["mean_test_score"], results["std_test_score"], ranks)
+    ]
+    displays = [
+        spec.table(
+            "Grid search",
+            ["k", "weights", "mean CV accuracy", "std", "rank"],
+            rows,
+            highlight=int(np.argmin(ranks)),
+            caption=f"{search['cv']}-fold cross-validation on {search['dataset']}; the best candidate marked",
+        )
+    ]
+    ks = sorted({p["n_neighbors"] for p in params})
+    if len(ks) > 1:
+        mean = {(p["n_neighbors"], p["weights"]): m for p, m in zip(params, results["mean_test_score"])}
+        weights = list(dict.fromkeys(p["weights"] for p in params))
+        series = {w: [mean.get((k, w), float("nan")) for k in ks] for w in weights}
+        displays.append(
+            spec.line_plot(
+                "Grid search: CV accuracy by k", ks, series, xlabel="k", ylabel="mean CV accuracy", markers=True
+            )
+        )
+    return displays
+
+
+def _image_stage(store: Store, dataset: str, n_test: int) -> str:
+    """Where the test digits can be drawn from: raw when the dataset keeps raw's test rows, else the dataset."""
+    return "raw" if store.read("raw/test/labels").shape[0] == n_test else dataset
 
 
 def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, client: Client) -> np.ndarray:

@@ -26,12 +26,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.common import fold_accuracies, image, load_split, on_cluster, run_tasks
+from mnist_dask.experiments.common import fold_accuracies, load_split, on_cluster, run_tasks
 from mnist_dask.experiments.params import Count, Float, Positive, Seed, default_list, parameters
+from mnist_dask.report import spec
 
 CV = 3
 DIGITS = np.arange(10)
 PREDICT_CHUNK = 1_000
+MISCLASSIFIED_SHOWN = 40
 
 
 @parameters
@@ -82,7 +84,7 @@ def multiclass(ctx: Context, p: MulticlassParams) -> Result:
             "test_rows": len(y_test),
         },
         "metrics": metrics,
-        "figures_data": {"logistic_ovr": logistic["figures_data"], "small_sample": small["figures_data"]},
+        "report": logistic["report"] + small["report"],
         "notes": notes,
     }
 
@@ -108,7 +110,8 @@ def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
     if p.poly_variance_threshold > 0:
         variants["poly_variance_threshold"] = ("poly", p.poly_variance_threshold)
     metrics: dict[str, Any] = {}
-    models, confusion = {}, {}
+    models: dict[str, str] = {}
+    displays: list[spec.Display] = []
     for name, (kernel, threshold) in variants.items():
         model = _svc_pipeline(kernel, p.degree, p.cache_size, threshold)
         ctx.log(f"svm_kernels: {name}: 10 one-vs-rest SVC fits as cluster tasks on {len(y):,} images")
@@ -122,7 +125,9 @@ def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
             "support_vectors": [int(e.n_support_.sum()) for e in model[-1].estimators_],
         }
         models[name] = repr(model)
-        confusion[name] = confusion_matrix(y_test, y_pred, labels=DIGITS).tolist()
+        displays.append(
+            spec.confusion_matrix(f"Confusion matrix: {name}", confusion_matrix(y_test, y_pred, labels=DIGITS))
+        )
         ctx.log(f"svm_kernels: {name}: test accuracy {metrics[f'{name}_test_accuracy']:.4f}")
     notes = (
         []
@@ -132,7 +137,7 @@ def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
     return {
         "model": {"pipelines": models, "train_rows": len(y), "test_rows": len(y_test)},
         "metrics": metrics,
-        "figures_data": {"confusion_matrices": confusion},
+        "report": displays,
         "notes": notes + ["support_vectors lists the support-vector count of each of the 10 binary SVCs"],
     }
 
@@ -156,9 +161,12 @@ def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
         y_pred = cross_val_predict(SGDClassifier(random_state=p.random_state), X_scaled, y, cv=CV, n_jobs=-1)
     matrix = confusion_matrix(y, y_pred, labels=DIGITS)
     folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    quadrants = {
-        f"{a}_as_{b}": np.flatnonzero((y == a) & (y_pred == b))[: p.pairs].tolist() for a in (3, 5) for b in (3, 5)
-    }
+    quadrants = [
+        spec.stored_digits("train", np.flatnonzero((y == a) & (y_pred == b))[: p.pairs], label=f"{a} as {b}")
+        for a in (3, 5)
+        for b in (3, 5)
+    ]
+    errors_only = "the diagonal is set to 0 to show only the errors"
     return {
         "model": {
             "estimator": f"SGDClassifier(random_state={p.random_state})",
@@ -173,17 +181,29 @@ def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
             "errors_by_true_digit": (matrix.sum(axis=1) - np.diag(matrix)).tolist(),
             "errors_by_predicted_digit": (matrix.sum(axis=0) - np.diag(matrix)).tolist(),
         },
-        "figures_data": {
-            "confusion_matrix_row_normalised_errors": _normalised_errors(matrix, axis=1),
-            "confusion_matrix_column_normalised_errors": _normalised_errors(matrix, axis=0),
-            "confusion_matrix_note": "rows are true digits, columns predicted digits; the normalised matrices have "
-            "their diagonal set to 0 to show only the errors",
-            "three_five_grid": {
-                "indices_are": "training-set row indices",
-                "per_quadrant": p.pairs,
-                "quadrants": quadrants,
-            },
-        },
+        "report": [
+            spec.confusion_matrix("Confusion matrix", matrix, caption="rows true digits, columns predicted digits"),
+            spec.confusion_matrix(
+                "Errors, row-normalised",
+                matrix,
+                normalize="true",
+                errors_only=True,
+                caption=f"each row divided by its number of images; {errors_only}",
+            ),
+            spec.confusion_matrix(
+                "Errors, column-normalised",
+                matrix,
+                normalize="pred",
+                errors_only=True,
+                caption=f"each column divided by its number of predictions; {errors_only}",
+            ),
+            spec.digits(
+                "3s and 5s: true digit as predicted digit",
+                quadrants,
+                per_line=13,
+                caption=f"training images, the first {p.pairs} of each (true, predicted) pair",
+            ),
+        ],
     }
 
 
@@ -250,20 +270,55 @@ def _logistic_ovr(
         model["feature_selection"].inverse_transform(model["feature_scaling"].inverse_transform(e.coef_))[0]
         for e in model["classification"].estimators_
     ]
+    matrix = confusion_matrix(y_test, y_pred, labels=DIGITS)
+    wrong = np.flatnonzero(y_pred != y_test)
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    displays = [
+        spec.records(
+            "Logistic regression (one-vs-rest) per digit",
+            table,
+            {
+                "digit": "digit",
+                "accuracy": "accuracy",
+                "f1": "F1",
+                "mean_neg_proba": "mean P(not digit)",
+                "mean_pos_proba": "mean P(digit)",
+            },
+            caption="on the test images of each digit: accuracy (recall), F1, the mean probability given to the digit",
+        ),
+        spec.confusion_matrix("Confusion matrix: logistic regression (one-vs-rest)", matrix),
+        spec.pixel_maps(
+            "Logistic regression coefficients per digit",
+            {str(d): c for d, c in zip(DIGITS, coef)},
+            diverging=True,
+            caption="each one-vs-rest model's coefficients through StandardScaler.inverse_transform, "
+            "then VarianceThreshold's (removed pixels 0)",
+        ),
+        spec.histogram(
+            "Misclassified test digits by true digit",
+            np.arange(11) - 0.5,
+            {"misclassified": np.bincount(y_test[wrong], minlength=10)},
+            xlabel="true digit",
+        ),
+    ]
+    if len(wrong):
+        displays.append(
+            spec.digits(
+                f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
+                [spec.stored_digits("test", shown, captions=[f"#{i} {y_test[i]}→{y_pred[i]}" for i in shown])],
+                caption="titles: test index, true → predicted (logistic regression)",
+            )
+        )
     return {
         "metrics": {
             "test_accuracy": float(accuracy_score(y_test, y_pred)),
             "f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
             "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
             "per_digit": table,
-            "confusion_matrix": confusion_matrix(y_test, y_pred, labels=DIGITS).tolist(),
+            "confusion_matrix": matrix.tolist(),
         },
         "model": {"pipeline": repr(model), "train_rows": len(y)},
-        "figures_data": {
-            "coefficient_images": {str(d): image(c) for d, c in zip(DIGITS, coef)},
-            "misclassified_test_digits_histogram": np.bincount(y_test[y_pred != y_test], minlength=10).tolist(),
-            "misclassified_test_indices": np.flatnonzero(y_pred != y_test).tolist(),
-        },
+        "report": displays,
         "notes": [
             f"notebook 003 used LogisticRegression(multi_class='ovr') (parameter removed in scikit-learn "
             f"1.8; inside OneVsRestClassifier each fit is binary, so it had no effect); max_iter={max_iter}"
@@ -292,10 +347,14 @@ def _small_sample(ctx: Context, sample: int) -> dict[str, Any]:
             "test_rows": len(y_test),
             **{name: repr(model) for name, model in models.items()},
         },
-        "figures_data": {
-            f"{name}_confusion_matrix": confusion_matrix(y_test, p, labels=DIGITS).tolist()
+        "report": [
+            spec.confusion_matrix(
+                f"Confusion matrix: {name} on {sample:,} images",
+                confusion_matrix(y_test, p, labels=DIGITS),
+                caption="notebook 004's 67/33 split of the first training images",
+            )
             for name, p in predictions.items()
-        },
+        ],
     }
 
 
@@ -316,14 +375,6 @@ def _digit_table(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> l
             }
         )
     return rows
-
-
-def _normalised_errors(matrix: np.ndarray, axis: int) -> list[list[float]]:
-    """Confusion matrix divided by its row (axis=1) or column (axis=0) sums, diagonal zeroed."""
-    sums = matrix.sum(axis=axis, keepdims=True)
-    normalised = matrix / np.where(sums == 0, 1, sums)
-    np.fill_diagonal(normalised, 0)
-    return normalised.tolist()
 
 
 def _svc_pipeline(kernel: str, degree: int, cache_size: int, threshold: float | None) -> Pipeline:

@@ -15,8 +15,8 @@ from scipy import ndimage
 
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
+from mnist_dask.jobs.records import read_result
 from mnist_dask.neighbors.knn import KNNClassifier
-from mnist_dask.report.render import load_result
 
 MAX_PIXELS = 40_000_000
 
@@ -25,7 +25,7 @@ def classify_files(
     paths: list[str | Path], run_dir: str | Path, store: Store | None = None
 ) -> list[tuple[str, int, float]]:
     """(file, predicted digit, its probability) per image, from the run's model refitted on its training set."""
-    result = load_result(Path(run_dir))
+    result = read_result(Path(run_dir))
     images = np.stack([load_digit(p) for p in paths])  # every file checked before the model is built
     model_params = result.get("model", {})
     if "n_neighbors" not in model_params:

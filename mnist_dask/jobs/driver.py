@@ -20,7 +20,7 @@ from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS, Context
 from mnist_dask.jobs.ledger import counts, ledger
-from mnist_dask.jobs.records import RunStatus, write_run_json
+from mnist_dask.jobs.records import RunStatus, read_result, write_run_json
 from mnist_dask.jobs.spec import Job
 
 
@@ -100,9 +100,9 @@ def _finish(
     result["timings_s"] = timings
     write_run_json(run_dir / "result.json", result)
     try:  # after result.json: a report failure must not lose the finished run
-        from mnist_dask.report.render import write_report
+        from mnist_dask.report.render import write_report  # matplotlib only when a report is written
 
-        write_report(run_dir, store)
+        write_report(read_result(run_dir), run_dir, store)  # what result.json holds, as `mnist-dask report` reads it
     except Exception as exc:
         log(f"warning: report.html not written ({type(exc).__name__}: {exc})")
     return result

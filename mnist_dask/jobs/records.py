@@ -128,6 +128,13 @@ def write_run_json(path: Path, value: dict[str, Any]) -> None:
     partial.replace(path)
 
 
+def read_result(run_dir: Path) -> dict[str, Any]:
+    """A finished run's result.json, or a one-line UserError when the folder holds no finished run."""
+    return read_run_json(
+        Path(run_dir) / "result.json", "no result.json (not a finished run folder)", "cannot read the run's result"
+    )
+
+
 def read_run_json(path: Path, missing: str, unreadable: str) -> dict[str, Any]:
     """A JSON file of a run folder; a one-line UserError naming the file when absent or unreadable."""
     try:

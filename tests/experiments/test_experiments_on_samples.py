@@ -2,7 +2,8 @@
 
 Each test runs a job through :func:`mnist_dask.jobs.driver.run_job` (with conftest's module ``client``
 and ``store`` fixtures) and checks its figures against scikit-learn computed directly in the
-test on the same rows.
+test on the same rows, then the report.html the run wrote: every display the experiment declared
+is drawn (its PNG decodes and is not blank) or tabulated, and its tables hold the run's metrics.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from support import ReportPage
 
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS
 from mnist_dask.experiments.knn_outputs import add_noise, multilabel_targets, neighbour_mode
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.spec import load_job, parse_job
+from mnist_dask.report.figures import confusion_values
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "jobs").glob("*.toml"))
@@ -44,14 +47,33 @@ def data(mnist) -> dict[str, np.ndarray]:
     }
 
 
-def _run(experiment: str, params: dict, store: Store, client: Client, tmp_path: Path) -> dict:
-    """Run an experiment job built from ``params`` and check result.json holds the returned result."""
+def _run(experiment: str, params: dict, store: Store, client: Client, tmp_path: Path) -> tuple[dict, ReportPage]:
+    """Run an experiment job built from ``params``; check result.json holds the returned result and the report
+    shows every declared display, none left out; return the result and the parsed report."""
     job = parse_job({"experiment": experiment, "params": params}, str(tmp_path / f"{experiment}.toml"))
     result = run_job(job, store, client, tmp_path / "run", log=lambda line: None)
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["metrics"] == json.loads(
-        json.dumps(result["metrics"])
-    )
-    return result
+    stored = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert stored["metrics"] == json.loads(json.dumps(result["metrics"]))
+    assert stored["report"] == json.loads(json.dumps(result["report"]))
+    assert "figures_data" not in stored and "curves" not in stored
+    page = ReportPage((tmp_path / "run" / "report.html").read_text())
+    titles = [display["title"] for display in stored["report"]]
+    assert page.titles[-len(titles) - 1 : -1] == titles  # in order, before the timings
+    assert page.left_out == {}
+    figures = [d["title"] for d in stored["report"] if d["kind"] not in ("table", "text")]
+    assert set(page.images) >= set(figures)
+    assert page.facts("Run")["experiment"] == experiment
+    return result, page
+
+
+def _display(result: dict, title: str) -> dict:
+    """The declared display titled ``title``."""
+    return next(display for display in result["report"] if display["title"] == title)
+
+
+def _metric(value: float) -> str:
+    """A metric as the report writes it."""
+    return f"{value:.4f}"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -70,7 +92,7 @@ def test_every_issue_5_experiment_has_a_job_file():
 
 def test_binary_5_detector_matches_sklearn_on_a_sample(store, client, data, tmp_path):
     n = 3000
-    result = _run("binary_5_detector", {"sample": n, "forest_trees": 10}, store, client, tmp_path)
+    result, page = _run("binary_5_detector", {"sample": n, "forest_trees": 10}, store, client, tmp_path)
     metrics = result["metrics"]
     X, y = data["X"][:n], data["y"][:n] == 5
     expected = cross_val_score(SGDClassifier(random_state=42), X, y, cv=3, scoring="accuracy")
@@ -83,12 +105,23 @@ def test_binary_5_detector_matches_sklearn_on_a_sample(store, client, data, tmp_
     assert metrics["precision_at_90"] >= 0.9 and 0 < metrics["recall_at_90_precision"] <= 1
     assert metrics["never_5_cv_scores"] == [float(np.mean(~y[i : i + n // 3])) for i in range(0, n, n // 3)]
     assert 0.9 < metrics["random_forest"]["roc_auc"] <= 1 and metrics["random_forest_roc_auc"] > metrics["roc_auc"]
-    roc = result["curves"]["sgd"]["roc"]
-    assert 2 <= len(roc["fpr"]) <= 500 and roc["fpr"][0] == 0 and roc["tpr"][-1] == 1
+    sgd, forest = _display(result, "ROC curves")["curves"]
+    assert 2 <= len(sgd["fpr"]) <= 500 and sgd["fpr"][0] == 0 and sgd["tpr"][-1] == 1
+    assert (sgd["name"], sgd["auc"], forest["auc"]) == ("SGD", metrics["roc_auc"], metrics["random_forest_roc_auc"])
+    both = page.tables["SGD beside the random forest"]
+    assert both["header"] == ["metric", "SGD", "random forest"]
+    assert page.column("SGD beside the random forest", "SGD")["precision"] == _metric(metrics["precision"])
+    assert page.column("SGD beside the random forest", "random forest")["roc_auc"] == _metric(
+        metrics["random_forest"]["roc_auc"]
+    )
+    assert page.tables["SGD at 90% precision"]["rows"][0][2] == _metric(metrics["precision_at_90"])
+    assert page.facts("Metrics")["roc_auc"] == _metric(metrics["roc_auc"])
+    assert {"Confusion matrix: SGD", "Confusion matrix: random forest", "Precision-recall curves"} <= set(page.images)
+    assert _display(result, "Confusion matrix: SGD")["matrix"] == metrics["confusion_matrix"]
 
 
 def test_zero_detector_matches_the_notebook_pipeline(store, client, data, tmp_path):
-    result = _run("zero_detector", {"sample": 5000, "test_sample": 2000}, store, client, tmp_path)
+    result, page = _run("zero_detector", {"sample": 5000, "test_sample": 2000}, store, client, tmp_path)
     model = make_pipeline(
         VarianceThreshold(), StandardScaler(), SGDClassifier(loss="log_loss", max_iter=5, random_state=42)
     )
@@ -97,9 +130,20 @@ def test_zero_detector_matches_the_notebook_pipeline(store, client, data, tmp_pa
     y_pred = model.predict(data["X_test"][:2000])
     assert result["metrics"]["test_accuracy"] == pytest.approx(accuracy_score(y_test, y_pred), abs=1e-12)
     assert result["metrics"]["f1"] == pytest.approx(f1_score(y_test, y_pred), abs=1e-12)
-    coef = np.array(result["figures_data"]["coefficient_image"])
+    coef = np.array(_display(result, "SGD coefficients")["maps"]["coefficient"])
     assert coef.shape == (28, 28) and coef[0, 0] == 0 and np.count_nonzero(coef) > 400
-    assert len(result["figures_data"]["misclassified_test_indices"]) == np.sum(y_pred != y_test)
+    wrong = np.flatnonzero(y_pred != y_test)
+    misclassified = f"Misclassified test digits ({len(wrong):,} in all; the first {min(len(wrong), 40)})"
+    assert _display(result, misclassified)["groups"][0]["indices"] == wrong[:40].tolist()
+    red, blue = _colours(page.images["SGD coefficients"])
+    assert red > 0.02 and blue > 0.02  # positive and negative weights in diverging colours
+    assert max(_colours(page.images["Mean test image predicted 0"])) < 0.01  # a grey digit
+    histogram = _display(result, "P(0) on the test set")
+    assert (
+        sum(histogram["counts"]["true 0"]) == y_test.sum()
+        and sum(histogram["counts"]["other digits"]) == 2000 - y_test.sum()
+    )
+    assert page.facts("Metrics")["f1"] == _metric(result["metrics"]["f1"])
 
 
 def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
@@ -111,7 +155,8 @@ def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
         "logistic_max_iter": 20,
         "small_sample": 1200,
     }
-    metrics = _run("multiclass", params, store, client, tmp_path)["metrics"]
+    result, page = _run("multiclass", params, store, client, tmp_path)
+    metrics = result["metrics"]
     X, y = data["X"][:450], data["y"][:450]
     assert metrics["sgd_cv_scores"] == pytest.approx(
         cross_val_score(SGDClassifier(random_state=42), X, y, cv=3).tolist(), abs=1e-12
@@ -129,58 +174,116 @@ def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
     assert [row["digit"] for row in table] == list(range(10))
     assert all(abs(row["mean_pos_proba"] + row["mean_neg_proba"] - 1) < 1e-12 for row in table)
     assert np.sum(metrics["logistic_ovr"]["confusion_matrix"]) == 500
+    per_digit = page.tables["Logistic regression (one-vs-rest) per digit"]
+    assert per_digit["header"] == ["digit", "accuracy", "F1", "mean P(not digit)", "mean P(digit)"]
+    assert per_digit["rows"][3] == [
+        "3",
+        *(_metric(table[3][key]) for key in ("accuracy", "f1", "mean_neg_proba", "mean_pos_proba")),
+    ]
+    assert page.column("Metrics by model: svc, ovr_svc", "test_accuracy")["svc"] == _metric(
+        metrics["svc_test_accuracy"]
+    )
+    maps = _display(result, "Logistic regression coefficients per digit")["maps"]
+    assert list(maps) == [str(d) for d in range(10)] and np.array(maps["3"]).shape == (28, 28)
+    assert _colours(page.images["Logistic regression coefficients per digit"])[0] > 0.02  # diverging colours
+    assert {f"Confusion matrix: {m} on 1,200 images" for m in ("knn", "gaussian_nb", "logistic")} <= set(page.images)
+    histogram = _display(result, "Misclassified test digits by true digit")["counts"]["misclassified"]
+    matrix = np.array(metrics["logistic_ovr"]["confusion_matrix"])
+    assert histogram == (matrix.sum(axis=1) - np.diag(matrix)).tolist()
 
 
 def test_svm_kernels_on_a_sample(store, client, data, tmp_path):
-    result = _run(
+    result, page = _run(
         "svm_kernels", {"sample": 600, "test_sample": 300, "kernels": ["rbf", "sigmoid"]}, store, client, tmp_path
     )
     metrics = result["metrics"]
     assert set(metrics) >= {"rbf_test_accuracy", "sigmoid_test_accuracy", "poly_variance_threshold_test_accuracy"}
     assert metrics["rbf_test_accuracy"] > 0.8 and metrics["sigmoid_test_accuracy"] > 0.5
     assert len(metrics["rbf"]["support_vectors"]) == 10
-    assert all(np.sum(m) == 300 for m in result["figures_data"]["confusion_matrices"].values())
+    models = ["rbf", "sigmoid", "poly_variance_threshold"]
+    assert all(np.sum(_display(result, f"Confusion matrix: {m}")["matrix"]) == 300 for m in models)
+    by_model = page.column(f"Metrics by model: {', '.join(models)}", "test_accuracy")
+    assert by_model == {m: _metric(metrics[f"{m}_test_accuracy"]) for m in models}
 
 
 def test_error_analysis_confusion_and_grid(store, client, data, tmp_path):
     n = 2000
-    result = _run("error_analysis", {"sample": n}, store, client, tmp_path)
+    result, page = _run("error_analysis", {"sample": n}, store, client, tmp_path)
     X, y = data["X"][:n], data["y"][:n]
     y_pred = cross_val_predict(SGDClassifier(random_state=42), StandardScaler().fit_transform(X), y, cv=3)
     matrix = np.array(result["metrics"]["confusion_matrix"])
     assert matrix.sum() == n and np.array_equal(matrix.sum(axis=1), np.bincount(y, minlength=10))
     assert np.trace(matrix) == np.sum(y == y_pred)
-    rows = np.array(result["figures_data"]["confusion_matrix_row_normalised_errors"])
+    declared = _display(result, "Errors, row-normalised")
+    rows = confusion_values(np.array(declared["matrix"]), declared["normalize"], declared["errors_only"])
     assert np.all(np.diag(rows) == 0) and rows[3, 5] == pytest.approx(matrix[3, 5] / matrix[3].sum())
-    quadrants = result["figures_data"]["three_five_grid"]["quadrants"]
-    assert quadrants["3_as_5"] == np.flatnonzero((y == 3) & (y_pred == 5))[:25].tolist()
-    assert len(quadrants["5_as_5"]) == 25 and all(y[i] == 5 for i in quadrants["5_as_3"])
+    declared = _display(result, "Errors, column-normalised")
+    columns = confusion_values(np.array(declared["matrix"]), declared["normalize"], declared["errors_only"])
+    assert columns[3, 5] == pytest.approx(matrix[3, 5] / matrix[:, 5].sum())
+    quadrants = {
+        g["label"]: g["indices"] for g in _display(result, "3s and 5s: true digit as predicted digit")["groups"]
+    }
+    assert list(quadrants) == ["3 as 3", "3 as 5", "5 as 3", "5 as 5"]
+    assert quadrants["3 as 5"] == np.flatnonzero((y == 3) & (y_pred == 5))[:25].tolist()
+    assert len(quadrants["5 as 5"]) == 25 and all(y[i] == 5 for i in quadrants["5 as 3"])
+    ink = (np.asarray(page.images["3s and 5s: true digit as predicted digit"].convert("L")) < 128).mean()
+    assert ink > 0.02  # training digits drawn from the store
+    assert page.facts("Metrics")["cv_accuracy"] == _metric(result["metrics"]["cv_accuracy"])
 
 
 def test_multilabel_f1_equals_sklearn_on_a_sample(store, client, data, tmp_path):
     n = 3000
-    metrics = _run("multilabel", {"sample": n}, store, client, tmp_path)["metrics"]
+    result, page = _run("multilabel", {"sample": n}, store, client, tmp_path)
+    metrics = result["metrics"]
     Y = multilabel_targets(data["y"][:n])
     Y_pred = cross_val_predict(KNeighborsClassifier(), data["X"][:n], Y, cv=3)
     assert metrics["f1_macro"] == pytest.approx(f1_score(Y, Y_pred, average="macro"), abs=1e-12)
     assert metrics["f1_weighted"] == pytest.approx(f1_score(Y, Y_pred, average="weighted"), abs=1e-12)
     assert 0.9 < metrics["f1_macro"] < 1
+    assert page.column("F1 per label", "F1") == {
+        "digit >= 7": _metric(metrics["f1_large"]),
+        "digit is odd": _metric(metrics["f1_odd"]),
+    }
+    wrong = np.flatnonzero(np.any(Y_pred != Y, axis=1))
+    groups = _display(result, f"Training digits with a wrong label ({len(wrong):,} in all; the first 40)")["groups"]
+    assert groups[0]["split"] == "train" and groups[0]["indices"] == wrong[:40].tolist()
 
 
 def test_denoise_equals_sklearn_multioutput_knn(store, client, data, tmp_path):
     n, m = 3000, 200
-    result = _run("denoise", {"sample": n, "test_sample": m, "examples": 4}, store, client, tmp_path)
+    result, page = _run("denoise", {"sample": n, "test_sample": m, "examples": 4}, store, client, tmp_path)
     X, X_test = data["X"][:n].astype(np.int64), data["X_test"][:m].astype(np.int64)
     X_noisy, X_test_noisy = add_noise([X, X_test], 42)
     expected = KNeighborsClassifier().fit(X_noisy, X).predict(X_test_noisy)
-    examples = result["figures_data"]["examples"]
-    assert examples["test_indices"] == [0, 1, 2, 3]
-    assert np.array_equal(np.array(examples["cleaned"]).reshape(4, 784), expected[:4])
-    assert np.array_equal(np.array(examples["noisy"]).reshape(4, 784), X_test_noisy[:4])
+    noisy, cleaned, original = _display(result, "Denoised test digits")["groups"]
+    assert (noisy["label"], cleaned["label"], original["label"]) == ("noisy", "cleaned", "original")
+    assert noisy["captions"] == ["#0", "#1", "#2", "#3"]
+    assert np.array_equal(np.array(cleaned["images"]).reshape(4, 784), expected[:4])
+    assert np.array_equal(np.array(noisy["images"]).reshape(4, 784), X_test_noisy[:4])
+    assert np.array_equal(np.array(original["images"]).reshape(4, 784), X_test[:4])
+    assert page.facts("Metrics")["psnr_db"] == _metric(result["metrics"]["psnr_db"])
     rmse = np.sqrt(np.mean((expected - X_test) ** 2.0))
     assert result["metrics"]["rmse"] == pytest.approx(rmse, rel=1e-12)
     assert result["metrics"]["psnr_db"] == pytest.approx(20 * np.log10(255 / rmse), rel=1e-12)
     assert result["metrics"]["rmse"] < result["metrics"]["noisy_rmse"]
+
+
+def test_a_report_that_cannot_be_written_does_not_lose_the_finished_run(store, client, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "report.html.part").mkdir(parents=True)  # the report's temporary file cannot be written
+    lines: list[str] = []
+    job = parse_job({"experiment": "denoise", "params": {"sample": 500, "test_sample": 20}}, str(tmp_path / "d.toml"))
+    result = run_job(job, store, client, run_dir, log=lines.append)
+    assert json.loads((run_dir / "result.json").read_text())["metrics"] == result["metrics"]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert not (run_dir / "report.html").exists()
+    assert any(line.startswith("warning: report.html not written (IsADirectoryError") for line in lines)
+
+
+def _colours(image) -> tuple[float, float]:
+    """Fractions of clearly red and clearly blue pixels of a figure."""
+    rgb = np.asarray(image.convert("RGB"), dtype=int)
+    return float((rgb[..., 0] - rgb[..., 2] > 40).mean()), float((rgb[..., 2] - rgb[..., 0] > 40).mean())
 
 
 def test_neighbour_mode_breaks_ties_towards_the_smallest_value():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from support import ReportPage
 
 from mnist_dask.experiments.knn_best import group_folds
 from mnist_dask.jobs.spec import load_job
@@ -82,6 +83,25 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     candidates = result["search"]["candidates"]
     assert len(candidates) == 9  # raw, deskew, blur, 2 PCA scalings, shifts, rotations, IDM warps 1 and 2
     assert all(len(c["cv_results"]["params"]) == 6 for c in candidates)  # 3 k x 2 weights each
+    page = ReportPage((run_dir / "report.html").read_text())
+    ablation = page.tables["Ablation"]
+    assert ablation["header"] == [
+        "ingredient",
+        "features",
+        "train rows",
+        "k",
+        "weights",
+        "IDM re-rank",
+        "CV score",
+        "test accuracy",
+        "time (s)",
+    ]
+    assert [row[0] for row in ablation["rows"]] == INGREDIENTS and ablation["rows"][4][2] == "10,000"
+    assert ablation["highlight"] == table.index(chosen)  # the chosen pipeline is the marked row
+    assert ablation["rows"][table.index(chosen)][7] == f"{result['metrics']['test_accuracy']:.4f}"
+    assert ablation["rows"][0][5] == "—" and ablation["rows"][6][5].startswith(f"warp {table[6]['idm']['warp']},")
+    assert len(page.tables["Search candidates (cross-validated on the training set)"]["rows"]) == 9
+    assert page.facts("Search")["param_grid"] == "n_neighbors=[1, 3, 5], weights=[uniform, distance]"
 
 
 def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
