@@ -47,7 +47,7 @@ def test_standard_sections_come_from_the_standard_keys(tmp_path):
         },
         "notes": ["ours <differs>"],
         "expected": {
-            "test_accuracy": {"published": 0.9688, "measured": 0.9725},
+            "test_accuracy": {"published": 0.9688, "measured": 0.9725, "status": "differs", "reason": "a made-up gap"},
             "confusion_matrix": {
                 "published": np.eye(3, dtype=int).tolist(),
                 "measured": (2 * np.eye(3, dtype=int)).tolist(),
@@ -86,8 +86,8 @@ def test_standard_sections_come_from_the_standard_keys(tmp_path):
     ]
     assert page.items[NOTES] == ["ours <differs>"]
     assert page.tables["Published figures beside ours"]["rows"] == [
-        ["test_accuracy", "0.9688", "0.9725", "+0.0037"],
-        ["confusion_matrix", "[[1, 0, 0], [0, 1, 0], [0, 0, 1]]", "[[2, 0, 0], [0, 2, 0], [0, 0, 2]]", "max |Δ| 1"],
+        ["test_accuracy", "0.9688", "0.9725", "+0.0037", "differs (a made-up gap)"],
+        ["confusion_matrix", "[[1, 0, 0], [0, 1, 0], [0, 0, 1]]", "[[2, 0, 0], [0, 2, 0], [0, 0, 2]]", "max |Δ| 1", ""],
     ]
     assert page.tables["Timings per stage"]["rows"] == [["ingest", "1.50"], ["knn", "2.25"]]
 
