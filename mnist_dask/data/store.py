@@ -134,9 +134,10 @@ class Store:
 
 
 def stage_of(path: str) -> str:
-    """The stage an array belongs to: ``raw/train/images`` -> ``raw``; ``derived/x/...`` -> ``derived/x``."""
+    """The stage an array belongs to: ``raw/train/images`` -> ``raw``; ``derived/x/...`` -> ``derived/x``;
+    ``cache/x/...`` (results experiments share) -> ``cache/x``."""
     parts = path.strip("/").split("/")
-    return "/".join(parts[:2]) if parts[0] == "derived" else parts[0]
+    return "/".join(parts[:2]) if parts[0] in ("derived", "cache") else parts[0]
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import SGDClassifier
@@ -25,24 +24,23 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.common import (
     MAX_CURVE_POINTS,
     downsample,
     fold_accuracies,
     load_split,
-    on_cluster,
-    run_tasks,
 )
 from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
 from mnist_dask.report import spec
 
 CV = 3
 MISCLASSIFIED_SHOWN = 40
+SOME_DIGIT_THRESHOLDS = (0, 3000, 8000)  # the thresholds notebooks 001 and 002 try on some_digit
 
 
 @parameters
@@ -56,49 +54,76 @@ class Binary5Params:
 
 @experiment("binary_5_detector", Binary5Params)
 def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
-    """SGD '5 vs not-5' with 3-fold CV: accuracies, never-5 baseline, confusion, PR/ROC, and a random forest."""
+    """SGD '5 vs not-5' with 3-fold CV: accuracies, never-5 baseline, confusion, PR/ROC, and a random forest.
+
+    Every fit is a cluster task, all submitted together: SGD decision scores on the 3 folds, the
+    notebook's hand-written shuffled 3-fold loop, SGD on all rows (for ``some_digit``, the first
+    training image), and the forest's probabilities on the 3 folds.
+    """
     X, digits = load_split(ctx.store, "train", p.sample)
     y = digits == 5
-    folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    seed = p.random_state
-    with on_cluster(ctx.client):
-        ctx.log("binary_5_detector: SGD decision scores, 3 folds as cluster tasks")
-        scores = cross_val_predict(SGDClassifier(random_state=seed), X, y, cv=CV, method="decision_function", n_jobs=-1)
-        ctx.log("binary_5_detector: random forest probabilities, 3 folds as cluster tasks")
-        forest = RandomForestClassifier(n_estimators=p.forest_trees, random_state=seed)
-        proba = cross_val_predict(forest, X, y, cv=CV, method="predict_proba", n_jobs=-1)[:, 1]
-    sgd = _binary_report("SGD", y, scores > 0, scores, folds)
-    rf = _binary_report("random forest", y, proba > 0.5, proba, folds)
+    folds = list(StratifiedKFold(CV).split(X, y))
+    shuffled = list(StratifiedKFold(CV, shuffle=True, random_state=p.random_state).split(X, y))
+    sgd = SGDClassifier(random_state=p.random_state)
+    forest = RandomForestClassifier(n_estimators=p.forest_trees, random_state=p.random_state)
+    ctx.log(f"binary_5_detector: {len(folds) * 3 + 1} SGD and forest fits as cluster tasks")
+    X_remote = tasks.scatter(ctx.client, X)
+    scores, shuffled_predictions, full, proba_both = tasks.gather(
+        ctx.client,
+        tasks.sgd_cross_val_decisions(ctx.client, sgd, X_remote, X, y, folds),
+        tasks.cross_val(ctx.client, sgd, X_remote, y, shuffled),
+        tasks.fit(ctx.client, sgd, X_remote, y),
+        tasks.cross_val(ctx.client, forest, X_remote, y, folds, method="predict_proba"),
+    )
+    proba = proba_both[:, 1]
+    test_folds = [test for _, test in folds]
+    sgd_report = _binary_report("SGD", y, scores > 0, scores, test_folds)
+    rf = _binary_report("random forest", y, proba > 0.5, proba, test_folds)  # predict: a 0.5/0.5 tie is "not 5"
     never_5 = fold_accuracies(y, np.zeros_like(y), [test for _, test in KFold(CV).split(X)])
     precision_90 = _at_precision(y, scores, 0.90)
+    some_digit_score = float(full.decision_function(X[:1])[0])
     metrics = {
-        "cv_scores": sgd["cv_scores"],
+        "cv_scores": sgd_report["cv_scores"],
+        "cv_scores_shuffled": fold_accuracies(y, shuffled_predictions, [test for _, test in shuffled]),
         "never_5_cv_scores": never_5,
         "never_5_accuracy": float(np.mean(never_5)),
-        **{k: sgd[k] for k in ("confusion_matrix", "precision", "recall", "f1", "roc_auc")},
+        **{k: sgd_report[k] for k in ("confusion_matrix", "precision", "recall", "f1", "roc_auc")},
         "threshold_90_precision": precision_90["threshold"],
         "precision_at_90": precision_90["precision"],
         "recall_at_90_precision": precision_90["recall"],
+        "sgd_some_digit_prediction": bool(full.predict(X[:1])[0]),
+        "sgd_some_digit_score": some_digit_score,
+        **{f"some_digit_above_threshold_{t}": some_digit_score > t for t in SOME_DIGIT_THRESHOLDS},
         "random_forest": {k: rf[k] for k in ("confusion_matrix", "precision", "recall", "f1", "roc_auc", "cv_scores")},
         **{f"random_forest_{k}": rf[k] for k in ("precision", "recall", "f1", "roc_auc")},
+        "random_forest_f1_proba_ge_half": float(f1_score(y, proba >= 0.5)),
+        "random_forest_proba_first2": proba_both[:2].tolist(),
     }
-    ctx.log(f"binary_5_detector: SGD cv {sgd['cv_scores']}, AUC {sgd['roc_auc']:.4f}; forest AUC {rf['roc_auc']:.4f}")
+    ctx.log(
+        f"binary_5_detector: SGD cv {sgd_report['cv_scores']}, AUC {sgd_report['roc_auc']:.4f}; "
+        f"forest AUC {rf['roc_auc']:.4f}"
+    )
     return {
         "model": {
-            "sgd": f"SGDClassifier(random_state={seed})",
+            "sgd": repr(sgd),
             "forest": repr(forest),
             "cv": CV,
             "target": "digit == 5",
             "train_rows": len(y),
             "positives": int(y.sum()),
+            "some_digit": "the first training image (a 5)",
         },
         "metrics": metrics,
-        "report": _detector_displays(metrics, sgd, rf, precision_90),
+        "report": _detector_displays(metrics, sgd_report, rf, precision_90),
         "notes": [
             "cv_scores are the accuracies of the cross_val_predict predictions on each of the 3 "
             "StratifiedKFold test folds, equal to cross_val_score for these seeded models",
+            "cv_scores_shuffled: notebook 001's hand-written loop over StratifiedKFold(3, shuffle=True, "
+            "random_state=42), a clone of the SGD fitted per fold",
             "never_5_cv_scores use unshuffled KFold(3), as cross_val_score does for the notebook's "
             "Never5Classifier (a BaseEstimator, not a classifier, so no stratification)",
+            "random_forest precision/recall/f1 are of predict() (P(5) > 0.5, as notebook 001); "
+            "random_forest_f1_proba_ge_half is notebook 002's F1 of P(5) >= 0.5",
         ],
     }
 
@@ -185,7 +210,7 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
         SGDClassifier(loss="log_loss", max_iter=p.max_iter, random_state=p.random_state),
     )
     ctx.log("zero_detector: fitting the pipeline as one cluster task")
-    [model] = run_tasks(ctx.client, _fit, [(model, X, y)])
+    [model] = tasks.gather(ctx.client, tasks.fit(ctx.client, model, tasks.scatter(ctx.client, X), y))
     y_pred = model.predict(X_test)
     proba = model.predict_proba(X_test)[:, 1]
     selector, sgd = model[0], model[-1]
@@ -292,8 +317,3 @@ def _histogram(proba: np.ndarray, positive: np.ndarray, bins: int = 100) -> tupl
         "true 0": np.histogram(proba[positive], edges)[0],
         "other digits": np.histogram(proba[~positive], edges)[0],
     }
-
-
-def _fit(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
-    """Fit a fresh clone of ``model`` (runs on a worker)."""
-    return clone(model).fit(X, y)

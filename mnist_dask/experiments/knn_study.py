@@ -23,7 +23,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.metrics import classification_metrics
-from mnist_dask.experiments.params import Positive, Weights, as_dict, default_list, nested, parameters
+from mnist_dask.experiments.params import Count, Positive, Weights, as_dict, default_list, nested, parameters
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search
 from mnist_dask.report import spec
@@ -64,11 +64,13 @@ class KNNGrid:
 
 @parameters
 class GridSearch:
-    """A cross-validated grid search, on raw images or on the job's dataset (group folds over shifted copies)."""
+    """A cross-validated grid search, on raw images or on the job's dataset (group folds over shifted copies),
+    on all training rows or the first ``rows``."""
 
     param_grid: KNNGrid
     cv: Annotated[int, Strict(), Field(ge=2)] = 5
     on: Literal["raw", "dataset"] = "raw"
+    rows: Count = 0  # search on the first rows only (notebook 002: 10,000); 0: all
 
 
 @parameters
@@ -117,10 +119,14 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
             on = "raw" if p.search.on == "raw" else dataset
             X, y = store.read_xy(on, "train")
             groups = _groups(store, on)
+            if p.search.rows:  # the first rows, as GridSearchCV on X_train[:rows]
+                X, y = X[: p.search.rows], y[: p.search.rows]
+                groups = None if groups is None else groups[: p.search.rows]
             grid = as_dict(p.search.param_grid)
             found = grid_search(X, y.compute(), grid, cv=p.search.cv, groups=groups, scheduler=client)
         result["search"] = {
             "dataset": on,
+            "rows": int(X.shape[0]),
             "cv": p.search.cv,
             "group_folds": groups is not None,
             "best_params": found.best_params,
@@ -138,6 +144,8 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
         "estimator": "KNNClassifier (exact, blocked)",
         **model,
         "train_rows": int(X_train.shape[0]),
+        "train_shape": [int(n) for n in X_train.shape],
+        "train_size": int(X_train.size),
         "test_rows": int(X_test.shape[0]),
     }
     with ctx.stage("predict"):

@@ -1,276 +1,199 @@
-"""Multiclass classifiers: SVC OvO/OvR, SGD with and without scaling, one-vs-rest logistic regression,
-the notebook 004 small-sample comparison, notebook 003's SVC kernels, and chapter 3's error analysis.
+"""Multiclass classifiers of Hands-On ML chapter 3 (notebooks 001, 002) and notebook 003's logistic regression.
 
-One-vs-rest fits (``OneVsRestClassifier(n_jobs=-1)``) and cross-validation folds
-(``cross_val_predict(n_jobs=-1)``) run under the Dask joblib backend, so each binary fit or
-fold is its own cluster task; independent models are submitted as separate tasks, and
-expensive predictions are split into test chunks predicted on the workers.
+SVC one-vs-one and one-vs-rest on the first 2,000 training images (002) and on all 60,000 (001),
+each asked about ``some_digit`` (the first training image, a 5); SGD fitted on all images (its
+``some_digit`` scores) and cross-validated on raw and scaled pixels; notebook 003's
+VarianceThreshold + StandardScaler + one-vs-rest saga logistic regression with its per-digit table.
+
+Every fit is a cluster task (one-vs-rest and SGD one per class), all submitted together
+(:mod:`mnist_dask.experiments.tasks`). The scaled SGD's cross-validated decisions are shared
+with ``error_analysis`` through the store (:mod:`mnist_dask.experiments.cache`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from distributed import Client
-from sklearn.base import clone
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.naive_bayes import GaussianNB
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.common import fold_accuracies, load_split, on_cluster, run_tasks
-from mnist_dask.experiments.params import Count, Float, Positive, Seed, default_list, parameters
+from mnist_dask.experiments import Context, Result, cache, experiment, tasks
+from mnist_dask.experiments.common import fold_accuracies, load_split
+from mnist_dask.experiments.params import Bool, Count, Positive, Seed, parameters
 from mnist_dask.report import spec
 
 CV = 3
 DIGITS = np.arange(10)
-PREDICT_CHUNK = 1_000
 MISCLASSIFIED_SHOWN = 40
+SCALED_SGD = "sgd-scaled-cv3"  # the cache name of the scaled SGD's cross-validated decisions
 
 
 @parameters
 class MulticlassParams:
-    """Rows for each model (first rows of the training set; 0: all), the seed, saga's iterations."""
+    """Rows per model (first training rows; 0: all), whether to fit 001's SVCs on all rows, seed, saga's iterations,
+    libsvm's kernel cache in MB (speed only)."""
 
     svc_sample: Positive = 2000
+    svc_full: Bool = True
     test_sample: Count = 0
     sgd_sample: Count = 0
     random_state: Seed = 42
     logistic_sample: Count = 0
     logistic_max_iter: Positive = 100
-    small_sample: Positive = 6000
+    cache_size: Positive = 1000
 
 
 @experiment("multiclass", MulticlassParams)
 def multiclass(ctx: Context, p: MulticlassParams) -> Result:
-    """SVC OvO vs OvR on the first images, SGD 3-fold CV raw and scaled, OvR saga logistic, the 6,000-image trio."""
+    """SVC OvO/OvR on 2,000 and 60,000 images, SGD (some_digit, 3-fold CV raw and scaled), OvR saga logistic."""
     X, y = load_split(ctx.store, "train")
     X_test, y_test = load_split(ctx.store, "test", p.test_sample)
-    seed = p.random_state
-    svc = _svc_ovo_ovr(ctx, X[: p.svc_sample], y[: p.svc_sample], X_test, y_test, seed)
-    sgd_rows, logistic_rows = p.sgd_sample or len(y), p.logistic_sample or len(y)
-    sgd = _sgd_cv(ctx, X[:sgd_rows], y[:sgd_rows], seed)
-    logistic = _logistic_ovr(ctx, X[:logistic_rows], y[:logistic_rows], X_test, y_test, seed, p.logistic_max_iter)
-    small = _small_sample(ctx, p.small_sample)
-    metrics = {
-        "svc": svc["metrics"],
-        "ovr_svc": svc["ovr_metrics"],
-        "sgd": sgd["metrics"],
-        "logistic_ovr": logistic["metrics"],
-        "small_sample": small["metrics"],
-        "svc_test_accuracy": svc["metrics"]["test_accuracy"],
-        "ovr_svc_test_accuracy": svc["ovr_metrics"]["test_accuracy"],
-        "sgd_cv_scores": sgd["metrics"]["cv_scores"],
-        "sgd_scaled_cv_scores": sgd["metrics"]["scaled_cv_scores"],
-        "logistic_test_accuracy": logistic["metrics"]["test_accuracy"],
-        "logistic_f1_weighted": logistic["metrics"]["f1_weighted"],
-        **{f"{name}_small_accuracy": value for name, value in small["metrics"].items()},
+    client, seed = ctx.client, p.random_state
+    sgd_rows = p.sgd_sample or len(y)
+    X_sgd, y_sgd = X[:sgd_rows], y[:sgd_rows]
+    X_scaled = StandardScaler().fit_transform(X_sgd)  # fitted on all rows, test folds included, as notebook 001
+    folds = list(StratifiedKFold(CV).split(X_sgd, y_sgd))
+    sgd = SGDClassifier(random_state=seed)
+    scaled_key = cache.fingerprint(
+        ctx,
+        computation="cross_val_predict decision_function",
+        estimator=repr(sgd),
+        preprocessing="StandardScaler on all rows",
+        cv=f"StratifiedKFold({CV})",
+        rows=sgd_rows,
+    )
+    scaled_stage = cache.stage_name(SCALED_SGD, scaled_key)
+    cached = cache.load(ctx, scaled_stage, ("decisions",), scaled_key)
+
+    X_remote, X_sgd_remote = tasks.scatter(client, X), tasks.scatter(client, X_sgd)
+    small = p.svc_sample
+    svc_small, ovr_small = (
+        SVC(random_state=seed, cache_size=p.cache_size),
+        SVC(random_state=seed, cache_size=p.cache_size),
+    )
+    pending: dict[str, tasks.Pending] = {
+        "svc": tasks.fit(client, svc_small, X_remote, y, np.arange(small)),
+        "ovr_svc": tasks.one_vs_rest(client, ovr_small, tasks.scatter(client, X[:small]), y[:small]),
+        "sgd_full": tasks.sgd_cross_val_decisions(
+            client, sgd, X_sgd_remote, X_sgd, y_sgd, [(np.arange(sgd_rows), np.array([0]))]
+        ),
+        "sgd_cv": tasks.sgd_cross_val_decisions(client, sgd, X_sgd_remote, X_sgd, y_sgd, folds),
     }
-    notes = sgd["notes"] + logistic["notes"]
-    return {
-        "model": {
-            "svc": svc["model"],
-            "sgd": sgd["model"],
-            "logistic_ovr": logistic["model"],
-            "small_sample": small["model"],
-            "test_rows": len(y_test),
-        },
-        "metrics": metrics,
-        "report": logistic["report"] + small["report"],
-        "notes": notes,
-    }
-
-
-@parameters
-class SvmKernelsParams:
-    """Row samples (0: all), kernels, poly degree, the extra poly run's VarianceThreshold (0: none), cache MB."""
-
-    sample: Count = 0
-    test_sample: Count = 0
-    kernels: list[Literal["linear", "poly", "rbf", "sigmoid"]] = default_list("poly", "rbf", "sigmoid")
-    degree: Positive = 3
-    poly_variance_threshold: Float = 100.0
-    cache_size: Positive = 1000
-
-
-@experiment("svm_kernels", SvmKernelsParams)
-def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
-    """Notebook 003: StandardScaler + OneVsRest(SVC) with each kernel, plus poly after VarianceThreshold(100)."""
-    X, y = load_split(ctx.store, "train", p.sample)
-    X_test, y_test = load_split(ctx.store, "test", p.test_sample)
-    variants: dict[str, tuple[str, float | None]] = {kernel: (kernel, None) for kernel in p.kernels}
-    if p.poly_variance_threshold > 0:
-        variants["poly_variance_threshold"] = ("poly", p.poly_variance_threshold)
-    metrics: dict[str, Any] = {}
-    models: dict[str, str] = {}
-    displays: list[spec.Display] = []
-    for name, (kernel, threshold) in variants.items():
-        model = _svc_pipeline(kernel, p.degree, p.cache_size, threshold)
-        ctx.log(f"svm_kernels: {name}: 10 one-vs-rest SVC fits as cluster tasks on {len(y):,} images")
-        with on_cluster(ctx.client):
-            model.fit(X, y)
-        y_pred = _predict_on_cluster(ctx.client, model, X_test)
-        metrics[f"{name}_test_accuracy"] = float(accuracy_score(y_test, y_pred))
-        metrics[name] = {
-            "test_accuracy": metrics[f"{name}_test_accuracy"],
-            "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
-            "support_vectors": [int(e.n_support_.sum()) for e in model[-1].estimators_],
-        }
-        models[name] = repr(model)
-        displays.append(
-            spec.confusion_matrix(f"Confusion matrix: {name}", confusion_matrix(y_test, y_pred, labels=DIGITS))
+    if cached is None:
+        pending["sgd_scaled_cv"] = tasks.sgd_cross_val_decisions(
+            client, sgd, tasks.scatter(client, X_scaled), X_scaled, y_sgd, folds
         )
-        ctx.log(f"svm_kernels: {name}: test accuracy {metrics[f'{name}_test_accuracy']:.4f}")
-    notes = (
-        []
-        if not p.sample
-        else [f"trained on the first {p.sample:,} training images only (the published figures use all 60,000)"]
+    if p.svc_full:  # notebook 001 fits both on all 60,000 images: the longest fits of the study
+        pending["svc_full"] = tasks.fit(client, SVC(cache_size=p.cache_size), X_remote, y)
+        pending["ovr_svc_full"] = tasks.one_vs_rest(client, SVC(cache_size=p.cache_size), X_remote, y)
+    logistic_rows = p.logistic_sample or len(y)
+    logistic_model, logistic_pending = _logistic_ovr(
+        client, X[:logistic_rows], y[:logistic_rows], seed, p.logistic_max_iter
+    )
+    pending["logistic"] = logistic_pending
+    ctx.log(f"multiclass: {_count(pending)} fits as cluster tasks (SVC, one-vs-rest SVC, SGD per class, logistic)")
+    done = dict(zip(pending, tasks.gather(client, *pending.values())))
+    scaled_decisions = cached["decisions"] if cached is not None else done["sgd_scaled_cv"]
+    if cached is None:
+        cache.save(ctx, scaled_stage, scaled_key, {"decisions": scaled_decisions})
+    logistic_model.steps[-1] = ("classification", done["logistic"])
+
+    some_digit = X[:1]
+    svc_scores = done["svc"].decision_function(some_digit)[0]
+    metrics: dict[str, Any] = {
+        "svc_some_digit_prediction": int(done["svc"].predict(some_digit)[0]),
+        "svc_some_digit_scores": svc_scores.tolist(),
+        "svc_some_digit_argmax": int(np.argmax(svc_scores)),
+        "svc_some_digit_class": int(done["svc"].classes_[np.argmax(svc_scores)]),
+        "ovr_svc_some_digit_prediction": int(done["ovr_svc"].predict(some_digit)[0]),
+        "ovr_svc_binary_classifiers": len(done["ovr_svc"].estimators_),
+        "svc_test_accuracy": _accuracy(client, done["svc"], X_test, y_test),
+        "ovr_svc_test_accuracy": _accuracy(client, done["ovr_svc"], X_test, y_test),
+    }
+    if p.svc_full:
+        full_scores = done["svc_full"].decision_function(some_digit)[0]
+        metrics.update(
+            {
+                "svc_full_some_digit_prediction": int(done["svc_full"].predict(some_digit)[0]),
+                "svc_full_some_digit_scores": full_scores.tolist(),
+                "svc_full_some_digit_argmax": int(np.argmax(full_scores)),
+                "ovr_svc_full_some_digit_prediction": int(done["ovr_svc_full"].predict(some_digit)[0]),
+                "ovr_svc_full_binary_classifiers": len(done["ovr_svc_full"].estimators_),
+            }
+        )
+    sgd_scores = done["sgd_full"][0]
+    test_folds = [test for _, test in folds]
+    classes = np.unique(y_sgd)
+    metrics.update(
+        {
+            "sgd_some_digit_prediction": int(classes[np.argmax(sgd_scores)]),
+            "sgd_some_digit_scores": sgd_scores.tolist(),
+            "sgd_cv_scores": fold_accuracies(y_sgd, tasks.decisions_to_labels(done["sgd_cv"], classes), test_folds),
+            "sgd_scaled_cv_scores": fold_accuracies(
+                y_sgd, tasks.decisions_to_labels(scaled_decisions, classes), test_folds
+            ),
+        }
+    )
+    logistic = _logistic_results(logistic_model, X_test, y_test)
+    metrics.update(logistic["metrics"])
+    ctx.log(
+        f"multiclass: SGD cv {metrics['sgd_cv_scores']}; logistic test accuracy {metrics['logistic_test_accuracy']}"
     )
     return {
-        "model": {"pipelines": models, "train_rows": len(y), "test_rows": len(y_test)},
-        "metrics": metrics,
-        "report": displays,
-        "notes": notes + ["support_vectors lists the support-vector count of each of the 10 binary SVCs"],
-    }
-
-
-@parameters
-class ErrorAnalysisParams:
-    """First ``sample`` training rows (0: all), the SGD seed, images per quadrant of the 3-vs-5 grid."""
-
-    sample: Count = 0
-    random_state: Seed = 42
-    pairs: Positive = 25
-
-
-@experiment("error_analysis", ErrorAnalysisParams)
-def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
-    """Confusion matrix of the scaled SGD's 3-fold predictions, normalised by row and by column, and the 3/5 grid."""
-    X, y = load_split(ctx.store, "train", p.sample)
-    X_scaled = StandardScaler().fit_transform(X)
-    ctx.log("error_analysis: scaled SGD, 3 folds as cluster tasks")
-    with on_cluster(ctx.client):
-        y_pred = cross_val_predict(SGDClassifier(random_state=p.random_state), X_scaled, y, cv=CV, n_jobs=-1)
-    matrix = confusion_matrix(y, y_pred, labels=DIGITS)
-    folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    quadrants = [
-        spec.stored_digits("train", np.flatnonzero((y == a) & (y_pred == b))[: p.pairs], label=f"{a} as {b}")
-        for a in (3, 5)
-        for b in (3, 5)
-    ]
-    errors_only = "the diagonal is set to 0 to show only the errors"
-    return {
         "model": {
-            "estimator": f"SGDClassifier(random_state={p.random_state})",
-            "preprocessing": "StandardScaler fitted on the whole training set (as the notebook does)",
-            "cv": CV,
-            "train_rows": len(y),
+            "svc": repr(svc_small),
+            "svc_rows": small,
+            "svc_full": "SVC() and OneVsRestClassifier(SVC()) on all training rows" if p.svc_full else None,
+            "sgd": repr(sgd),
+            "sgd_rows": sgd_rows,
+            "logistic": repr(logistic_model),
+            "logistic_rows": logistic_rows,
+            "test_rows": len(y_test),
+            "some_digit": "the first training image (a 5)",
         },
-        "metrics": {
-            "confusion_matrix": matrix.tolist(),
-            "cv_scores": fold_accuracies(y, y_pred, folds),
-            "cv_accuracy": float(np.mean(y == y_pred)),
-            "errors_by_true_digit": (matrix.sum(axis=1) - np.diag(matrix)).tolist(),
-            "errors_by_predicted_digit": (matrix.sum(axis=0) - np.diag(matrix)).tolist(),
-        },
-        "report": [
-            spec.confusion_matrix("Confusion matrix", matrix, caption="rows true digits, columns predicted digits"),
-            spec.confusion_matrix(
-                "Errors, row-normalised",
-                matrix,
-                normalize="true",
-                errors_only=True,
-                caption=f"each row divided by its number of images; {errors_only}",
-            ),
-            spec.confusion_matrix(
-                "Errors, column-normalised",
-                matrix,
-                normalize="pred",
-                errors_only=True,
-                caption=f"each column divided by its number of predictions; {errors_only}",
-            ),
-            spec.digits(
-                "3s and 5s: true digit as predicted digit",
-                quadrants,
-                per_line=13,
-                caption=f"training images, the first {p.pairs} of each (true, predicted) pair",
-            ),
+        "metrics": metrics,
+        "report": _displays(metrics) + logistic["report"],
+        "notes": [
+            "SGD cv scores are the per-fold accuracies of cross_val_predict (equal to cross_val_score for a seeded "
+            "model); each (fold, class) SGD is its own cluster task with scikit-learn's per-class seed",
+            "notebook 003 used LogisticRegression(multi_class='ovr') inside OneVsRestClassifier: the parameter is "
+            "gone from scikit-learn 1.9 and had no effect there (each fit is binary); "
+            f"max_iter={p.logistic_max_iter}",
+            f"libsvm's kernel cache is {p.cache_size} MB (the notebooks' SVC() used 200 MB): speed only",
         ],
     }
 
 
-def _svc_ovo_ovr(
-    ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int
-) -> dict[str, Any]:
-    """SVC (45 one-vs-one machines) as one task, then OneVsRest(SVC) as ten tasks, on the first images."""
-    ctx.log(f"multiclass: SVC one-vs-one and one-vs-rest on the first {len(y):,} images")
-    [ovo] = run_tasks(ctx.client, _fit, [(SVC(random_state=seed), X, y)])
-    ovr = OneVsRestClassifier(SVC(random_state=seed), n_jobs=-1)
-    with on_cluster(ctx.client):
-        ovr.fit(X, y)
-    results: dict[str, dict[str, Any]] = {}
-    for name, model in (("metrics", ovo), ("ovr_metrics", ovr)):
-        y_pred = _predict_on_cluster(ctx.client, model, X_test)
-        results[name] = {
-            "test_accuracy": float(accuracy_score(y_test, y_pred)),
-            "train_rows": len(y),
-            "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
-        }
-    results["metrics"]["binary_classifiers"] = len(DIGITS) * (len(DIGITS) - 1) // 2
-    results["ovr_metrics"]["binary_classifiers"] = len(ovr.estimators_)
-    results["model"] = {"ovo": repr(ovo), "ovr": repr(ovr), "train_rows": len(y)}
-    return results
-
-
-def _sgd_cv(ctx: Context, X: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
-    """SGD multiclass 3-fold CV accuracies on raw pixels and after StandardScaler (fitted on all rows, as in 001)."""
-    folds = [test for _, test in StratifiedKFold(CV).split(X, y)]
-    scores = {}
-    for name, data in (("cv_scores", X), ("scaled_cv_scores", StandardScaler().fit_transform(X))):
-        ctx.log(f"multiclass: SGD {name}, 3 folds as cluster tasks")
-        with on_cluster(ctx.client):
-            y_pred = cross_val_predict(SGDClassifier(random_state=seed), data, y, cv=CV, n_jobs=-1)
-        scores[name] = fold_accuracies(y, y_pred, folds)
-    return {
-        "metrics": scores,
-        "model": {"estimator": f"SGDClassifier(random_state={seed})", "cv": CV, "train_rows": len(y)},
-        "notes": ["SGD cv scores are the per-fold accuracies of cross_val_predict (equal to cross_val_score)"],
-    }
-
-
 def _logistic_ovr(
-    ctx: Context, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, seed: int, max_iter: int
-) -> dict[str, Any]:
-    """Notebook 003's VarianceThreshold + StandardScaler + OneVsRest(saga LogisticRegression) with its digit table."""
-    model = Pipeline(
-        [
-            ("feature_selection", VarianceThreshold()),
-            ("feature_scaling", StandardScaler()),
-            (
-                "classification",
-                OneVsRestClassifier(LogisticRegression(solver="saga", random_state=seed, max_iter=max_iter), n_jobs=-1),
-            ),
-        ]
-    )
-    ctx.log(f"multiclass: one-vs-rest saga logistic regression on {len(y):,} images, 10 fits as cluster tasks")
-    with on_cluster(ctx.client):
-        model.fit(X, y)
+    client: Client, X: np.ndarray, y: np.ndarray, seed: int, max_iter: int
+) -> tuple[Pipeline, tasks.Pending]:
+    """Notebook 003's pipeline: VarianceThreshold and StandardScaler fitted here, the 10 saga fits as tasks."""
+    selection = VarianceThreshold().fit(X)
+    scaling = StandardScaler().fit(selection.transform(X))
+    features = scaling.transform(selection.transform(X))
+    logistic = LogisticRegression(solver="saga", random_state=seed, max_iter=max_iter)
+    model = Pipeline([("feature_selection", selection), ("feature_scaling", scaling), ("classification", logistic)])
+    return model, tasks.one_vs_rest(client, logistic, tasks.scatter(client, features), y)
+
+
+def _logistic_results(model: Pipeline, X_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """Test accuracy, weighted F1, the per-digit table as printed by notebook 003, and the displays."""
     proba = model.predict_proba(X_test)
-    y_pred = model.classes_[np.argmax(proba, axis=1)]
+    y_pred = model.predict(X_test)
     table = _digit_table(y_test, y_pred, proba)
+    matrix = confusion_matrix(y_test, y_pred, labels=DIGITS)
+    estimators = model["classification"].estimators_
     coef = [
         model["feature_selection"].inverse_transform(model["feature_scaling"].inverse_transform(e.coef_))[0]
-        for e in model["classification"].estimators_
+        for e in estimators
     ]
-    matrix = confusion_matrix(y_test, y_pred, labels=DIGITS)
     wrong = np.flatnonzero(y_pred != y_test)
     shown = wrong[:MISCLASSIFIED_SHOWN]
     displays = [
@@ -309,53 +232,52 @@ def _logistic_ovr(
                 caption="titles: test index, true → predicted (logistic regression)",
             )
         )
-    return {
-        "metrics": {
-            "test_accuracy": float(accuracy_score(y_test, y_pred)),
-            "f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
-            "f1_macro": float(f1_score(y_test, y_pred, average="macro")),
-            "per_digit": table,
-            "confusion_matrix": matrix.tolist(),
+    metrics = {
+        "logistic_test_accuracy": float(accuracy_score(y_test, y_pred)),
+        "logistic_f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
+        "logistic_f1_macro": float(f1_score(y_test, y_pred, average="macro")),
+        **{
+            f"logistic_per_digit_{column}": [row[column] for row in table]
+            for column in ("accuracy", "f1", "mean_neg_proba", "mean_pos_proba")
         },
-        "model": {"pipeline": repr(model), "train_rows": len(y)},
-        "report": displays,
-        "notes": [
-            f"notebook 003 used LogisticRegression(multi_class='ovr') (parameter removed in scikit-learn "
-            f"1.8; inside OneVsRestClassifier each fit is binary, so it had no effect); max_iter={max_iter}"
-        ],
+        "logistic_confusion_matrix": matrix.tolist(),
     }
+    return {"metrics": metrics, "report": displays}
 
 
-def _small_sample(ctx: Context, sample: int) -> dict[str, Any]:
-    """Notebook 004: first ``sample`` images split 67/33 (random_state=42); GaussianNB, liblinear logistic, 5-NN."""
-    X, y = load_split(ctx.store, "train", sample, dtype=np.uint8)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.33, random_state=42)
-    models = {
-        "knn": KNeighborsClassifier(),
-        "gaussian_nb": GaussianNB(),
-        "logistic": OneVsRestClassifier(LogisticRegression(solver="liblinear", max_iter=1000)),
-    }
-    ctx.log(f"multiclass: GaussianNB, logistic, k-NN on {sample:,} images as 3 cluster tasks")
-    results = run_tasks(ctx.client, _fit_predict, [(model, X_train, y_train, X_test) for model in models.values()])
-    predictions = dict(zip(models, results))
-    return {
-        "metrics": {name: float(accuracy_score(y_test, p)) for name, p in predictions.items()},
-        "model": {
-            "sample": int(sample),
-            "split": "train_test_split(test_size=0.33, random_state=42)",
-            "train_rows": len(y_train),
-            "test_rows": len(y_test),
-            **{name: repr(model) for name, model in models.items()},
-        },
-        "report": [
-            spec.confusion_matrix(
-                f"Confusion matrix: {name} on {sample:,} images",
-                confusion_matrix(y_test, p, labels=DIGITS),
-                caption="notebook 004's 67/33 split of the first training images",
-            )
-            for name, p in predictions.items()
+def _displays(metrics: dict[str, Any]) -> list[spec.Display]:
+    """The some_digit answers of every model, and the SGD cross-validation scores."""
+    rows = [
+        [
+            "SVC, first 2,000 images (002)",
+            metrics["svc_some_digit_prediction"],
+            ", ".join(f"{s:.2f}" for s in metrics["svc_some_digit_scores"]),
         ],
-    }
+        ["one-vs-rest SVC, first 2,000 images (002)", metrics["ovr_svc_some_digit_prediction"], ""],
+        [
+            "SGD, all images (001, 002)",
+            metrics["sgd_some_digit_prediction"],
+            ", ".join(f"{s:.0f}" for s in metrics["sgd_some_digit_scores"]),
+        ],
+    ]
+    if "svc_full_some_digit_prediction" in metrics:
+        rows.insert(
+            2,
+            [
+                "SVC, all images (001)",
+                metrics["svc_full_some_digit_prediction"],
+                ", ".join(f"{s:.2f}" for s in metrics["svc_full_some_digit_scores"]),
+            ],
+        )
+        rows.insert(3, ["one-vs-rest SVC, all images (001)", metrics["ovr_svc_full_some_digit_prediction"], ""])
+    return [
+        spec.table("What each model says of some_digit (a 5)", ["model", "prediction", "decision scores 0-9"], rows),
+        spec.table(
+            "SGD 3-fold cross-validation",
+            ["pixels", "fold 1", "fold 2", "fold 3"],
+            [["raw", *metrics["sgd_cv_scores"]], ["standardised", *metrics["sgd_scaled_cv_scores"]]],
+        ),
+    ]
 
 
 def _digit_table(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> list[dict[str, float]]:
@@ -377,34 +299,15 @@ def _digit_table(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray) -> l
     return rows
 
 
-def _svc_pipeline(kernel: str, degree: int, cache_size: int, threshold: float | None) -> Pipeline:
-    """Optional VarianceThreshold, StandardScaler, then OneVsRest(SVC(kernel)) fanned out with n_jobs=-1."""
-    steps = [("feature_selection", VarianceThreshold(threshold))] if threshold else []
-    svc = SVC(kernel=kernel, degree=degree, cache_size=cache_size)
-    return Pipeline(
-        steps + [("feature_scaling", StandardScaler()), ("classification", OneVsRestClassifier(svc, n_jobs=-1))]
-    )
+def _accuracy(client: Client, model: Any, X: np.ndarray, y: np.ndarray) -> float:
+    """Test accuracy of a fitted model, its predictions computed on the cluster in chunks."""
+    return float(accuracy_score(y, tasks.predict(client, model, X)))
 
 
-def _predict_on_cluster(client: Client, model: Any, X: np.ndarray) -> np.ndarray:
-    """Predict X in chunks of rows, one cluster task per chunk, with the model scattered once."""
-    remote = client.scatter(model, broadcast=True)
-    futures = [
-        client.submit(_predict, remote, X[i : i + PREDICT_CHUNK], pure=False) for i in range(0, len(X), PREDICT_CHUNK)
-    ]
-    return np.concatenate(client.gather(futures))
+def _count(pending: dict[str, tasks.Pending]) -> int:
+    """How many tasks the pending work holds."""
 
+    def count(futures: Any) -> int:
+        return sum(count(f) for f in futures) if isinstance(futures, list) else 1
 
-def _fit(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
-    """Fit a fresh clone of ``model`` (runs on a worker)."""
-    return clone(model).fit(X, y)
-
-
-def _fit_predict(model: Any, X: np.ndarray, y: np.ndarray, X_test: np.ndarray) -> np.ndarray:
-    """Fit a fresh clone on (X, y) and predict X_test (runs on a worker)."""
-    return clone(model).fit(X, y).predict(X_test)
-
-
-def _predict(model: Any, X: np.ndarray) -> np.ndarray:
-    """Predict one chunk (runs on a worker)."""
-    return model.predict(X)
+    return sum(count(p.futures) for p in pending.values())

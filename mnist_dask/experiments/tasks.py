@@ -115,6 +115,15 @@ def sgd_cross_val_decisions(
     return Pending(futures, assemble)
 
 
+def predict(
+    client: Client, model: BaseEstimator, X: np.ndarray, method: str = "predict", chunk: int = 1000
+) -> np.ndarray:
+    """``model.<method>(X)`` computed on the cluster, one task per chunk of rows, the model shipped once."""
+    remote = client.scatter(model, broadcast=True)
+    futures = [client.submit(_apply, remote, method, X[i : i + chunk], pure=False) for i in range(0, len(X), chunk)]
+    return np.concatenate(client.gather(futures))
+
+
 def decisions_to_labels(decisions: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """What ``predict`` makes of decision scores: positive -> classes[1] (binary), else the highest score's class."""
     if decisions.ndim == 1:
@@ -153,6 +162,11 @@ def _fit_apply(
     """(On a worker) fit a clone on the training rows and apply ``method`` to the test rows."""
     model = clone(estimator).fit(X[train], y[train])
     return np.asarray(getattr(model, method)(X[test]))
+
+
+def _apply(model: BaseEstimator, method: str, X: np.ndarray) -> np.ndarray:
+    """(On a worker) a fitted model's method on a chunk of rows."""
+    return np.asarray(getattr(model, method)(X))
 
 
 def _fit_sgd_binary(

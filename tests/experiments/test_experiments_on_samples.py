@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from distributed import Client
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-from sklearn.model_selection import cross_val_predict, cross_val_score, train_test_split
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score, train_test_split
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 from support import ReportPage
 
 from mnist_dask.data.store import Store
@@ -97,6 +99,18 @@ def test_binary_5_detector_matches_sklearn_on_a_sample(store, client, data, tmp_
     X, y = data["X"][:n], data["y"][:n] == 5
     expected = cross_val_score(SGDClassifier(random_state=42), X, y, cv=3, scoring="accuracy")
     assert metrics["cv_scores"] == pytest.approx(expected.tolist(), abs=1e-12)
+    shuffled = StratifiedKFold(3, shuffle=True, random_state=42)
+    expected = cross_val_score(SGDClassifier(random_state=42), X, y, cv=shuffled, scoring="accuracy")
+    assert metrics["cv_scores_shuffled"] == pytest.approx(expected.tolist(), abs=1e-12)
+    full = SGDClassifier(random_state=42).fit(X, y)
+    assert metrics["sgd_some_digit_score"] == pytest.approx(full.decision_function(X[:1])[0], rel=1e-12)
+    assert metrics["sgd_some_digit_prediction"] == full.predict(X[:1])[0]
+    assert metrics["some_digit_above_threshold_0"] == (metrics["sgd_some_digit_score"] > 0)
+    forest = RandomForestClassifier(n_estimators=10, random_state=42)
+    proba = cross_val_predict(forest, X, y, cv=3, method="predict_proba")
+    assert metrics["random_forest_proba_first2"] == proba[:2].tolist()
+    assert metrics["random_forest_f1_proba_ge_half"] == f1_score(y, proba[:, 1] >= 0.5)
+    assert metrics["random_forest_f1"] == f1_score(y, proba[:, 1] > 0.5)
     assert np.sum(metrics["confusion_matrix"]) == n
     assert np.array(metrics["confusion_matrix"])[1].sum() == y.sum()
     scores = cross_val_predict(SGDClassifier(random_state=42), X, y, cv=3, method="decision_function")
@@ -149,11 +163,11 @@ def test_zero_detector_matches_the_notebook_pipeline(store, client, data, tmp_pa
 def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
     params = {
         "svc_sample": 300,
+        "svc_full": False,
         "test_sample": 500,
         "sgd_sample": 450,
         "logistic_sample": 1000,
         "logistic_max_iter": 20,
-        "small_sample": 1200,
     }
     result, page = _run("multiclass", params, store, client, tmp_path)
     metrics = result["metrics"]
@@ -164,32 +178,69 @@ def test_multiclass_small_parts_match_sklearn(store, client, data, tmp_path):
     assert metrics["sgd_scaled_cv_scores"] == pytest.approx(
         cross_val_score(SGDClassifier(random_state=42), StandardScaler().fit_transform(X), y, cv=3).tolist(), abs=1e-12
     )
-    X_small = data["X"][:1200].astype(np.uint8)
-    X_tr, X_te, y_tr, y_te = train_test_split(X_small, data["y"][:1200], test_size=0.33, random_state=42)
-    assert metrics["gaussian_nb_small_accuracy"] == pytest.approx(GaussianNB().fit(X_tr, y_tr).score(X_te, y_te))
-    assert metrics["knn_small_accuracy"] == pytest.approx(KNeighborsClassifier().fit(X_tr, y_tr).score(X_te, y_te))
+    sgd = SGDClassifier(random_state=42).fit(X, y)
+    assert metrics["sgd_some_digit_prediction"] == sgd.predict(X[:1])[0]
+    np.testing.assert_allclose(metrics["sgd_some_digit_scores"], sgd.decision_function(X[:1])[0], rtol=1e-12)
+    svc = SVC(random_state=42).fit(data["X"][:300], data["y"][:300])
+    np.testing.assert_allclose(metrics["svc_some_digit_scores"], svc.decision_function(X[:1])[0], rtol=1e-9)
+    assert metrics["svc_some_digit_prediction"] == svc.predict(X[:1])[0] == metrics["svc_some_digit_class"]
+    assert metrics["ovr_svc_binary_classifiers"] == 10 and "svc_full_some_digit_scores" not in metrics
     assert 0.5 < metrics["svc_test_accuracy"] <= 1 and 0.5 < metrics["ovr_svc_test_accuracy"] <= 1
-    assert metrics["svc"]["binary_classifiers"] == 45 and metrics["ovr_svc"]["binary_classifiers"] == 10
-    table = metrics["logistic_ovr"]["per_digit"]
-    assert [row["digit"] for row in table] == list(range(10))
-    assert all(abs(row["mean_pos_proba"] + row["mean_neg_proba"] - 1) < 1e-12 for row in table)
-    assert np.sum(metrics["logistic_ovr"]["confusion_matrix"]) == 500
+    assert all(
+        abs(p + n - 1) < 1e-12
+        for p, n in zip(metrics["logistic_per_digit_mean_pos_proba"], metrics["logistic_per_digit_mean_neg_proba"])
+    )
+    assert np.sum(metrics["logistic_confusion_matrix"]) == 500
     per_digit = page.tables["Logistic regression (one-vs-rest) per digit"]
     assert per_digit["header"] == ["digit", "accuracy", "F1", "mean P(not digit)", "mean P(digit)"]
-    assert per_digit["rows"][3] == [
-        "3",
-        *(_metric(table[3][key]) for key in ("accuracy", "f1", "mean_neg_proba", "mean_pos_proba")),
-    ]
-    assert page.column("Metrics by model: svc, ovr_svc", "test_accuracy")["svc"] == _metric(
-        metrics["svc_test_accuracy"]
-    )
+    columns = ("accuracy", "f1", "mean_neg_proba", "mean_pos_proba")
+    assert per_digit["rows"][3] == ["3", *(_metric(metrics[f"logistic_per_digit_{c}"][3]) for c in columns)]
     maps = _display(result, "Logistic regression coefficients per digit")["maps"]
     assert list(maps) == [str(d) for d in range(10)] and np.array(maps["3"]).shape == (28, 28)
     assert _colours(page.images["Logistic regression coefficients per digit"])[0] > 0.02  # diverging colours
-    assert {f"Confusion matrix: {m} on 1,200 images" for m in ("knn", "gaussian_nb", "logistic")} <= set(page.images)
     histogram = _display(result, "Misclassified test digits by true digit")["counts"]["misclassified"]
-    matrix = np.array(metrics["logistic_ovr"]["confusion_matrix"])
+    matrix = np.array(metrics["logistic_confusion_matrix"])
     assert histogram == (matrix.sum(axis=1) - np.diag(matrix)).tolist()
+    assert page.tables["What each model says of some_digit (a 5)"]["rows"][0][1] == str(
+        metrics["svc_some_digit_prediction"]
+    )
+
+
+def test_multiclass_and_error_analysis_share_the_scaled_sgd_through_the_store(store, client, data, tmp_path):
+    n = 450
+    first, _ = _run("error_analysis", {"sample": n}, store, client, tmp_path / "first")
+    params = {
+        "svc_sample": 300,
+        "svc_full": False,
+        "test_sample": 200,
+        "sgd_sample": n,
+        "logistic_sample": 600,
+        "logistic_max_iter": 5,
+    }
+    second, _ = _run("multiclass", params, store, client, tmp_path / "second")
+    assert second["metrics"]["sgd_scaled_cv_scores"] == first["metrics"]["cv_scores"]
+    assert any(path.startswith("cache/sgd-scaled-cv3-") for path, _ in store.walk())
+
+
+def test_small_sample_matches_sklearn(store, client, data, tmp_path):
+    from skimage.transform import downscale_local_mean
+
+    result, page = _run("small_sample", {"sample": 1200, "sweep": [1, 3, 5]}, store, client, tmp_path)
+    metrics = result["metrics"]
+    images = data["X"][:1200].astype(np.int64).reshape(-1, 28, 28)
+    y = data["y"][:1200]
+    for name, X in (
+        ("small", images.reshape(1200, -1)),
+        ("small_downscaled", downscale_local_mean(images, (1, 3, 3)).reshape(1200, -1)),
+    ):
+        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.33, random_state=42)
+        assert metrics[f"gaussian_nb_{name}_accuracy"] == GaussianNB().fit(X_tr, y_tr).score(X_te, y_te)
+        assert metrics[f"knn_{name}_accuracy"] == KNeighborsClassifier().fit(X_tr, y_tr).score(X_te, y_te)
+    assert metrics["small_downscaled_accuracy_by_k"] == [
+        KNeighborsClassifier(n_neighbors=k).fit(X_tr, y_tr).score(X_te, y_te) for k in (1, 3, 5)
+    ]
+    assert metrics["downscaled_features"] == 100 and metrics["original_features"] == 784
+    assert {f"Confusion matrix: {m}, raw pixels" for m in ("knn", "gaussian_nb", "logistic")} <= set(page.images)
 
 
 def test_svm_kernels_on_a_sample(store, client, data, tmp_path):
