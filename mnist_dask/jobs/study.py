@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, span
+from distributed import Client, get_task_stream, span
 
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
@@ -89,7 +89,7 @@ def run_study(
         log(f"{prefix}: running")
         job_started = time.perf_counter()
         try:
-            with span("study", item.job.name):
+            with span("study", item.job.name), get_task_stream(client=client) as stream:
                 result = run_job(item.job, store, client, item.run_dir, log=_prefixed(log, prefix))
         except (ClusterLostError, KeyboardInterrupt):
             raise
@@ -100,7 +100,7 @@ def run_study(
             record["jobs"].append(_entry(item, "failed", None, message, seconds))
             continue
         seconds = time.perf_counter() - job_started
-        entry = _entry(item, "finished", result, None, seconds)
+        entry = {**_entry(item, "finished", result, None, seconds), **_floor(stream.data, client)}
         log(f"{prefix}: finished in {seconds:.0f} s{_summary(entry)}")
         record["jobs"].append(entry)
     record["finished"] = _now()
@@ -153,6 +153,28 @@ def _entry(
         "ledger": {status: sum(1 for f in figures if f["status"] == status) for status in STATUSES},
         "error": error,
         "figures": figures,
+    }
+
+
+def _floor(stream: list[dict[str, Any]], client: Client) -> dict[str, Any]:
+    """What the job's cluster tasks cost: their compute seconds summed, the longest, and the job's floor.
+
+    The floor is the wall time the job could not beat on these workers: the longest task, or all
+    task seconds spread evenly over the workers, whichever is larger (work done on the client and
+    waiting between tasks come on top).
+    """
+    computes = [
+        sum(part["stop"] - part["start"] for part in task.get("startstops", ()) if part.get("action") == "compute")
+        for task in stream
+    ]
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    total, longest = float(sum(computes)), float(max(computes, default=0.0))
+    return {
+        "tasks": len(computes),
+        "task_seconds": round(total, 1),
+        "longest_task_seconds": round(longest, 1),
+        "workers": workers,
+        "floor_seconds": round(max(longest, total / workers), 1),
     }
 
 

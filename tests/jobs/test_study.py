@@ -42,6 +42,8 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
 
     states = {entry["job"]: entry["state"] for entry in record["jobs"]}
     assert states == {"a_small_knn": "finished", "b_broken": "failed", "c_zero": "finished"}
+    finished = next(entry for entry in record["jobs"] if entry["job"] == "c_zero")
+    assert finished["tasks"] >= 1 and 0 < finished["floor_seconds"] <= finished["seconds"] and finished["workers"] == 2
     assert record["failed"] == ["b_broken"]
     broken = next(entry for entry in record["jobs"] if entry["job"] == "b_broken")
     assert broken["error"] and "\n" not in broken["error"]
