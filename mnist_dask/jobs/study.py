@@ -5,8 +5,8 @@ scikit-learn experiments after, the searches beyond the notebooks last), each in
 folder beside the store, under its own span on the dashboard. A job that fails is recorded
 and the others go on. A job whose run folder already holds a finished result of the same job
 (same parsed job file) on the same store inputs is not run again unless ``force``.
-``study.json`` and ``index.html`` in the study folder gather the ledger of all figures,
-per-job wall times and links to every run's report.
+``study.json``, ``index.html`` and ``figures.md`` in the study folder gather the ledger of all
+figures, per-job wall times and floors, and links to every run's report.
 """
 
 from __future__ import annotations
@@ -109,9 +109,10 @@ def run_study(
     record["ledger"] = {status: sum(1 for f in record["figures"] if f["status"] == status) for status in STATUSES}
     record["failed"] = [entry["job"] for entry in record["jobs"] if entry["state"] == "failed"]
     write_run_json(study_dir / STUDY_FILE, record)
-    from mnist_dask.report.study_page import write_study_page
+    from mnist_dask.report.study_page import write_study_page, write_study_summary
 
     write_study_page(record, study_dir)
+    write_study_summary(record, study_dir)
     return record
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 PAGE = "index.html"
+SUMMARY = "figures.md"
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("mnist_dask.report", "templates"),
     autoescape=True,
@@ -30,6 +31,43 @@ def write_study_page(study: dict[str, Any], folder: Path) -> Path:
     partial = target.with_name(PAGE + ".part")
     partial.write_text(html, encoding="utf-8")
     partial.replace(target)
+    return target
+
+
+def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
+    """Write ``folder/figures.md``: the ledger per job and every figure that is not as published, in Markdown.
+
+    The README's table of figures is this file's content, pasted from a study run.
+    """
+    met = study["ledger"].get("exact", 0) + study["ledger"].get("within print precision", 0)
+    lines = [
+        f"{met} of {len(study['figures'])} published figures reproduced "
+        f"({study['ledger'].get('exact', 0)} exact, {study['ledger'].get('within print precision', 0)} within print "
+        f"precision, {study['ledger'].get('differs', 0)} differ, {study['ledger'].get('missing', 0)} missing); "
+        f"{len(study['jobs'])} jobs in {study['seconds']:.0f} s on {study['jobs'][0].get('workers', '?')} workers.",
+        "",
+        "| job | figures | exact | within print precision | differ | missing | wall time (s) | floor (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for job in study["jobs"]:
+        ledger = job["ledger"]
+        floor = job.get("floor_seconds")
+        lines.append(
+            f"| {job['job']} | {sum(ledger.values())} | {ledger.get('exact', 0)} | "
+            f"{ledger.get('within print precision', 0)} | {ledger.get('differs', 0)} | {ledger.get('missing', 0)} | "
+            f"{job['seconds']:.0f}{' (skipped)' if job['state'] == 'skipped' else ''} | "
+            f"{'' if floor is None else f'{floor:.0f}'} |"
+        )
+    odd = [f for f in study["figures"] if f["status"] not in ("exact", "within print precision")]
+    if odd:
+        lines += ["", "| job | figure | published | ours | status |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"| {f['job']} | {f['key']} | {_show(f['published'])} | {_show(f['measured'])} | "
+            f"{f['status']}{(': ' + f['reason']) if f.get('reason') else ''} |"
+            for f in odd
+        ]
+    target = folder / SUMMARY
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
 
 

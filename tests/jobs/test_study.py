@@ -61,6 +61,10 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert "1 of 3 published figures reproduced" in page
     assert 'href="../runs/a_small_knn/report.html"' in page
     assert "<script" not in page and "http://" not in page and "https://" not in page
+    summary = (tmp_path / "study" / "figures.md").read_text()
+    assert summary.startswith("1 of 3 published figures reproduced")
+    assert "| a_small_knn | 2 | 1 | 0 | 1 | 0 |" in summary
+    assert "| a_small_knn | test_errors | 1 |" in summary and "a figure this test makes up" in summary
 
     again = run_study(jobs, store, client, tmp_path / "study", log=lines.append)
     assert {e["job"]: e["state"] for e in again["jobs"]} == {
