@@ -168,12 +168,20 @@ def scan(url: str, storage_options: dict[str, Any] | None) -> Scan:
         except ValueError as exc:
             problems.add((path, f"corrupt Zarr metadata ({exc})"))
     arrays = [node for node, document in nodes.items() if document["node_type"] == "array"]
+    missing = "missing Zarr metadata (the file was deleted)"
     for folder in sorted(folders):
         parent = posixpath.dirname(folder) if folder else None
         while parent is not None and parent not in folders and not any(_within(parent, a) for a in arrays):
-            problems.add((posixpath.join(parent, METADATA), "missing Zarr metadata (the file was deleted)"))
+            problems.add((posixpath.join(parent, METADATA), missing))
             folders.add(parent)
             parent = posixpath.dirname(parent) if parent else None
+    for file in files:  # chunks whose array lost its zarr.json: the array's folder is the first one below a group
+        if posixpath.basename(file) == METADATA or any(_within(file, a) for a in arrays):
+            continue
+        parts = file.split("/")
+        below = next((i for i in range(len(parts)) if "/".join(parts[:i]) not in folders), None)
+        if below is not None and below < len(parts):
+            problems.add((posixpath.join(*parts[:below], METADATA), missing))
     return Scan(nodes, sorted(problems))
 
 

@@ -42,7 +42,7 @@ def write_stage(
     results = run_stage(client, f"write-{stage.removeprefix('derived/')}", [*writes, *checksums])
     for path, sums in zip(arrays, results[len(writes) :]):
         store.set_array_attr(f"{stage}/{path}", CHUNK_MD5_KEY, list(sums))
-    store.complete_stage(stage, fingerprint, provenance)
+    store.complete_stage(stage, fingerprint, provenance, arrays=list(arrays))
 
 
 @contextlib.contextmanager

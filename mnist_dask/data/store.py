@@ -99,7 +99,7 @@ class Store:
         read): raw images that are not (N, 28, 28) uint8, labels that are not (N,) uint8, or
         counts that disagree.
         """
-        key = "images" if self.has(f"{stage}/{split}/images") else "features"
+        key = "features" if self.has(f"{stage}/{split}/features") else "images"
         X_meta, y_meta = self._array(f"{stage}/{split}/{key}"), self._array(f"{stage}/{split}/labels")
         if stage == "raw" and (X_meta.shape[1:] != (28, 28) or X_meta.dtype != "uint8"):
             raise UserError(
@@ -143,13 +143,24 @@ class Store:
         """Set one attribute on a stored array (e.g. its chunk checksums)."""
         self._group("a")[path].attrs[key] = _jsonable(value)
 
-    def complete_stage(self, stage: str, fingerprint: dict[str, Any], provenance: dict[str, Any]) -> None:
-        """Record provenance and mark the stage complete: the very last write of a stage."""
+    def complete_stage(
+        self,
+        stage: str,
+        fingerprint: dict[str, Any],
+        provenance: dict[str, Any],
+        arrays: list[str] | None = None,
+    ) -> None:
+        """Record provenance (and the arrays written, relative to the stage) and mark the stage complete.
+
+        The very last write of a stage. The array list lets ``verify`` and reads tell an array
+        whose metadata was deleted from one the stage never wrote.
+        """
         group = self._group("a")[stage]
         group.attrs[ATTRS_KEY] = _jsonable(
             {
                 "stage": stage,
                 "complete": True,
+                **({"arrays": sorted(arrays)} if arrays is not None else {}),
                 "fingerprint": fingerprint,
                 "provenance": {
                     **provenance,
@@ -250,9 +261,12 @@ class Store:
             raise self._unreadable(path, exc) from None
 
     def _array(self, path: str) -> zarr.Array:
-        """The array at ``path``: a UserError when it is absent or is a group."""
+        """The array at ``path``: a UserError when it is absent (naming its deleted metadata) or is a group."""
         node = self._node(self._group("r"), path)
         if node is None:
+            own = posixpath.join(path, layout.METADATA)
+            if any(file == own for file, _ in layout.metadata_problems(self.url, self.storage_options)):
+                raise self._damaged(own, "missing Zarr metadata (the file was deleted)")
             raise UserError(f"{self.url}: no array {path} in the store")
         if not isinstance(node, zarr.Array):
             raise UserError(f"{self.url}: {path} is a group, not an array")

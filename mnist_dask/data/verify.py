@@ -43,6 +43,9 @@ def verify_store(store: Store, client: Client) -> tuple[int, list[Problem]]:
             attrs = document.get("attributes", {}).get(layout.ATTRS_KEY)
             if isinstance(attrs, dict) and not attrs.get("complete"):
                 problems.append(Problem(path, "stage is incomplete"))
+            elif isinstance(attrs, dict) and isinstance(attrs.get("arrays"), list):
+                gone = [a for a in attrs["arrays"] if _missing(found, f"{path}/{a}")]
+                problems += [Problem(f"{path}/{a}", "array written by the stage is missing") for a in gone]
             continue
         array = zarr.open_array(store.url, path=path, mode="r", storage_options=store.storage_options)
         expected = recorded_checksums(array)
@@ -65,6 +68,13 @@ def verify_store(store: Store, client: Client) -> tuple[int, list[Problem]]:
             rows = f"rows {index[0] * chunks[0]}-{(index[0] + 1) * chunks[0] - 1}" if index else "the whole array"
             problems.append(Problem(f"{path} chunk {'.'.join(map(str, index)) or '0'} ({rows})", what))
     return len(checks), problems
+
+
+def _missing(found: layout.Scan, path: str) -> bool:
+    """An array the stage wrote that is neither readable nor already reported (its zarr.json damaged)."""
+    if path in found.nodes:
+        return False
+    return not any(file == f"{path}/{layout.METADATA}" for file, _ in found.problems)
 
 
 def _chunk_problem(

@@ -17,6 +17,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from distributed import Client
 
 from mnist_dask.data.sources import SPLITS
@@ -287,13 +288,20 @@ def _build_shift(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
             "xjk",
             concatenate=True,
             dtype=images.dtype,
-            name="shift-images",
+            name=f"shift-images-{tokenize(order.name, images.name, offsets)}",
             **gather,
         ),
         "train/labels": _gather_rows(order, store.read(f"{input_stage}/train/labels"), n),
         "train/source_index": _gather_rows(order, _source_index(store, input_stage), n),
         "train/offset": da.blockwise(
-            _offsets_of, "ij", order, "i", new_axes={"j": 2}, dtype=np.int8, name="shift-offsets", **gather
+            _offsets_of,
+            "ij",
+            order,
+            "i",
+            new_axes={"j": 2},
+            dtype=np.int8,
+            name=f"shift-offsets-{tokenize(order.name, offsets, n)}",
+            **gather,
         ),
     }
     return {**arrays, **_copy_split(store, input_stage, "test")}
@@ -357,7 +365,7 @@ def _per_image(
                 **args,
                 dtype=dtype,
                 chunks=(images.chunks[0], *shape),
-                name=f"{function.__name__}-{split}",
+                name=f"{function.__name__}-{split}-{tokenize(images.name, args)}",
             )
             arrays.update(_carry_labels(store, input_stage, split))
         return arrays
@@ -415,7 +423,12 @@ def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     n, m = images.shape[0], len(copies)
     blocks = [
         images.map_blocks(
-            _apply_copy, dx=dx, dy=dy, degrees=angle, dtype=images.dtype, name=f"augment-{j}-{images.name}"
+            _apply_copy,
+            dx=dx,
+            dy=dy,
+            degrees=angle,
+            dtype=images.dtype,
+            name=f"augment-{j}-{tokenize(images.name, dx, dy, angle)}",
         )
         for j, (dx, dy, angle) in enumerate(copies)
     ]
