@@ -175,8 +175,9 @@ def scan(url: str, storage_options: dict[str, Any] | None) -> Scan:
             problems.add((posixpath.join(parent, METADATA), missing))
             folders.add(parent)
             parent = posixpath.dirname(parent) if parent else None
+    unreadable = [posixpath.dirname(path) for path, _ in problems if path in documents]
     for file in files:  # chunks whose array lost its zarr.json: the array's folder is the first one below a group
-        if posixpath.basename(file) == METADATA or any(_within(file, a) for a in arrays):
+        if posixpath.basename(file) == METADATA or any(_within(file, a) for a in [*arrays, *unreadable]):
             continue
         parts = file.split("/")
         below = next((i for i in range(len(parts)) if "/".join(parts[:i]) not in folders), None)
