@@ -267,6 +267,12 @@ class Store:
             own = posixpath.join(path, layout.METADATA)
             if any(file == own for file, _ in layout.metadata_problems(self.url, self.storage_options)):
                 raise self._damaged(own, "missing Zarr metadata (the file was deleted)")
+            stage = stage_of(path)
+            written = (self.stage_attrs(stage) or {}).get("arrays") or []
+            if path.removeprefix(f"{stage}/") in written:
+                raise UserError(
+                    f"{self._name(path)}: missing, though stage {stage} wrote it; {layout.remedy(self.url, stage)}"
+                )
             raise UserError(f"{self.url}: no array {path} in the store")
         if not isinstance(node, zarr.Array):
             raise UserError(f"{self.url}: {path} is a group, not an array")

@@ -187,9 +187,17 @@ def test_a_deleted_array_metadata_file_is_named_by_reads_and_verify(copy, client
     ]
 
 
-def test_verify_names_an_array_the_stage_wrote_that_is_gone(copy, client):
+def test_an_array_the_stage_wrote_that_is_gone_is_named_by_reads_and_verify(copy, client):
     shutil.rmtree(copy / "derived/deskew/train/source_index")
-    _, problems = verify_store(Store(str(copy)), client)
+    store = Store(str(copy))
+    with pytest.raises(UserError) as exc:
+        store.read("derived/deskew/train/source_index")
+    _one_line(
+        exc,
+        f"{copy}/derived/deskew/train/source_index: missing, though stage derived/deskew wrote it",
+        "drop derived/deskew",
+    )
+    _, problems = verify_store(store, client)
     assert [(p.where, p.what) for p in problems] == [
         ("derived/deskew/train/source_index", "array written by the stage is missing")
     ]
