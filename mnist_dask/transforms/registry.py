@@ -126,15 +126,15 @@ _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", 
 
 def _as_kind(value: Any, kind: type) -> Any:
     """``value`` as ``kind`` (int, float, bool or str) when it is one, else None."""
-    if isinstance(value, bool) or kind is bool:
-        return value if isinstance(value, bool) and kind is bool else None
+    if isinstance(value, (bool, np.bool_)) or kind is bool:
+        return bool(value) if isinstance(value, (bool, np.bool_)) and kind is bool else None
     if kind is int:
-        if isinstance(value, int):
-            return value
+        if isinstance(value, (int, np.integer)):
+            return int(value)
         return int(value) if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value) else None
     if kind is float:
         try:
-            return float(value) if isinstance(value, (int, float, str)) else None
+            return float(value) if isinstance(value, (int, float, np.integer, np.floating, str)) else None
         except ValueError:
             return None
     return value if isinstance(value, kind) else None
