@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = _subcommand(commands, "info", "show what a store holds", _cmd_info, _store_options())
     info.add_argument("store_path", nargs="?", metavar="STORE", help="store path or URL (same as --store)")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    drop = _subcommand(commands, "drop", "delete a stage from the store", _cmd_drop, _store_options())
+    drop.add_argument("stage", metavar="STAGE", help="raw or derived/<name> (see 'mnist-dask info')")
+    drop.add_argument("--dependents", action="store_true", help="also drop the stages computed from it")
     return parser
 
 
@@ -413,6 +417,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     store = _store(args, url=args.store_path)
     description = describe(store)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
+    return EXIT_OK
+
+
+def _cmd_drop(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for stage in store.drop_stage(args.stage, dependents=args.dependents):
+        print(f"{store}: dropped {stage}")
     return EXIT_OK
 
 

@@ -27,6 +27,8 @@ def parse_images(raw: bytes, name: str) -> np.ndarray:
     if (rows, cols) != IMAGE_SHAPE:
         raise UserError(f"{name}: images are {rows}x{cols}, expected 28x28")
     _check_length(data, name, header=16, expected=n * rows * cols)
+    if n == 0:
+        raise UserError(f"{name}: holds 0 images; a dataset split needs at least one")
     return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
 
 
@@ -35,6 +37,8 @@ def parse_labels(raw: bytes, name: str) -> np.ndarray:
     data = _decompress(raw, name)
     (n,) = _header(data, name, LABELS_MAGIC, ndim=1)
     _check_length(data, name, header=8, expected=n)
+    if n == 0:
+        raise UserError(f"{name}: holds 0 labels; a dataset split needs at least one")
     labels = np.frombuffer(data, dtype=np.uint8, offset=8)
     check_labels(labels, name)
     return labels

@@ -67,6 +67,8 @@ def ingest(
         arrays = {}
         for split in SPLITS:
             rows = summaries[split]["rows"]
+            if rows == 0:  # every source refuses empty files itself; this guards the store regardless
+                raise UserError(f"{source}: the {split} split holds 0 images; nothing was written")
             images = da.from_delayed(loaded[split][0], shape=(rows, 28, 28), dtype=np.uint8)
             labels = da.from_delayed(loaded[split][1], shape=(rows,), dtype=np.uint8)
             arrays[f"{split}/images"] = images.rechunk((chunk_size, 28, 28))

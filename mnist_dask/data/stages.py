@@ -11,19 +11,18 @@ marks the stage complete last. ``mnist-dask verify`` recomputes those checksums.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
 import dask.array as da
-import numpy as np
 from distributed import Client, Lock
 
 from mnist_dask.cluster import run_stage
+from mnist_dask.data.checksums import CHUNK_MD5_KEY, block_md5
 from mnist_dask.data.store import Store
 
-CHUNK_MD5_KEY = "mnist_dask_chunk_md5"
+__all__ = ["CHUNK_MD5_KEY", "block_md5", "produce_stage", "stage_lock", "write_stage"]
 
 
 def write_stage(
@@ -43,7 +42,7 @@ def write_stage(
     results = run_stage(client, f"write-{stage.removeprefix('derived/')}", [*writes, *checksums])
     for path, sums in zip(arrays, results[len(writes) :]):
         store.set_array_attr(f"{stage}/{path}", CHUNK_MD5_KEY, list(sums))
-    store.complete_stage(stage, fingerprint, provenance)
+    store.complete_stage(stage, fingerprint, provenance, arrays=list(arrays))
 
 
 @contextlib.contextmanager
@@ -71,18 +70,14 @@ def produce_stage(
 
     Under the stage's lock: a complete stage with the same fingerprint is skipped, a
     complete one with another fingerprint calls ``on_conflict`` (which raises) unless
-    ``force``; otherwise ``build()`` gives the arrays and provenance to write.
+    ``force``; otherwise ``build()`` gives the arrays and provenance to write. With ``force``
+    the stage's current metadata is not read at all, so a damaged stage can be rewritten.
     """
     with stage_lock(client, store, stage):
-        if store.is_complete(stage, fingerprint) and not force:
+        if not force and store.is_complete(stage, fingerprint):
             return "skipped"
-        if store.is_complete(stage) and not force:
+        if not force and store.is_complete(stage):
             on_conflict()
         arrays, provenance = build()
         write_stage(store, client, stage, arrays, fingerprint, provenance)
         return "written"
-
-
-def block_md5(block: np.ndarray) -> str:
-    """MD5 of a chunk's values (C order), independent of the codec it is stored with."""
-    return hashlib.md5(np.ascontiguousarray(block).data).hexdigest()

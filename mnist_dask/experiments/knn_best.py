@@ -452,10 +452,7 @@ def _pca(n: int, power: float) -> dict[str, Any]:
 
 def _copy_ids(store: Store, stage: str, n: int) -> np.ndarray:
     """Copy number of each training row (0 = original); all zeros for a stage without augmentation."""
-    import zarr
-
-    group = zarr.open_group(store.url, mode="r", storage_options=store.storage_options)
-    if f"{stage}/train/copy" in group:
+    if store.has(f"{stage}/train/copy"):
         return store.read(f"{stage}/train/copy").compute()
     return np.zeros(n, dtype=np.int16)
 

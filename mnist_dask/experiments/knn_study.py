@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from distributed import Client, span
-from pydantic import AfterValidator, Field, Strict
+from pydantic import AfterValidator, Field, Strict, field_validator
 
 from mnist_dask.cluster import run_stage
 from mnist_dask.data.store import Store
@@ -25,9 +26,9 @@ from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.metrics import classification_metrics
 from mnist_dask.experiments.params import Count, Positive, Weights, as_dict, default_list, nested, parameters
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
-from mnist_dask.neighbors.search import grid_search
+from mnist_dask.neighbors.search import grid_search, search_problem
 from mnist_dask.report import spec
-from mnist_dask.transforms.registry import TRANSFORMS, resolve_params, run_transform
+from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, resolve_params, run_transform
 
 DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
 DEFAULT_WEIGHTS: Weights = "uniform"
@@ -98,6 +99,15 @@ class KNNStudyParams:
     model: KNNModel = nested(KNNModel)
     sweep: Sweep | None = None
 
+    @field_validator("steps")
+    @classmethod
+    def _chain_gives_a_dataset(cls, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each step must get what it needs from the one before; the chain must end in a dataset."""
+        problem = chain_problem([step["transform"] for step in steps])
+        if problem is not None:
+            raise ValueError(problem)
+        return steps
+
 
 @experiment("knn", KNNStudyParams)
 def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
@@ -112,18 +122,22 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
         dataset = outcome.stage
         ctx.log(f"transform {name}: {outcome.action} -> {dataset}")
     result["dataset"] = dataset
+    _check_model_fits(p, dataset, store.read_xy(dataset, "train")[0].shape[0])
 
     model = {key: value for key, value in as_dict(p.model).items() if value is not None}
     if p.search is not None:
         with ctx.stage("search"), span("search"):
             on = "raw" if p.search.on == "raw" else dataset
             X, y = store.read_xy(on, "train")
-            groups = _groups(store, on)
+            labels, groups = y.compute(), _groups(store, on)
             if p.search.rows:  # the first rows, as GridSearchCV on X_train[:rows]
-                X, y = X[: p.search.rows], y[: p.search.rows]
+                X, labels = X[: p.search.rows], labels[: p.search.rows]
                 groups = None if groups is None else groups[: p.search.rows]
+            problem = search_problem(labels, p.search.cv, max(p.search.param_grid.n_neighbors), groups)
+            if problem is not None:
+                raise UserError(f"params.search.{problem[0]} = {problem[1]} of {on}")
             grid = as_dict(p.search.param_grid)
-            found = grid_search(X, y.compute(), grid, cv=p.search.cv, groups=groups, scheduler=client)
+            found = grid_search(X, labels, grid, cv=p.search.cv, groups=groups, scheduler=client)
         result["search"] = {
             "dataset": on,
             "rows": int(X.shape[0]),
@@ -250,13 +264,37 @@ def _image_stage(store: Store, dataset: str, n_test: int) -> str:
     return "raw" if store.read("raw/test/labels").shape[0] == n_test else dataset
 
 
+def _check_model_fits(p: KNNStudyParams, dataset: str, train_rows: int) -> None:
+    """Refuse a model or sweep asking for more neighbours than the dataset has training rows (before any work)."""
+    if p.model.n_neighbors is not None and p.model.n_neighbors > train_rows:
+        raise UserError(
+            f"params.model.n_neighbors = {p.model.n_neighbors}: more neighbours than the {train_rows} "
+            f"training rows of {dataset}"
+        )
+    if p.sweep is not None and max(p.sweep.n_neighbors) > train_rows:
+        raise UserError(
+            f"params.sweep.n_neighbors = {max(p.sweep.n_neighbors)}: more neighbours than the {train_rows} "
+            f"training rows of {dataset}"
+        )
+    if p.search is None and p.model.n_neighbors is None and train_rows < DEFAULT_K:
+        raise UserError(
+            f"params.model.n_neighbors: the default {DEFAULT_K} neighbours exceed the {train_rows} training rows "
+            f"of {dataset}; set a smaller one"
+        )
+
+
 def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, client: Client) -> np.ndarray:
     """Predict chunk by chunk on the workers, writing probabilities and labels to predictions.zarr."""
     target = run_dir / "predictions.zarr"
     shutil.rmtree(target, ignore_errors=True)
     proba = model.predict_proba(X_test)
     predicted = da.map_blocks(
-        _argmax_class, proba, classes=model.classes_, drop_axis=1, dtype=model.classes_.dtype, name="knn-predicted"
+        _argmax_class,
+        proba,
+        classes=model.classes_,
+        drop_axis=1,
+        dtype=model.classes_.dtype,
+        name=f"knn-predicted-{tokenize(proba.name, model.classes_)}",
     )
     run_stage(
         client,

@@ -21,6 +21,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS, Context
 from mnist_dask.jobs.ledger import counts, ledger
 from mnist_dask.jobs.records import RunStatus, read_result, write_run_json
+from mnist_dask.jobs.run_lock import run_folder_lock
 from mnist_dask.jobs.spec import Job
 
 
@@ -35,24 +36,27 @@ def run_job(
 ) -> dict[str, Any]:
     """Run ``job`` and return its result (also written to ``run_dir/result.json``).
 
-    Its progress is kept in ``run_dir/status.json`` (see mnist_dask.jobs.records).
+    Its progress is kept in ``run_dir/status.json`` (see mnist_dask.jobs.records). The run
+    holds ``run_dir`` exclusively (mnist_dask.jobs.run_lock): a second run of the same folder
+    at the same time fails with one line before touching anything in it.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not pass for this run
-    status = status or RunStatus(run_dir, run_dir.name, job.name)
-    status.running()
+    with run_folder_lock(run_dir, job.name):  # a second run of the folder fails here, touching nothing
+        (run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not pass for this run
+        run_status = status or RunStatus(run_dir, run_dir.name, job.name)
+        run_status.running()
 
-    def logged(line: str) -> None:
-        status.log(line)
-        log(line)
+        def logged(line: str) -> None:
+            run_status.log(line)
+            log(line)
 
-    try:
-        result = _run_job(job, store, client, run_dir, source, logged, status)
-    except BaseException as exc:
-        status.failed(exc)
-        raise
-    status.finished(result)
+        try:
+            result = _run_job(job, store, client, run_dir, source, logged, run_status)
+        except BaseException as exc:
+            run_status.failed(exc)
+            raise
+        run_status.finished(result)
     return result
 
 

@@ -53,8 +53,10 @@ def grid_search(
     if unknown:
         raise UserError(f"param_grid: unknown k-NN parameter {sorted(unknown)[0]!r} (n_neighbors, weights)")
     k_max = max(c.get("n_neighbors", 5) for c in candidates)
-    splitter = GroupKFold(n_splits=cv) if groups is not None else StratifiedKFold(n_splits=cv)
-    folds = list(splitter.split(np.zeros((len(y), 1)), y, groups))
+    problem = search_problem(y, cv, k_max, groups)
+    if problem is not None:
+        raise UserError(f"grid search: {problem[0]} = {problem[1]}")
+    folds = cv_folds(y, cv, groups)
 
     table_idx, table_dist = fold_neighbors(X, folds, k_max, scheduler)
     table = neighbor_table(table_idx, table_dist, y, folds)
@@ -69,6 +71,39 @@ def grid_search(
         best_score=float(results["mean_test_score"][best]),
         cv_results=results,
     )
+
+
+def cv_folds(y: np.ndarray, cv: int, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train rows, validation rows) of each fold: stratified, or by group when ``groups`` is given."""
+    splitter = GroupKFold(n_splits=cv) if groups is not None else StratifiedKFold(n_splits=cv)
+    return list(splitter.split(np.zeros((len(y), 1)), y, groups))
+
+
+def search_problem(y: np.ndarray, cv: int, k_max: int, groups: np.ndarray | None = None) -> tuple[str, str] | None:
+    """Why a search with ``cv`` folds and up to ``k_max`` neighbours cannot run on these labels, or None.
+
+    Returns (the parameter at fault: ``cv`` or ``param_grid.n_neighbors``, ``<its value>: <why>``);
+    it looks at the labels (and groups) only, so it runs before any neighbour search.
+    """
+    y = np.asarray(y)
+    if cv > len(y):
+        return "cv", f"{cv}: more folds than the {len(y)} training rows"
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        if cv > n_groups:
+            return "cv", f"{cv}: more folds than the {n_groups} source images (rows of one image share a fold)"
+    else:
+        classes, counts = np.unique(y, return_counts=True)
+        if cv > counts.min():
+            digit = classes[int(np.argmin(counts))]
+            return "cv", (
+                f"{cv}: stratified folds need at least {cv} rows of each class, "
+                f"but class {digit} has {counts.min()} in the training rows"
+            )
+    smallest = min(len(train) for train, _ in cv_folds(y, cv, groups))
+    if k_max > smallest:
+        return "param_grid.n_neighbors", f"{k_max}: more neighbours than the {smallest} training rows of a fold"
+    return None
 
 
 def fold_neighbors(

@@ -8,6 +8,7 @@ this module only maps it over dask chunks and runs it as a resumable stage.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from distributed import Client
 
 from mnist_dask.data.sources import SPLITS
@@ -26,17 +28,30 @@ from mnist_dask.transforms import kernels
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
 _STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
+IMAGES, FEATURES = "images", "features"  # what a dataset stage holds per split, beside its labels
+
+
+def _no_check(name: str, p: dict[str, Any]) -> None:
+    """Parameters of a transform that has none to check."""
 
 
 @dataclass(frozen=True)
 class Transform:
-    """A named transform: its default parameters, output name and lazy array builder."""
+    """A named transform: its default parameters, output name and lazy array builder.
+
+    ``check`` refuses bad parameter values before anything is read or written; ``needs``
+    is what its input dataset must hold (images or features) and ``gives`` what its output
+    holds (None: not a dataset, e.g. ``mean``), so a chain that cannot work is refused up front.
+    """
 
     name: str
     defaults: dict[str, Any]
     output_name: Callable[[dict[str, Any]], str]
     build: Callable[[Store, str, dict[str, Any]], Arrays]
     help: str
+    check: Callable[[str, dict[str, Any]], None] = _no_check
+    needs: frozenset[str] = frozenset({IMAGES})
+    gives: str | None = IMAGES
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ def run_transform(
     input_attrs = store.stage_attrs(input_stage)
     if not input_attrs or not input_attrs.get("complete"):
         raise UserError(f"{store}: input stage '{input_stage}' is missing or incomplete; run it first")
+    _check_input(store, transform, input_stage)
     fingerprint = {
         "transform": name,
         "params": params,
@@ -83,7 +99,11 @@ def run_transform(
 
 
 def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and coerce values to the defaults' types, refusing unknown names."""
+    """Fill defaults and check each value's type and range, refusing unknown names.
+
+    An integer parameter takes an integer (or its text), never a fraction (2.5 is not
+    silently 2); a number takes an integer or a float; a flag takes true or false.
+    """
     unknown = sorted(set(params) - set(transform.defaults))
     if unknown:
         raise UserError(
@@ -93,11 +113,146 @@ def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, An
     resolved = dict(transform.defaults)
     for key, value in params.items():
         kind = type(transform.defaults[key])
-        try:
-            resolved[key] = kind(value) if not isinstance(value, kind) else value
-        except (TypeError, ValueError):
-            raise UserError(f"transform {transform.name}: {key}={value!r} is not a {kind.__name__}") from None
+        converted = _as_kind(value, kind)
+        if converted is None:
+            raise UserError(f"transform {transform.name}: {key}={value!r} is not {_KIND_NAMES[kind]}")
+        resolved[key] = converted
+    transform.check(transform.name, resolved)
     return resolved
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _as_kind(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (int, float, bool or str) when it is one, else None."""
+    if isinstance(value, (bool, np.bool_)) or kind is bool:
+        return bool(value) if isinstance(value, (bool, np.bool_)) and kind is bool else None
+    if kind is int:
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        return int(value) if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value) else None
+    if kind is float:
+        try:
+            return float(value) if isinstance(value, (int, float, np.integer, np.floating, str)) else None
+        except ValueError:
+            return None
+    return value if isinstance(value, kind) else None
+
+
+def chain_problem(names: list[str]) -> str | None:
+    """Why a chain of transforms applied to raw (in order) cannot run, or None if it can.
+
+    A step must get what it needs (images, or features too) from the one before, and the
+    chain must end in a dataset: ``mean`` writes mean images, no train/test split.
+    """
+    kind: str | None = IMAGES  # raw holds images
+    previous = "raw"
+    for i, name in enumerate(names):
+        needs = TRANSFORMS[name].needs
+        if kind is None:
+            return f"steps[{i}] ({name}) cannot follow {previous}: {previous} writes no dataset (no train/test split)"
+        if kind not in needs:
+            return (
+                f"steps[{i}] ({name}) needs images, but {previous} (steps[{i - 1}]) gives {kind}; "
+                f"put {name} before {previous}"
+            )
+        kind = TRANSFORMS[name].gives
+        previous = name
+    if kind is None:
+        return f"the last step ({previous}) writes no dataset (no train/test split) to classify; remove it"
+    return None
+
+
+def _check_input(store: Store, transform: Transform, input_stage: str) -> None:
+    """Refuse an input stage that is not a dataset, or holds features where the transform needs images."""
+    if store.has(f"{input_stage}/train/images"):
+        kind = IMAGES
+    elif store.has(f"{input_stage}/train/features"):
+        kind = FEATURES
+    else:
+        raise UserError(
+            f"--input {input_stage}: not a dataset (it has no train/test split); "
+            "use raw or a derived stage of images or features"
+        )
+    if kind not in transform.needs:
+        raise UserError(
+            f"transform {transform.name}: needs images, but --input {input_stage} holds features "
+            f"(from pca, scale or varthresh); apply {transform.name} before that step"
+        )
+
+
+# -- parameter checks: every bad value is refused before any stage is touched -------------
+def _fail(name: str, message: str) -> UserError:
+    return UserError(f"transform {name}: {message}")
+
+
+def _at_least(name: str, p: dict[str, Any], key: str, low: int) -> None:
+    if p[key] < low:
+        raise _fail(name, f"{key} must be {low} or more, got {p[key]}")
+
+
+def _finite(name: str, p: dict[str, Any], key: str, low: float | None = None) -> None:
+    value = p[key]
+    if not math.isfinite(value) or (low is not None and value < low):
+        bound = f" of at least {low:g}" if low is not None else ""
+        raise _fail(name, f"{key} must be a finite number{bound}, got {value}")
+
+
+def _check_degrees(name: str, p: dict[str, Any], low_open: bool) -> None:
+    degrees = p["degrees"]
+    if not math.isfinite(degrees) or degrees < 0 or degrees > 180 or (low_open and degrees == 0):
+        interval = "(0, 180]" if low_open else "[0, 180]"
+        raise _fail(name, f"degrees must lie in {interval}, got {degrees:g}")
+
+
+def _check_shift(name: str, p: dict[str, Any]) -> None:
+    _offsets(p, name)
+    _at_least(name, p, "chunk_size", 1)
+    _at_least(name, p, "seed", 0)
+
+
+def _check_downscale(name: str, p: dict[str, Any]) -> None:
+    if not 1 <= p["factor"] <= 28:
+        raise _fail(name, f"factor must be a whole number from 1 to 28, got {p['factor']}")
+
+
+def _check_blur(name: str, p: dict[str, Any]) -> None:
+    _finite(name, p, "sigma", 0.0)
+
+
+def _check_varthresh(name: str, p: dict[str, Any]) -> None:
+    _finite(name, p, "threshold")
+
+
+def _check_augment(name: str, p: dict[str, Any]) -> None:
+    _offsets(p, name)
+    _check_degrees(name, p, low_open=False)
+    _at_least(name, p, "chunk_size", 1)
+
+
+def _check_rotate(name: str, p: dict[str, Any]) -> None:
+    _check_degrees(name, p, low_open=True)
+    _at_least(name, p, "chunk_size", 1)
+
+
+def _check_sample(name: str, p: dict[str, Any]) -> None:
+    for key in ("train", "test", "seed"):
+        _at_least(name, p, key, 0)
+
+
+_PCA_SOLVERS = ("auto", "full", "tsqr", "randomized")
+
+
+def _check_pca(name: str, p: dict[str, Any]) -> None:
+    _at_least(name, p, "n_components", 1)
+    _finite(name, p, "scale_power", 0.0)
+    if p["fit_on"] not in ("all", "originals"):
+        raise _fail(name, f"fit_on must be 'all' or 'originals', got {p['fit_on']!r}")
+    if p["svd_solver"] not in _PCA_SOLVERS:
+        raise _fail(name, f"svd_solver must be one of {', '.join(_PCA_SOLVERS)}, got {p['svd_solver']!r}")
+    _at_least(name, p, "chunk_size", 1)
+    _at_least(name, p, "seed", 0)
 
 
 def output_stage(name: str, params: dict[str, Any], input_stage: str) -> str:
@@ -133,13 +288,20 @@ def _build_shift(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
             "xjk",
             concatenate=True,
             dtype=images.dtype,
-            name="shift-images",
+            name=f"shift-images-{tokenize(order.name, images.name, offsets)}",
             **gather,
         ),
         "train/labels": _gather_rows(order, store.read(f"{input_stage}/train/labels"), n),
         "train/source_index": _gather_rows(order, _source_index(store, input_stage), n),
         "train/offset": da.blockwise(
-            _offsets_of, "ij", order, "i", new_axes={"j": 2}, dtype=np.int8, name="shift-offsets", **gather
+            _offsets_of,
+            "ij",
+            order,
+            "i",
+            new_axes={"j": 2},
+            dtype=np.int8,
+            name=f"shift-offsets-{tokenize(order.name, offsets, n)}",
+            **gather,
         ),
     }
     return {**arrays, **_copy_split(store, input_stage, "test")}
@@ -203,7 +365,7 @@ def _per_image(
                 **args,
                 dtype=dtype,
                 chunks=(images.chunks[0], *shape),
-                name=f"{function.__name__}-{split}",
+                name=f"{function.__name__}-{split}-{tokenize(images.name, args)}",
             )
             arrays.update(_carry_labels(store, input_stage, split))
         return arrays
@@ -261,7 +423,12 @@ def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     n, m = images.shape[0], len(copies)
     blocks = [
         images.map_blocks(
-            _apply_copy, dx=dx, dy=dy, degrees=angle, dtype=images.dtype, name=f"augment-{j}-{images.name}"
+            _apply_copy,
+            dx=dx,
+            dy=dy,
+            degrees=angle,
+            dtype=images.dtype,
+            name=f"augment-{j}-{tokenize(images.name, dx, dy, angle)}",
         )
         for j, (dx, dy, angle) in enumerate(copies)
     ]
@@ -279,9 +446,10 @@ def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
 
 def augment_copies(p: dict[str, Any]) -> list[tuple[int, int, float]]:
     """The (dx, dy, degrees) of every copy an ``augment``/``rotate`` stage makes, the original first."""
-    copies = [(dx, dy, 0.0) for dx, dy in _offsets({"radius": p.get("radius", 0), "shape": p.get("shape", "cross")})]
+    shifts = _offsets({"radius": p.get("radius", 0), "shape": p.get("shape", "cross")}, "augment")
+    copies = [(dx, dy, 0.0) for dx, dy in shifts]
     degrees = float(p["degrees"])
-    if degrees < 0 or degrees > 180:
+    if not 0 <= degrees <= 180:  # checked with the transform's own name before; kept for direct callers
         raise UserError(f"transform augment: degrees must lie in [0, 180], got {degrees:g}")
     return copies + ([(0, 0, -degrees), (0, 0, degrees)] if degrees else [])
 
@@ -336,7 +504,7 @@ def _build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
             f"transform pca: n_components must be between 1 and {flat['train'].shape[1]}, got {p['n_components']}"
         )
     fit_rows = flat["train"]
-    if p["fit_on"] == "originals" and _has(store, f"{input_stage}/train/copy"):
+    if p["fit_on"] == "originals" and store.has(f"{input_stage}/train/copy"):
         fit_rows = fit_rows[np.flatnonzero(store.read(f"{input_stage}/train/copy").compute() == 0)]
     elif p["fit_on"] not in ("all", "originals"):
         raise UserError(f"transform pca: fit_on must be 'all' or 'originals', got {p['fit_on']!r}")
@@ -352,20 +520,9 @@ def _build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     for split in SPLITS:
         arrays[f"{split}/features"] = pca.transform(flat[split]).astype(np.float32) * scale
         arrays.update(_carry_labels(store, input_stage, split))
-    if _has(store, f"{input_stage}/train/copy"):
+    if store.has(f"{input_stage}/train/copy"):
         arrays["train/copy"] = store.read(f"{input_stage}/train/copy")
     return arrays
-
-
-def _has(store: Store, path: str) -> bool:
-    """Whether the store holds an array at ``path``."""
-    import zarr
-
-    try:
-        zarr.open_group(store.url, mode="r", storage_options=store.storage_options)[path]
-    except KeyError:
-        return False
-    return True
 
 
 def _pca_name(p: dict[str, Any]) -> str:
@@ -410,11 +567,12 @@ def _source_index(store: Store, input_stage: str) -> da.Array:
     return da.arange(labels.shape[0], chunks=labels.chunks, dtype=np.int64)
 
 
-def _offsets(p: dict[str, Any]) -> list[tuple[int, int]]:
+def _offsets(p: dict[str, Any], name: str = "shift") -> list[tuple[int, int]]:
+    """The shift offsets of ``radius``/``shape``; a bad value is a UserError naming transform ``name``."""
     try:
         return kernels.shift_offsets(p["radius"], p["shape"])
     except ValueError as exc:
-        raise UserError(f"transform shift: {exc}") from None
+        raise UserError(f"transform {name}: {exc}") from None
 
 
 def _flat(images: da.Array) -> da.Array:
@@ -446,6 +604,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"shift{len(_offsets(p))}x",
             _build_shift,
             "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
+            check=_check_shift,
         ),
         Transform(
             "downscale",
@@ -453,6 +612,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"down{-(-28 // p['factor'])}",
             _build_downscale,
             "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
+            check=_check_downscale,
         ),
         Transform(
             "deskew", {}, lambda p: "deskew", _per_image(kernels.deskew, _same, np.uint8), "second-moment affine deskew"
@@ -463,16 +623,21 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"blur{p['sigma']:g}",
             _per_image(kernels.gaussian_blur, _same, np.uint8, params=("sigma",)),
             "Gaussian blur",
+            check=_check_blur,
         ),
-        Transform("scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train"),
+        Transform(
+            "scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train", gives=FEATURES
+        ),
         Transform(
             "varthresh",
             {"threshold": 0.0},
             lambda p: f"varthresh{p['threshold']:g}",
             _build_variance_threshold,
             "variance-threshold feature selection (fitted on train)",
+            check=_check_varthresh,
+            gives=FEATURES,
         ),
-        Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit"),
+        Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit", gives=None),
         Transform(
             "augment",
             {"radius": 1, "shape": "cross", "degrees": 10.0, "chunk_size": 5000},
@@ -480,6 +645,7 @@ TRANSFORMS: dict[str, Transform] = {
             _build_augment,
             "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
             "copy-major, with copy/offset/angle/source_index per row",
+            check=_check_augment,
         ),
         Transform(
             "rotate",
@@ -487,6 +653,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"rot{p['degrees']:g}x3",
             _build_rotate,
             "training set plus copies rotated by -degrees and +degrees (3x)",
+            check=_check_rotate,
         ),
         Transform(
             "sample",
@@ -494,6 +661,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"sample{p['train']}-{p['test']}",
             _build_sample,
             "seeded random subset of the training and test rows (for quick runs)",
+            check=_check_sample,
         ),
         Transform(
             "pca",
@@ -510,6 +678,9 @@ TRANSFORMS: dict[str, Transform] = {
             _build_pca,
             "dask-ml PCA fitted on the training split only (float32 features; "
             "optional whitening, or partial whitening by explained_variance ** -scale_power)",
+            check=_check_pca,
+            needs=frozenset({IMAGES, FEATURES}),
+            gives=FEATURES,
         ),
     )
 }

@@ -48,9 +48,16 @@ def test_valid_labels_parse_to_the_written_array(small, gz):
     np.testing.assert_array_equal(parsed, labels)
 
 
-def test_zero_image_file_parses_to_an_empty_array(small):
-    parsed = idx.parse_images(small.images_bytes(np.zeros((0, 28, 28), np.uint8)), NAME)
-    assert parsed.shape == (0, 28, 28)
+def test_zero_image_file_is_refused(small):
+    with pytest.raises(UserError) as exc:
+        idx.parse_images(small.images_bytes(np.zeros((0, 28, 28), np.uint8)), NAME)
+    assert_user_error(exc, NAME, "holds 0 images")
+
+
+def test_zero_label_file_is_refused(small):
+    with pytest.raises(UserError) as exc:
+        idx.parse_labels(small.labels_bytes(np.zeros(0, np.uint8), gz=True), "labels.gz")
+    assert_user_error(exc, "labels.gz", "holds 0 labels")
 
 
 def test_real_mnist_test_files_parse_to_the_fixture_arrays(mnist_dir, mnist):

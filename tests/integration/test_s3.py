@@ -112,3 +112,37 @@ def test_missing_bucket_is_a_one_line_user_error(endpoint):
     assert done.stderr.strip().splitlines() == [
         "mnist-dask: error: s3://no-such-bucket/mnist.zarr: no Zarr store here (run 'mnist-dask ingest' first)"
     ]
+
+
+def test_foreign_stores_damaged_chunks_and_drop_on_s3(endpoint, scheduler, tmp_path):
+    import numpy as np
+    import zarr
+    from distributed import Client
+    from store_damage import balanced_small_mnist
+
+    from mnist_dask.data.ingest import ingest
+    from mnist_dask.data.sources import Source
+    from mnist_dask.data.store import Store
+    from mnist_dask.errors import UserError
+
+    options = {"endpoint_url": endpoint, "key": "k", "secret": "s"}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    zarr.open_group("s3://study/other.zarr", mode="w", storage_options=options).create_array(
+        "raw/train/images", shape=(3,), dtype="i4"
+    )[:] = 7
+    before = sorted(fs.find("study/other.zarr"))
+    with pytest.raises(UserError, match="is a Zarr store that mnist-dask did not create"):
+        Store("s3://study/other.zarr", options).begin_stage("raw")
+    assert sorted(fs.find("study/other.zarr")) == before
+
+    small = balanced_small_mnist()
+    folder = small.write_idx(tmp_path / "idx")
+    store = Store("s3://study/small.zarr", options)
+    with Client(scheduler) as client:
+        ingest(Source("idx", (str(folder),)), store, client, chunk_size=16)
+        assert np.array_equal(client.compute(store.read("raw/test/images"), sync=True), small.arrays["test_images"])
+        fs.rm("study/small.zarr/raw/test/images/c/1/0/0")
+        with pytest.raises(UserError, match=r"small.zarr/raw/test/images/c/1/0/0: chunk 1.0.0 of raw/test/images"):
+            client.compute(Store("s3://study/small.zarr", options).read("raw/test/images"), sync=True)
+    assert store.drop_stage("raw") == ["raw"]
+    assert not fs.exists("study/small.zarr/raw/zarr.json") and store.stages() == []

@@ -66,7 +66,7 @@ KNN = "experiment = 'knn'\n"
             "params.search.param_grid.n_neighbors: List should",
         ),
         (KNN + "[params]\nsteps = [{ transform = 'sharpen' }]", "params.steps[0]: unknown transform 'sharpen'"),
-        (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a int"),
+        (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a whole number"),
         (KNN + "[params]\nsteps = [{ transform = 'shift', radious = 2 }]", "unknown parameter 'radious'"),
         (KNN + "name = '../../etc'", "name '../../etc' must be letters"),
         (KNN + "description = 3", "description must be a string"),

@@ -1,0 +1,96 @@
+"""The k-NN study refuses what its data cannot support before any search or prediction, naming the job key.
+
+More neighbours than training rows, more folds than rows, than a class's rows (stratified)
+or than source images (group folds) are one-line errors; a grid that leaves out weights
+searches scikit-learn's default. Run with ``run_job`` on a small balanced store (4 training
+images of each digit) and the module's real LocalCluster.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from store_damage import balanced_small_mnist
+
+from mnist_dask.data.ingest import ingest
+from mnist_dask.data.sources import Source
+from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
+from mnist_dask.jobs.driver import run_job
+from mnist_dask.jobs.spec import parse_job
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, client) -> Store:
+    folder = balanced_small_mnist().write_idx(tmp_path_factory.mktemp("idx"))
+    store = Store(str(tmp_path_factory.mktemp("store") / "mnist.zarr"))
+    ingest(Source("idx", (str(folder),)), store, client, chunk_size=16)
+    return store
+
+
+def _run(store, client, tmp_path, params):
+    job = parse_job({"experiment": "knn", "params": params}, "job.toml")
+    return run_job(job, store, client, tmp_path / "run", log=lambda line: None)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"model": {"n_neighbors": 41}},
+            "params.model.n_neighbors = 41: more neighbours than the 40 training rows of raw",
+        ),
+        (
+            {"sweep": {"n_neighbors": [1, 50]}},
+            "params.sweep.n_neighbors = 50: more neighbours than the 40 training rows of raw",
+        ),
+        (
+            {"steps": [{"transform": "sample", "train": 3}]},
+            "params.model.n_neighbors: the default 5 neighbours exceed the 3 training rows of derived/sample3-0; "
+            "set a smaller one",
+        ),
+        (
+            {"search": {"param_grid": {"n_neighbors": [1]}, "cv": 5}},
+            "params.search.cv = 5: stratified folds need at least 5 rows of each class, "
+            "but class 0 has 4 in the training rows of raw",
+        ),
+        (
+            {"search": {"param_grid": {"n_neighbors": [30]}, "cv": 2}},
+            "params.search.param_grid.n_neighbors = 30: more neighbours than the 20 training rows of a fold of raw",
+        ),
+        (
+            {
+                "steps": [{"transform": "sample", "train": 3}],
+                "search": {"param_grid": {"n_neighbors": [1]}, "cv": 4, "on": "dataset"},
+                "model": {"n_neighbors": 1},
+            },
+            "params.search.cv = 4: more folds than the 3 training rows of derived/sample3-0",
+        ),
+        (
+            {
+                "steps": [{"transform": "shift"}],
+                "search": {"param_grid": {"n_neighbors": [1]}, "cv": 41, "on": "dataset"},
+            },
+            "params.search.cv = 41: more folds than the 40 source images (rows of one image share a fold) "
+            "of derived/shift5x",
+        ),
+    ],
+    ids=["model-k", "sweep-k", "default-k", "cv-class", "grid-k", "cv-rows", "cv-groups"],
+)
+def test_what_the_data_cannot_support_is_one_line_before_any_search_or_prediction(
+    store, client, tmp_path, params, message
+):
+    with pytest.raises(UserError) as exc:
+        _run(store, client, tmp_path, params)
+    assert str(exc.value) == message
+    assert not (tmp_path / "run" / "predictions.zarr").exists()
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"].endswith(message)
+
+
+def test_a_grid_without_weights_searches_uniform_weights_only(store, client, tmp_path):
+    result = _run(store, client, tmp_path, {"search": {"param_grid": {"n_neighbors": [1, 2]}, "cv": 2}})
+    assert [p["weights"] for p in result["search"]["cv_results"]["params"]] == ["uniform", "uniform"]
+    assert result["search"]["best_params"]["weights"] == "uniform"
+    assert result["model"]["weights"] == "uniform"

@@ -1,0 +1,95 @@
+"""Runs never share a run folder, and a bad job parameter stops a run before it starts.
+
+A run holds its folder with an OS lock for its duration (released however the process
+ends); a second run of the same folder fails with one line naming the folder and the run
+holding it, touching nothing in it. CLI cases run ``mnist-dask run`` as a subprocess on
+its default path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
+
+from mnist_dask.errors import UserError
+from mnist_dask.jobs.run_lock import LOCK_NAME, run_folder_lock
+
+
+def test_a_held_run_folder_refuses_a_second_run_naming_the_holder(tmp_path):
+    with run_folder_lock(tmp_path, "first"):
+        with pytest.raises(UserError) as exc:
+            with run_folder_lock(tmp_path, "second"):
+                pass
+        message = str(exc.value)
+        assert message.startswith(f"{tmp_path}: in use by a running run of job first (pid {os.getpid()} on ")
+        assert socket.gethostname() in message and "--run-dir" in message and "\n" not in message
+    with run_folder_lock(tmp_path, "third"):  # released: free again
+        pass
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_run_killed_while_holding_its_folder_leaves_no_stale_lock(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import time
+                from pathlib import Path
+                from mnist_dask.jobs.run_lock import run_folder_lock
+                with run_folder_lock(Path({str(tmp_path)!r}), "doomed"):
+                    print("held", flush=True)
+                    time.sleep(600)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="in use by a running run of job doomed"):
+            with run_folder_lock(tmp_path, "second"):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert (tmp_path / LOCK_NAME).exists()  # left behind by the killed run, but no longer locked
+    with run_folder_lock(tmp_path, "after"):
+        pass
+
+
+def test_cli_run_into_a_folder_another_run_holds_fails_in_one_line_and_touches_nothing(tmp_path):
+    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text('{"state": "running"}')
+    with run_folder_lock(run_dir, "tiny"):
+        before = snapshot(run_dir)
+        done = cli(
+            "run", job, "--source", f"idx:{folder}", "--store", tmp_path / "s.zarr", "--run-dir", run_dir,
+            "--workers", 1, cwd=tmp_path,
+        )  # fmt: skip
+        after = snapshot(run_dir)
+    assert_user_error(done, f"{run_dir}: in use by a running run of job tiny (pid {os.getpid()}")
+    assert after == before
+
+
+def test_cli_run_with_a_negative_sample_fails_before_anything_starts(tmp_path):
+    job = tmp_path / "svm.toml"
+    job.write_text("experiment = 'svm_kernels'\n[params]\nsample = -5\n")
+    done = cli("run", job, "--store", tmp_path / "s.zarr", "--run-dir", tmp_path / "run", cwd=tmp_path)
+    assert_user_error(done, f"{job}: params.sample: Input should be greater than or equal to 0 (got -5)")
+    assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "run").exists()
