@@ -20,8 +20,9 @@ def _write_jobs(folder: Path, expected_accuracy: float) -> list[Path]:
         f"[expect]\ntest_accuracy = {expected_accuracy!r}\ntest_errors = 1\n"
         "[differs]\ntest_errors = 'a figure this test makes up, to see a difference explained'\n"
     )
-    (folder / "b_broken.toml").write_text(  # the mean stage has no train/test split: the job fails
-        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'mean' }]\n"
+    (folder / "b_broken.toml").write_text(  # more neighbours than training rows: the job fails once it runs
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
+        "[params.model]\nn_neighbors = 5\n"
     )
     (folder / "c_zero.toml").write_text(
         "experiment = 'zero_detector'\n[params]\nsample = 2000\ntest_sample = 500\n[expect]\ntest_accuracy = 0.5\n"
