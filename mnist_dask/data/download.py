@@ -89,6 +89,9 @@ def fetch(
                 while block := src.read(_BLOCK):
                     dst.write(block)
             break
+        except FileNotFoundError:  # the server answered: there is no such file (HTTP 404); retrying will not help
+            partial.unlink(missing_ok=True)
+            raise UserError(f"{url}: {_not_found(url)}") from None
         except Exception as exc:  # any transport failure (aiohttp, fsspec, OS) is retried
             partial.unlink(missing_ok=True)
             if attempt == attempts:
@@ -131,6 +134,16 @@ def _md5(blocks: Iterator[bytes]) -> str:
     return digest.hexdigest()
 
 
+def _not_found(url: str) -> str:
+    return "not found (the server answered 404)" if url.startswith(("http://", "https://")) else "no such file"
+
+
 def _one_line(exc: BaseException) -> str:
+    """The failure in words, without the URL again (the message starts with it)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    reason = text[0] if text else ""
+    if isinstance(exc, PermissionError):
+        return f"access denied{': ' + reason if reason else ''}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{reason} ({type(exc).__name__})" if reason else type(exc).__name__

@@ -18,9 +18,9 @@ import zarr
 import zarr.errors
 
 from mnist_dask import __version__
+from mnist_dask.data.defaults import DEFAULT_STORE as DEFAULT_STORE  # re-exported
 from mnist_dask.errors import UserError
 
-DEFAULT_STORE = "storage/mnist.zarr"
 ATTRS_KEY = "mnist_dask"
 
 
@@ -130,6 +130,8 @@ class Store:
         try:
             return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+            if mode == "a":  # creating: a local folder is made, so what is missing is a bucket (or the like)
+                raise UserError(f"{self.url}: cannot create a Zarr store here (no such bucket or location)") from None
             raise UserError(f"{self.url}: no Zarr store here (run 'mnist-dask ingest' first)") from None
 
 

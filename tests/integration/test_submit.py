@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_dask.jobs.records import RunStatus, liveness
+from mnist_dask.jobs.records import RunStatus, run_state
 
 pytestmark = pytest.mark.integration
 
@@ -152,12 +152,12 @@ def test_a_running_record_whose_process_is_gone_is_lost(tmp_path):
     child.wait()
     status = RunStatus(tmp_path / "run-1", "run-1", "knn_baseline")
     status.running()
-    assert liveness(status.record) == "running"  # this process is alive
+    assert run_state(status.record) == "running"  # this process is alive
     status._write(pid=child.pid)  # as if the run's process had been killed
 
     listed = _cli("runs", "--runs-dir", str(tmp_path))
     shown = _cli("status", "run-1", "--runs-dir", str(tmp_path))
 
-    assert liveness(status.record) == "lost"
+    assert run_state(status.record) == "lost"
     assert listed.returncode == 0 and "lost" in listed.stdout.splitlines()[1]
     assert shown.returncode == 0 and "lost" in shown.stdout and "the job again to resume" in shown.stdout

@@ -1,0 +1,40 @@
+"""``report`` (rebuild a run's report.html) and ``classify`` (your own digit images, with a run's model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mnist_dask.cli.options import StoreChoice, command, store_options
+
+RUN_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@command("report")
+@click.argument("run_dir", metavar="RUN", type=RUN_FOLDER)
+@store_options
+def report(run_dir: Path, store: StoreChoice) -> None:
+    """Rebuild a run's report.html from its result.json.
+
+    RUN: the run's folder. The run's own store is used unless --store is given.
+    """
+    from mnist_dask.report.render import load_result, write_report
+
+    result = load_result(run_dir)  # exit 2 before any work when there is no result
+    click.echo(str(write_report(run_dir, store.open() if store.given or "store" not in result else None)))
+
+
+@command("classify")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(exists=True, dir_okay=False))
+@click.option("--run", "run_dir", required=True, metavar="RUN_DIR", type=RUN_FOLDER, help="a finished run's folder")
+@store_options
+def classify(images: tuple[str, ...], run_dir: Path, store: StoreChoice) -> None:
+    """Predict the digit of your own image files with a run's model.
+
+    IMAGE: PNG, BMP, JPEG, ... files. The run's own store is used unless --store is given.
+    """
+    from mnist_dask.jobs.classify import classify_files
+
+    for path, digit, probability in classify_files(list(images), run_dir, store.open() if store.given else None):
+        click.echo(f"{path}: {digit} (probability {probability:.2f})")
