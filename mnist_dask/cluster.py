@@ -83,7 +83,9 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     quiet_dask(options.verbose)
     address = scheduler_address(options.scheduler)
     if address:
-        client = _connect_existing(address, options.connect_timeout, _security(options), address_origin(options.scheduler))
+        client = _connect_existing(
+            address, options.connect_timeout, _security(options), address_origin(options.scheduler)
+        )
         cluster = None
     else:
         cluster = LocalCluster(
@@ -131,8 +133,8 @@ def run_stage(
     """
     terminal = sys.stderr.isatty()
     show_progress = (terminal and announce) if show_progress is None else show_progress
-    if announce and client.id in _PENDING_ANNOUNCEMENTS:
-        print(_PENDING_ANNOUNCEMENTS.pop(client.id), file=sys.stderr, flush=True)
+    if announce:
+        announce_dashboard(client)
     if announce and not terminal:
         print(f"{label}: started", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -144,6 +146,15 @@ def run_stage(
     if announce:
         print(f"{label}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     return results
+
+
+def announce_dashboard(client: Client) -> None:
+    """Print the cluster and its dashboard link on stderr, once per client from :func:`connect`.
+
+    Called when work starts (not at connection), so an error found before any work stays one line.
+    """
+    if client.id in _PENDING_ANNOUNCEMENTS:
+        print(_PENDING_ANNOUNCEMENTS.pop(client.id), file=sys.stderr, flush=True)
 
 
 class _StageBar(TextProgressBar):
@@ -212,7 +223,7 @@ def _connect_existing(address: str, timeout: float, security: Security | None, o
         raise UserError(f"{name}: cannot connect within {timeout:g}s ({_first_line(exc)[:160]})") from None
     try:
         asyncio.run(asyncio.wait_for(_handshake(address, security), max(0.1, deadline - time.monotonic())))
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise UserError(
             f"{name}: no Dask scheduler answered within {timeout:g}s (something else listens on that port?)"
         ) from None

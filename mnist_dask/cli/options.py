@@ -281,7 +281,7 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
 # -- run folders ---------------------------------------------------------------------------------
 def runs_dir_option(function: F) -> F:
     """``--runs-dir`` (an existing folder), handed to the command as ``runs_dir: Path | None``."""
-    return click.option(  # type: ignore[return-value]
+    return click.option(
         "--runs-dir",
         type=click.Path(exists=True, file_okay=False, path_type=Path),
         help="folder holding the run folders  [default: runs/ beside a local --store: storage/runs]",

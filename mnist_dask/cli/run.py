@@ -34,11 +34,13 @@ RUN_DIR = click.Path(file_okay=False, path_type=Path)
     type=RUN_DIR,
     help="folder for the run's outputs  [default: runs/<job name> beside a local store: storage/runs/<job name>]",
 )
-def run(job: str, store: StoreChoice, source: SourceChoice | None, cluster: ClusterChoice, run_dir: Path | None) -> None:
+def run(
+    job: str, store: StoreChoice, source: SourceChoice | None, cluster: ClusterChoice, run_dir: Path | None
+) -> None:
     """Run a job file here (ingest, transforms, search, predict, evaluate).
 
     JOB: a job file, e.g. jobs/knn_baseline.toml."""
-    from mnist_dask.cluster import connect
+    from mnist_dask.cluster import announce_dashboard, connect
     from mnist_dask.jobs.driver import run_job
     from mnist_dask.jobs.records import runs_root
     from mnist_dask.jobs.spec import load_job
@@ -50,10 +52,12 @@ def run(job: str, store: StoreChoice, source: SourceChoice | None, cluster: Clus
     writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, before a cluster starts
 
-    def log(line: str) -> None:
-        print(f"[{spec.name}] {line}", file=sys.stderr, flush=True)
-
     with connect(cluster.options()) as client:
+
+        def log(line: str) -> None:
+            announce_dashboard(client)
+            print(f"[{spec.name}] {line}", file=sys.stderr, flush=True)
+
         result = run_job(spec, store.open(), client, folder, source=source.source if source else None, log=log)
     click.echo(f"{spec.name}: {headline(result)}; results in {folder}/result.json")
 

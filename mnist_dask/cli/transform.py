@@ -87,8 +87,9 @@ def parameter_type(default: Any, param: Param) -> click.ParamType:
     if isinstance(default, bool):
         return click.BOOL
     if isinstance(default, int):
-        bound = {k: None if v is None else int(v) for k, v in (("min", param.min), ("max", param.max))}
-        return click.IntRange(**bound) if param.min is not None or param.max is not None else click.INT
+        low, high = (None if bound is None else int(bound) for bound in (param.min, param.max))
+        return click.IntRange(low, high) if param.min is not None or param.max is not None else click.INT
     if isinstance(default, float):
-        return click.FloatRange(min=param.min, max=param.max) if param.min is not None or param.max is not None else click.FLOAT
+        ranged = param.min is not None or param.max is not None
+        return click.FloatRange(param.min, param.max) if ranged else click.FLOAT
     return click.Choice(param.choices) if param.choices else click.STRING

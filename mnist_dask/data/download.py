@@ -89,13 +89,13 @@ def fetch(
                 while block := src.read(_BLOCK):
                     dst.write(block)
             break
-        except FileNotFoundError:  # the server answered: there is no such file (HTTP 404); retrying will not help
-            partial.unlink(missing_ok=True)
-            raise UserError(f"{url}: {_not_found(url)}") from None
         except Exception as exc:  # any transport failure (aiohttp, fsspec, OS) is retried
             partial.unlink(missing_ok=True)
+            if _missing(exc):  # the server answered: no such file (HTTP 404); retrying will not help
+                raise UserError(f"{url}: {_not_found(url)}") from None
             if attempt == attempts:
-                raise UserError(f"{url}: download failed after {attempts} attempts ({_one_line(exc)})") from None
+                cause = exc.__cause__ if isinstance(exc, FileNotFoundError) and exc.__cause__ else exc
+                raise UserError(f"{url}: download failed after {attempts} attempts ({_one_line(cause)})") from None
             time.sleep(backoff * 2 ** (attempt - 1))
     problem = checksum.check(partial) if checksum is not None else None
     if problem is not None:
@@ -132,6 +132,17 @@ def _md5(blocks: Iterator[bytes]) -> str:
     for block in blocks:
         digest.update(block)
     return digest.hexdigest()
+
+
+def _missing(exc: BaseException) -> bool:
+    """Whether the failure says the file does not exist (fsspec also raises FileNotFoundError, chained
+    to the real cause, when it cannot reach the server at all)."""
+    if getattr(exc, "status", None) == 404:  # aiohttp's ClientResponseError
+        return True
+    cause = exc.__cause__
+    return isinstance(exc, FileNotFoundError) and (
+        cause is None or isinstance(cause, FileNotFoundError) or getattr(cause, "status", None) == 404
+    )
 
 
 def _not_found(url: str) -> str:

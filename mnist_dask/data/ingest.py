@@ -113,7 +113,9 @@ def conflict_message(store: Store, fingerprint: dict) -> str:
         )
     if stored.get("inputs") == fingerprint["inputs"]:
         return f"{store}: already holds these images, ingested from {stored.get('source')}; use --force to replace it"
-    return f"{store}: already holds MNIST ingested from other inputs ({stored.get('source')}); use --force to replace it"
+    return (
+        f"{store}: already holds MNIST ingested from other inputs ({stored.get('source')}); use --force to replace it"
+    )
 
 
 def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:

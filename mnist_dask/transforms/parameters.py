@@ -20,10 +20,13 @@ class Param:
 
 
 _CHUNK = Param("rows per output chunk", min=1)
-_SHAPE = Param("offset set: 'cross' (4 per radius step) or 'square' (every offset within the radius)", choices=(
-    "cross",
-    "square",
-))
+_SHAPE = Param(
+    "offset set: 'cross' (4 per radius step) or 'square' (every offset within the radius)",
+    choices=(
+        "cross",
+        "square",
+    ),
+)
 
 PARAMETERS: dict[str, dict[str, Param]] = {
     "shift": {

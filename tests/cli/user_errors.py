@@ -68,9 +68,9 @@ class _Threaded(socketserver.ThreadingMixIn, socketserver.TCPServer):
 @contextlib.contextmanager
 def serving(handler: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
     """A server on a free 127.0.0.1 port in a thread; yields the port."""
-    server = (http.server.ThreadingHTTPServer if issubclass(handler, http.server.BaseHTTPRequestHandler) else _Threaded)(
-        ("127.0.0.1", 0), handler
-    )
+    server = (
+        http.server.ThreadingHTTPServer if issubclass(handler, http.server.BaseHTTPRequestHandler) else _Threaded
+    )(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -316,8 +316,10 @@ OPTION_CASES = [
     Case("job-file-is-a-folder", lambda ws: ["run", ws.root / "idx"], lambda ws: [str(ws.root / "idx")]),
     Case(
         "tls-key-missing",
-        lambda ws: ["ingest", "--scheduler", "tls://127.0.0.1:1"]
-        + ["--tls-ca-file", ws.file, "--tls-cert", ws.file, "--tls-key", ws.root / "missing.pem"],
+        lambda ws: (
+            ["ingest", "--scheduler", "tls://127.0.0.1:1"]
+            + ["--tls-ca-file", ws.file, "--tls-cert", ws.file, "--tls-key", ws.root / "missing.pem"]
+        ),
         _names("--tls-key", "missing.pem"),
     ),
     Case(
@@ -449,8 +451,10 @@ ENVIRONMENT_CASES = [
     ),
     Case(
         "run-source-folder-missing",
-        lambda ws: ["run", JOB, "--source", "idx:/nonexistent/mnist", "--store", _new(ws), "--workers", "1"]
-        + ["--run-dir", ws.root / "runs" / "no-source"],
+        lambda ws: (
+            ["run", JOB, "--source", "idx:/nonexistent/mnist", "--store", _new(ws), "--workers", "1"]
+            + ["--run-dir", ws.root / "runs" / "no-source"]
+        ),
         _names("/nonexistent/mnist"),
         store=NO_STORE,
     ),
@@ -565,6 +569,7 @@ MESSAGE_CASES = [
     ),
 ]
 
+
 def _s3(ws: Workspace, *options: str, bucket: str = "study") -> list[object]:
     return ["--store", f"s3://{bucket}/mnist.zarr", *[a for o in options for a in ("--storage-option", o)]]
 
@@ -599,8 +604,10 @@ S3_CASES = [
 SLOW_CASES = [
     Case(
         "memory-limit-too-small-for-the-work",
-        lambda ws: ["transform", "pca", "--chunk-size", "60000", "--store", ws.real(), "--workers", "1"]
-        + ["--memory-limit", "300MB"],
+        lambda ws: (
+            ["transform", "pca", "--chunk-size", "60000", "--store", ws.real(), "--workers", "1"]
+            + ["--memory-limit", "300MB"]
+        ),
         _names("--memory-limit 300MB", "out of memory"),
         store=("stage-incomplete:derived/pca50", lambda ws: ws.real()),
         timeout=300,
@@ -612,13 +619,15 @@ CASES = S3_CASES + OPTION_CASES + ENVIRONMENT_CASES + CONNECTION_CASES + MESSAGE
 
 
 # -- what every case must show -----------------------------------------------------------------
-PROGRESS_LINE = re.compile(r"^(Dask: .*; dashboard http\S+|[\w.+/-]+: (started|done in \d+\.\d s))$")
+PROGRESS_LINE = re.compile(r"^(Dask: .*; dashboard http\S+|[\w.+/-]+: (started|done in \d+\.\d s)|\[[\w.-]+\] .+)$")
 
 
 def snapshot(store: Path) -> dict[str, tuple[int, bytes]]:
     """Every file of a store: modification time (ns) and content."""
     return {
-        str(p.relative_to(store)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(store.rglob("*")) if p.is_file()
+        str(p.relative_to(store)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(store.rglob("*"))
+        if p.is_file()
     }
 
 

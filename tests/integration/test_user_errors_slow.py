@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-from user_errors import SLOW_CASES, Case, Workspace, before, check  # noqa: E402
+from user_errors import SLOW_CASES, Case, Workspace, before, check
 
 
 @pytest.fixture(scope="module")
