@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,7 @@ class ClusterChoice:
 
 
 _LOCAL_OPTIONS = ("workers", "threads_per_worker", "memory_limit")
+MAX_LOCAL = 4 * (os.cpu_count() or 1)  # local worker processes (or threads each): more only thrashes the machine
 
 
 def cluster_options(local: bool = True) -> Callable[[F], F]:
@@ -245,12 +247,12 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
         options[1:1] = [
             click.option(
                 "--workers",
-                type=click.IntRange(min=1),
+                type=click.IntRange(min=1, max=MAX_LOCAL),
                 help="worker processes of the local cluster  [default: one per core]",
             ),
             click.option(
                 "--threads-per-worker",
-                type=click.IntRange(min=1),
+                type=click.IntRange(min=1, max=MAX_LOCAL),
                 default=1,
                 show_default=True,
                 help="threads per local worker",

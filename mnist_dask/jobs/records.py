@@ -115,10 +115,13 @@ class RunStatus:
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
-    """The record in a run folder; a user error when there is none or it is unreadable."""
-    return read_run_json(
-        Path(run_dir) / STATUS_FILE, f"no such run status (is {run_dir} a run folder?)", "unreadable run status"
-    )
+    """The record in a run folder; a user error when there is none, it is unreadable or it is not a run's."""
+    path = Path(run_dir) / STATUS_FILE
+    record = read_run_json(path, f"no such run status (is {run_dir} a run folder?)", "unreadable run status")
+    missing = [key for key in ("run_id", "job", "state") if not isinstance(record.get(key), str)]
+    if missing:
+        raise UserError(f"{path}: not a run status (no {', '.join(missing)})")
+    return record
 
 
 def write_run_json(path: Path, value: dict[str, Any]) -> None:

@@ -85,6 +85,7 @@ def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
     assert "finished" in line and "0.9676" in line
+    (tmp_path / "elsewhere").mkdir()  # an empty folder of runs: only the scheduler's records
     from_scheduler = json.loads(
         _cli("runs", "--scheduler", dask_processes.address, "--json", "--runs-dir", str(tmp_path / "elsewhere")).stdout
     )
