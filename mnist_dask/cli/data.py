@@ -37,9 +37,7 @@ def ingest(
     store: StoreChoice, source: SourceChoice | None, cluster: ClusterChoice, chunk_size: int, force: bool
 ) -> None:
     """Read MNIST from a source into the Zarr store."""
-    from mnist_dask.cluster import connect
-    from mnist_dask.data.ingest import already_ingested
-    from mnist_dask.data.ingest import ingest as ingest_source
+    from mnist_dask.data.raw_stage import already_ingested
     from mnist_dask.data.sources import parse_source
 
     chosen = source.source if source else parse_source(None)
@@ -50,6 +48,9 @@ def ingest(
         if not force and (counts := already_ingested(chosen, target, chunk_size)) is not None:
             click.echo(_up_to_date(target, counts))  # no cluster started: the store alone says so
             return
+    from mnist_dask.cluster import connect
+    from mnist_dask.data.ingest import ingest as ingest_source
+
     with connect(cluster.options()) as client:
         outcome = ingest_source(chosen, target, client, chunk_size=chunk_size, force=force)
     if outcome.action == "skipped":

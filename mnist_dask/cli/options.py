@@ -193,9 +193,9 @@ class ClusterChoice:
     @property
     def local(self) -> bool:
         """True when no scheduler is named (option, DASK_SCHEDULER_ADDRESS or dask config): work runs here."""
-        from mnist_dask.cluster import scheduler_address
+        import dask.config  # not mnist_dask.cluster: deciding this must not load distributed
 
-        return scheduler_address(self.scheduler) is None
+        return not (self.scheduler or dask.config.get("scheduler-address", None))
 
     def options(self, quiet: bool = False) -> ClusterOptions:
         """The library's ClusterOptions."""

@@ -18,12 +18,11 @@ from distributed import Client
 
 from mnist_dask.cluster import run_stage
 from mnist_dask.data.defaults import DEFAULT_CHUNK
+from mnist_dask.data.raw_stage import STAGE, conflict_message, fingerprint_of
 from mnist_dask.data.sources import SPLITS, Source
 from mnist_dask.data.stages import block_md5, produce_stage
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
-
-STAGE = "raw"
 
 
 @dataclass(frozen=True)
@@ -81,41 +80,6 @@ def ingest(
     action = produce_stage(store, client, STAGE, fingerprint, force, build, conflict)
     attrs = store.stage_attrs(STAGE) or {}
     return IngestOutcome(action, attrs["provenance"]["rows"])
-
-
-def fingerprint_of(source: Source, checksums: dict[str, str], chunk_size: int) -> dict:
-    """What makes a raw stage this ingest's: the source, its inputs' content MD5s and the chunk size."""
-    return {"source": str(source), "inputs": checksums, "chunk_size": chunk_size}
-
-
-def already_ingested(source: Source, store: Store, chunk_size: int = DEFAULT_CHUNK) -> dict[str, int] | None:
-    """Row counts when ``store`` already holds exactly this ingest, computed here without a cluster; else None.
-
-    A complete stage from other inputs is refused (as :func:`ingest` would without ``force``).
-    For a local cluster only: the inputs are read where the workers would read them.
-    """
-    if not store.is_complete(STAGE):
-        return None
-    fingerprint = fingerprint_of(source, source.input_checksums(), chunk_size)
-    if not store.is_complete(STAGE, fingerprint):
-        raise UserError(conflict_message(store, fingerprint))
-    attrs = store.stage_attrs(STAGE) or {}
-    return dict(attrs["provenance"]["rows"])
-
-
-def conflict_message(store: Store, fingerprint: dict) -> str:
-    """Why the store's complete raw stage is not this ingest's, naming what differs."""
-    stored = (store.stage_attrs(STAGE) or {}).get("fingerprint") or {}
-    if stored.get("chunk_size") != fingerprint["chunk_size"] and stored.get("inputs") == fingerprint["inputs"]:
-        return (
-            f"{store}: already holds these images in chunks of {stored.get('chunk_size')}, not --chunk-size "
-            f"{fingerprint['chunk_size']}; pass --chunk-size {stored.get('chunk_size')}, or --force to rewrite it"
-        )
-    if stored.get("inputs") == fingerprint["inputs"]:
-        return f"{store}: already holds these images, ingested from {stored.get('source')}; use --force to replace it"
-    return (
-        f"{store}: already holds MNIST ingested from other inputs ({stored.get('source')}); use --force to replace it"
-    )
 
 
 def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:

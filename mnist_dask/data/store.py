@@ -11,15 +11,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dask.array as da
 import zarr
 import zarr.errors
 
 from mnist_dask import __version__
 from mnist_dask.data.defaults import DEFAULT_STORE as DEFAULT_STORE  # re-exported
 from mnist_dask.errors import UserError
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 ATTRS_KEY = "mnist_dask"
 
@@ -68,6 +70,8 @@ class Store:
         array = self._group("r")[path]
         if not isinstance(array, zarr.Array):
             raise UserError(f"{self.url}: {path} is a group, not an array")
+        import dask.array as da  # here, not at the top: checking a store (info, a no-op ingest) needs no dask
+
         return da.from_zarr(array, chunks=array.chunks, name=f"read-{path.replace('/', '-')}")
 
     def read_xy(self, stage: str, split: str) -> tuple[da.Array, da.Array]:
