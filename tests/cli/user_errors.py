@@ -265,7 +265,8 @@ def _new(ws: Workspace) -> Path:
 
 
 def _ingest(*extra: object) -> Args:
-    return lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", _new(ws), "--workers", "1", *extra]
+    workers = [] if "--workers" in extra else ["--workers", "1"]
+    return lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", _new(ws), *workers, *extra]
 
 
 def _source(make: Callable[[Workspace], str], *extra: object) -> Args:
