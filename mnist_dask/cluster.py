@@ -161,10 +161,12 @@ class _StageBar(TextProgressBar):
     """Dask's text progress bar on stderr, labelled with the stage it follows."""
 
     def __init__(self, label: str, futures: list[Any]) -> None:
+        """Draw the bar until ``futures`` are done (blocks)."""
         self.label = label
         super().__init__(futures, complete=True)
 
     def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+        """One frame: ``label [#####     ]  50% 1.2 s`` over the previous one."""
         done = 1 - remaining / all if all else 1.0
         bar = "#" * int(30 * done)
         with contextlib.suppress(ValueError):
@@ -172,6 +174,7 @@ class _StageBar(TextProgressBar):
             sys.stderr.flush()
 
     def _draw_stop(self, **kwargs: Any) -> None:
+        """Erase the bar (the stage's 'done' line replaces it)."""
         with contextlib.suppress(ValueError):
             sys.stderr.write("\33[2K\r")
             sys.stderr.flush()
@@ -280,5 +283,6 @@ async def _handshake(address: str, security: Security | None) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -60,6 +60,7 @@ def ingest(
 
 
 def _up_to_date(store: object, counts: dict[str, int]) -> str:
+    """What ingest says when the store already holds exactly this ingest."""
     return f"{store}: already ingested from these inputs ({rows(counts)} images); nothing to do (--force rewrites)"
 
 

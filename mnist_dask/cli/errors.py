@@ -57,10 +57,12 @@ class OneLineErrors(click.Group):
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
     ) -> click.Context:
+        """Parse the group's own options; a usage error here is one line too."""
         with one_line_errors({}):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Parse and run the subcommand; whatever fails in it becomes its one line and exit status."""
         with one_line_errors(ctx.meta):
             return super().invoke(ctx)
 
@@ -208,11 +210,13 @@ def internal_line(exc: BaseException, verbose: bool = False) -> str:
 
 
 def _fail(line: str, status: int) -> None:
+    """Print the one line and leave with ``status``."""
     click.echo(PREFIX + line, err=True)
     raise click.exceptions.Exit(status)
 
 
 def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

@@ -73,4 +73,5 @@ def rows(counts: dict[str, int]) -> str:
 
 
 def _seconds(value: Any) -> str:
+    """A recorded duration as ``12.3 s`` (as is, when it is not a number)."""
     return f"{value:.1f} s" if isinstance(value, (int, float)) else str(value)

@@ -37,6 +37,7 @@ def command(name: str) -> Callable[[F], click.Command]:
     """
 
     def decorate(function: F) -> click.Command:
+        """Make ``function`` the command."""
         help = inspect.getdoc(function) or ""
         verbose = click.option(
             "-v",
@@ -53,6 +54,7 @@ def command(name: str) -> Callable[[F], click.Command]:
 
 
 def _remember_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """Keep ``--verbose`` where the error handler and the cluster options find it."""
     if value:
         Circumstances.of(ctx).verbose = True
 
@@ -106,6 +108,7 @@ def store_options(function: F) -> F:
 
     @functools.wraps(function)
     def with_store(*args: Any, store: str, storage_options: tuple[tuple[str, str], ...], **kwargs: Any) -> Any:
+        """Call the command with the StoreChoice (and tell the error handler about the store)."""
         given = click.get_current_context().get_parameter_source("store") is ParameterSource.COMMANDLINE
         choice = StoreChoice(store, dict(storage_options), given)
         choice.check()
@@ -161,6 +164,7 @@ def source_option(function: F) -> F:
 
     @functools.wraps(function)
     def with_source(*args: Any, source: Source | None, **kwargs: Any) -> Any:
+        """Call the command with the SourceChoice, naming the variable when the value came from it."""
         ctx = click.get_current_context()
         from_env = ctx.get_parameter_source("source") is ParameterSource.ENVIRONMENT
         choice = SourceChoice(source, SOURCE_ENV if from_env else "--source") if source is not None else None
@@ -267,8 +271,11 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
         ]
 
     def decorate(function: F) -> F:
+        """Add the options to ``function`` and gather them into ``cluster``."""
+
         @functools.wraps(function)
         def with_cluster(*args: Any, **kwargs: Any) -> Any:
+            """Call the command with the ClusterChoice gathered from its options."""
             names = ("scheduler", "connect_timeout", "tls_ca_file", "tls_cert", "tls_key")
             chosen = {name: kwargs.pop(name) for name in (*names, *(_LOCAL_OPTIONS if local else ()))}
             return function(*args, cluster=ClusterChoice(**chosen, verbose=verbose()), **kwargs)

@@ -23,11 +23,13 @@ class TransformGroup(click.Group):
     """The transform subcommands, built from the registry on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """The registry's transforms, in its order."""
         from mnist_dask.transforms.registry import TRANSFORMS
 
         return list(TRANSFORMS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command of one transform, or None for an unknown name (click reports it)."""
         from mnist_dask.transforms.registry import TRANSFORMS
 
         spec = TRANSFORMS.get(cmd_name)
@@ -43,6 +45,7 @@ def transform_command(spec: Transform) -> click.Command:
     """The ``transform NAME`` command of one registry entry."""
 
     def run(store: StoreChoice, cluster: ClusterChoice, input_stage: str, force: bool, **values: Any) -> None:
+        # its docstring (the command's help) is the transform's, set below
         from mnist_dask.cluster import connect
         from mnist_dask.transforms.registry import run_transform
 

@@ -20,6 +20,7 @@ class MemorySize(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The size as typed, once Dask can read it and it is large enough."""
         if value == "auto":
             return value
         from dask.utils import format_bytes, parse_bytes
@@ -41,6 +42,7 @@ class KeyValue(click.ParamType):
     name = "KEY=VALUE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, str]:
+        """Split at the first ``=``."""
         if isinstance(value, tuple):
             return value
         key, sep, text = str(value).partition("=")
@@ -56,6 +58,7 @@ class StoreLocation(click.ParamType):
     name = "store"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The location as typed, once it can be a store."""
         text = str(value)
         if not text.strip():
             self.fail("empty; give a folder path or a URL", param, ctx)
@@ -80,6 +83,7 @@ class SourceText(click.ParamType):
     name = "source"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The parsed Source."""
         if not isinstance(value, str):
             return value
         from mnist_dask.data.sources import parse_source
@@ -96,9 +100,11 @@ class Seconds(click.FloatRange):
     name = "seconds"
 
     def __init__(self) -> None:
+        """Positive: more than 0."""
         super().__init__(min=0, min_open=True)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, refusing nan and inf (which FloatRange lets through)."""
         seconds = super().convert(value, param, ctx)
         if not math.isfinite(seconds):
             self.fail(f"{value} is not a finite number of seconds", param, ctx)

@@ -146,6 +146,7 @@ def _missing(exc: BaseException) -> bool:
 
 
 def _not_found(url: str) -> str:
+    """How to say that ``url`` does not exist."""
     return "not found (the server answered 404)" if url.startswith(("http://", "https://")) else "no such file"
 
 

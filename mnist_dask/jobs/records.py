@@ -250,6 +250,7 @@ def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | 
 
 
 def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type."""
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
 
