@@ -2,28 +2,36 @@
 
 An address comes from ``--scheduler``, else dask.config's ``scheduler-address`` (which
 ``DASK_SCHEDULER_ADDRESS`` sets). Without one, a ``LocalCluster`` of worker processes
-bound to 127.0.0.1 is started and closed again when the command ends.
+bound to 127.0.0.1 is started and closed again when the command ends. Every way of
+failing to reach a scheduler (refused, nothing answering, something else listening, a
+malformed address) is one :class:`UserError` naming the address and where it came from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
+import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dask
 import dask.config
-from distributed import Client, LocalCluster, progress, span
+from distributed import Client, LocalCluster, span
+from distributed.diagnostics.progressbar import TextProgressBar
 from distributed.security import Security
 
 from mnist_dask.errors import ClusterLostError, UserError
 
 #: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
 _PENDING_ANNOUNCEMENTS: dict[str, str] = {}
+_CHATTY_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,36 @@ def scheduler_address(given: str | None) -> str | None:
     return given or dask.config.get("scheduler-address", None)
 
 
+def address_origin(given: str | None) -> str:
+    """Where :func:`scheduler_address` found its address, for messages: the option, the variable or the config."""
+    if given:
+        return "--scheduler"
+    if os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        return "DASK_SCHEDULER_ADDRESS"
+    return "dask config 'scheduler-address'"
+
+
+def quiet_dask(verbose: bool) -> None:
+    """Silence Dask's own chatter (port fallbacks, graph sizes, task failures) unless ``verbose``.
+
+    Failures reach the user as one line from the command; the loggers' copies are noise.
+    """
+    if verbose:
+        return
+    for name in [*_CHATTY_LOGGERS, *(n for n in logging.root.manager.loggerDict if n.startswith(_CHATTY_LOGGERS))]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"distributed(\..*)?$")
+
+
 @contextlib.contextmanager
 def connect(options: ClusterOptions) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; close whatever this call started."""
+    quiet_dask(options.verbose)
     address = scheduler_address(options.scheduler)
     if address:
-        client = _connect_existing(address, options.connect_timeout, _security(options))
+        client = _connect_existing(
+            address, options.connect_timeout, _security(options), address_origin(options.scheduler)
+        )
         cluster = None
     else:
         cluster = LocalCluster(
@@ -74,6 +106,8 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     try:
         yield client
     except Exception as exc:
+        if type(exc).__name__ == "KilledWorker" and cluster is not None:
+            raise UserError(_killed_worker_message(exc, options)) from None
         if client.status == "running" and "scheduler-connection-lost" not in str(exc):
             raise
         raise ClusterLostError(
@@ -91,19 +125,68 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
 def run_stage(
     client: Client, label: str, collections: Sequence[Any], show_progress: bool | None = None, announce: bool = True
 ) -> list[Any]:
-    """Compute dask collections on the cluster under a named span, with a terminal progress bar.
+    """Compute dask collections on the cluster under a named span, showing where the work stands.
 
-    The first announcing stage prints the dashboard link; validation steps pass ``announce=False``.
+    On a terminal, a progress bar labelled with the stage; otherwise one line when the stage
+    starts and one when it ends. The first announcing stage prints the dashboard link;
+    validation steps pass ``announce=False`` and print nothing.
     """
-    show_progress = sys.stderr.isatty() if show_progress is None else show_progress
-    if announce and client.id in _PENDING_ANNOUNCEMENTS:
-        print(_PENDING_ANNOUNCEMENTS.pop(client.id), file=sys.stderr)
+    terminal = sys.stderr.isatty()
+    show_progress = (terminal and announce) if show_progress is None else show_progress
+    if announce:
+        announce_dashboard(client)
+    if announce and not terminal:
+        print(f"{label}: started", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     with span(label):
         futures = client.compute(list(collections))
         if show_progress:
-            progress(futures)
-            print(file=sys.stderr)
-        return client.gather(futures)
+            _StageBar(label, futures)
+        results = client.gather(futures)
+    if announce:
+        print(f"{label}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def announce_dashboard(client: Client) -> None:
+    """Print the cluster and its dashboard link on stderr, once per client from :func:`connect`.
+
+    Called when work starts (not at connection), so an error found before any work stays one line.
+    """
+    if client.id in _PENDING_ANNOUNCEMENTS:
+        print(_PENDING_ANNOUNCEMENTS.pop(client.id), file=sys.stderr, flush=True)
+
+
+class _StageBar(TextProgressBar):
+    """Dask's text progress bar on stderr, labelled with the stage it follows."""
+
+    def __init__(self, label: str, futures: list[Any]) -> None:
+        """Draw the bar until ``futures`` are done (blocks)."""
+        self.label = label
+        super().__init__(futures, complete=True)
+
+    def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+        """One frame: ``label [#####     ]  50% 1.2 s`` over the previous one."""
+        done = 1 - remaining / all if all else 1.0
+        bar = "#" * int(30 * done)
+        with contextlib.suppress(ValueError):
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {int(100 * done):3d}% {self.elapsed:.1f} s")
+            sys.stderr.flush()
+
+    def _draw_stop(self, **kwargs: Any) -> None:
+        """Erase the bar (the stage's 'done' line replaces it)."""
+        with contextlib.suppress(ValueError):
+            sys.stderr.write("\33[2K\r")
+            sys.stderr.flush()
+
+
+def _killed_worker_message(exc: BaseException, options: ClusterOptions) -> str:
+    """Why local workers keep dying: almost always memory, so name the option that gives more."""
+    attempts = getattr(exc, "allowed_failures", 2) + 1
+    return (
+        f"--memory-limit {options.memory_limit}: the local workers ran out of memory ({attempts} were killed "
+        "running the same task); give each more (e.g. --memory-limit 4GB) or use fewer --workers"
+    )
 
 
 def _security(options: ClusterOptions) -> Security | None:
@@ -124,13 +207,82 @@ def _security(options: ClusterOptions) -> Security | None:
     )
 
 
-def _connect_existing(address: str, timeout: float, security: Security | None = None) -> Client:
-    """Connect to a running scheduler, failing within ``timeout`` seconds with one clear line."""
+def _connect_existing(address: str, timeout: float, security: Security | None, origin: str) -> Client:
+    """Connect to a running scheduler, failing within ``timeout`` seconds with one line naming it.
+
+    Dask's own connect waits for the handshake's answer without a time limit, so an HTTP
+    server on that port hangs it forever, and a service that talks first (a banner) is read
+    as a frame length of exabytes. So: the address is checked, the port reached (retried
+    until the timeout, as a scheduler may be starting), and Dask's handshake completed, each
+    bounded by the timeout, before the Client connects.
+    """
+    name = f"scheduler {address}" + ("" if origin == "--scheduler" else f" (from {origin})")
+    deadline = time.monotonic() + timeout
+    try:
+        _reach(address, deadline)
+    except ValueError as exc:  # at once: not an address Dask can use
+        raise UserError(f"{name}: not a usable scheduler address ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot connect within {timeout:g}s ({_first_line(exc)[:160]})") from None
+    try:
+        asyncio.run(asyncio.wait_for(_handshake(address, security), max(0.1, deadline - time.monotonic())))
+    except TimeoutError:
+        raise UserError(
+            f"{name}: no Dask scheduler answered within {timeout:g}s (something else listens on that port?)"
+        ) from None
+    except Exception as exc:  # any failure of the handshake: whatever answers does not speak Dask's protocol
+        if address.startswith("tls://") and security is None:
+            raise UserError(
+                f"{name}: cannot connect within {timeout:g}s "
+                "(a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key)"
+            ) from None
+        raise UserError(
+            f"{name}: the service there is not a Dask scheduler (its answer is not Dask's handshake: "
+            f"{type(exc).__name__})"
+        ) from None
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": f"{timeout}s"}):
             return Client(address, timeout=f"{timeout}s", security=security)
-    except (OSError, TimeoutError, ValueError, TypeError) as exc:  # TypeError: tls:// without credentials
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if address.startswith("tls://") and security is None:
-            reason = "a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key"
-        raise UserError(f"scheduler {address}: cannot connect within {timeout:g}s ({reason[:160]})") from None
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise UserError(f"{name}: cannot connect within {timeout:g}s ({_first_line(exc)[:160]})") from None
+
+
+def _reach(address: str, deadline: float) -> None:
+    """Check the address and open (and close) a TCP connection to it, retrying refusals until ``deadline``.
+
+    ValueError: the address is malformed; OSError: the port cannot be reached in time.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    scheme, location = parse_address(address)
+    get_backend(scheme)  # ValueError for an unknown scheme
+    if scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parse_host_port(location, 8786)
+    except ValueError:
+        raise ValueError(f"the port of {location!r} is not a number") from None
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())).close()
+            return
+        except OSError:
+            if time.monotonic() + 0.2 > deadline:
+                raise
+            time.sleep(0.2)
+
+
+async def _handshake(address: str, security: Security | None) -> None:
+    """Open a Dask comm to ``address`` (which completes Dask's handshake) and close it."""
+    from distributed.comm import connect as comm_connect
+
+    args = (security or Security()).get_connection_args("client")
+    comm = await comm_connect(address, **args)
+    await comm.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

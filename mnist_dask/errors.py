@@ -10,3 +10,7 @@ class UserError(Exception):
 
 class ClusterLostError(Exception):
     """The Dask scheduler went away mid-command: not bad input, not a bug; exit status 1, one line."""
+
+
+class JobsFailed(Exception):
+    """Some jobs of a study failed (each recorded with its error) while the others ran: exit status 1, one line."""

@@ -91,8 +91,11 @@ def fetch(
             break
         except Exception as exc:  # any transport failure (aiohttp, fsspec, OS) is retried
             partial.unlink(missing_ok=True)
+            if _missing(exc):  # the server answered: no such file (HTTP 404); retrying will not help
+                raise UserError(f"{url}: {_not_found(url)}") from None
             if attempt == attempts:
-                raise UserError(f"{url}: download failed after {attempts} attempts ({_one_line(exc)})") from None
+                cause = exc.__cause__ if isinstance(exc, FileNotFoundError) and exc.__cause__ else exc
+                raise UserError(f"{url}: download failed after {attempts} attempts ({_one_line(cause)})") from None
             time.sleep(backoff * 2 ** (attempt - 1))
     problem = checksum.check(partial) if checksum is not None else None
     if problem is not None:
@@ -131,6 +134,28 @@ def _md5(blocks: Iterator[bytes]) -> str:
     return digest.hexdigest()
 
 
+def _missing(exc: BaseException) -> bool:
+    """Whether the failure says the file does not exist (fsspec also raises FileNotFoundError, chained
+    to the real cause, when it cannot reach the server at all)."""
+    if getattr(exc, "status", None) == 404:  # aiohttp's ClientResponseError
+        return True
+    cause = exc.__cause__
+    return isinstance(exc, FileNotFoundError) and (
+        cause is None or isinstance(cause, FileNotFoundError) or getattr(cause, "status", None) == 404
+    )
+
+
+def _not_found(url: str) -> str:
+    """How to say that ``url`` does not exist."""
+    return "not found (the server answered 404)" if url.startswith(("http://", "https://")) else "no such file"
+
+
 def _one_line(exc: BaseException) -> str:
+    """The failure in words, without the URL again (the message starts with it)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    reason = text[0] if text else ""
+    if isinstance(exc, PermissionError):
+        return f"access denied{': ' + reason if reason else ''}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{reason} ({type(exc).__name__})" if reason else type(exc).__name__

@@ -17,13 +17,12 @@ import numpy as np
 from distributed import Client
 
 from mnist_dask.cluster import run_stage
+from mnist_dask.data.defaults import DEFAULT_CHUNK
+from mnist_dask.data.raw_stage import STAGE, conflict_message, fingerprint_of
 from mnist_dask.data.sources import SPLITS, Source
 from mnist_dask.data.stages import block_md5, produce_stage
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
-
-STAGE = "raw"
-DEFAULT_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -40,10 +39,10 @@ def ingest(
     """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there."""
     run = uuid.uuid4().hex  # task keys unique per run: concurrent ingests must not share results
     checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{run}").result()
-    fingerprint = {"source": str(source), "inputs": checksums, "chunk_size": chunk_size}
+    fingerprint = fingerprint_of(source, checksums, chunk_size)
 
     def conflict() -> None:
-        raise UserError(f"{store}: already holds MNIST ingested from other inputs; use --force to replace it")
+        raise UserError(conflict_message(store, fingerprint))
 
     def build() -> tuple[dict[str, da.Array], dict]:
         """Read and validate on the workers first: bad input never reaches the store."""

@@ -16,11 +16,10 @@ import fsspec
 import numpy as np
 
 from mnist_dask.data import download, idx
+from mnist_dask.data.defaults import DEFAULT_SOURCE, SOURCE_ENV
 from mnist_dask.errors import UserError
 
 SPLITS = ("train", "test")
-DEFAULT_SOURCE = "openml"
-SOURCE_ENV = "MNIST_DASK_SOURCE"
 OPENML_NAME, OPENML_VERSION, OPENML_TRAIN = "mnist_784", 1, 60_000
 
 _IDX_STEMS = {
@@ -74,7 +73,12 @@ class Source:
 
 
 def parse_source(text: str | None) -> Source:
-    """Parse ``openml``, ``idx[:DIR_OR_URL]`` or ``csv:TRAIN,TEST`` (default: $MNIST_DASK_SOURCE, then openml)."""
+    """Parse ``openml``, ``idx[:DIR_OR_URL]`` or ``csv:TRAIN,TEST`` (default: $MNIST_DASK_SOURCE, then openml).
+
+    Errors name the text (and the variable, when it came from $MNIST_DASK_SOURCE); the command
+    line adds the option's name.
+    """
+    origin = f"{SOURCE_ENV}=" if not text and os.environ.get(SOURCE_ENV) else ""
     text = (text or os.environ.get(SOURCE_ENV) or DEFAULT_SOURCE).strip()
     kind, _, rest = text.partition(":")
     if kind == "openml" and not rest:
@@ -84,9 +88,9 @@ def parse_source(text: str | None) -> Source:
     if kind == "csv":
         parts = [p for p in rest.split(",") if p]
         if len(parts) != 2:
-            raise UserError(f"--source {text}: csv needs two files, csv:TRAIN.csv,TEST.csv")
+            raise UserError(f"{origin}{text}: csv needs two files, csv:TRAIN.csv,TEST.csv")
         return Source("csv", tuple(_absolute(p) for p in parts))
-    raise UserError(f"--source {text}: unknown source; use openml, idx:DIR_OR_URL or csv:TRAIN,TEST")
+    raise UserError(f"{origin}{text}: unknown source; use openml, idx:DIR_OR_URL or csv:TRAIN,TEST")
 
 
 def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +112,8 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
             )
     try:
         table = np.loadtxt(lines, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2, comments=None)
-    except ValueError as exc:
-        raise UserError(f"{name}: non-integer value ({str(exc).splitlines()[0]})") from None
+    except ValueError:
+        raise UserError(f"{name}: {_first_non_integer(lines, skip)}") from None
     pixels, labels = table[:, 1:], table[:, 0]
     bad = np.argwhere((pixels < 0) | (pixels > 255))
     if bad.size:
@@ -121,6 +125,15 @@ def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         row = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
         raise UserError(f"{name}: label {int(labels[row])} at line {row + skip + 1} is outside 0-9")
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+
+
+def _first_non_integer(lines: list[str], skip: int) -> str:
+    """Where the first cell that is not an integer is, by file line (as an editor counts) and column."""
+    for number, line in enumerate(lines[skip:], start=skip + 1):
+        for column, cell in enumerate(line.split(","), start=1):
+            if not cell.strip().lstrip("+-").isdigit():
+                return f"non-integer value {cell.strip()!r} at line {number}, column {column}"
+    return "non-integer value"
 
 
 def _is_number(text: str) -> bool:

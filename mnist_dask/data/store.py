@@ -17,19 +17,21 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dask.array as da
 import zarr
 import zarr.errors
 
 from mnist_dask import __version__
 from mnist_dask.data import layout
 from mnist_dask.data.checksums import ChunkSource, checked_array, recorded_checksums
+from mnist_dask.data.defaults import DEFAULT_STORE
 from mnist_dask.data.layout import ATTRS_KEY, ROOT_KEY, Location
 from mnist_dask.errors import UserError
 
-DEFAULT_STORE = "storage/mnist.zarr"
+if TYPE_CHECKING:
+    import dask.array as da
+
 __all__ = ["ATTRS_KEY", "DEFAULT_STORE", "ROOT_KEY", "Store", "stage_of"]
 STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
 
@@ -240,6 +242,8 @@ class Store:
             layout.inspect(self.url, self.storage_options)  # refuses a file, another tool's store, ...
         try:
             root = zarr.open_group(self.url, mode="a", storage_options=self.storage_options, zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):  # a local folder is made: a bucket is missing
+            raise UserError(f"{self.url}: cannot create a Zarr store here (no such bucket or location)") from None
         except Exception as exc:
             raise self._unreadable("", exc) from None
         if not self._ours:

@@ -7,6 +7,7 @@ centred by centre of mass in a 28x28 field.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +51,20 @@ def load_digit(path: str | Path) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise UserError(f"{path}: empty file")
-        with Image.open(path) as image:  # reads the header only: the size is known before decoding
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise UserError(f"{path}: image too large ({width}x{height}; at most {MAX_PIXELS:,} pixels)")
-            gray = np.asarray(image.convert("L"), dtype=float)
+        with warnings.catch_warnings():  # Pillow warns of a large image on stderr: refuse it instead
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only: the size is known before decoding
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise UserError(f"{path}: image too large ({width}x{height}; at most {MAX_PIXELS:,} pixels)")
+                gray = np.asarray(image.convert("L"), dtype=float)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, not an image file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # refused from the header
+        raise UserError(f"{path}: image too large (at most {MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
         raise UserError(f"{path}: not an image Pillow can read (PNG, BMP, JPEG, ...)") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the image ({exc})") from None

@@ -81,15 +81,15 @@ def _run_job(
         "store": store.url,
         "package_version": __version__,
     }
-    with _timed(timings, status, "ingest"):
+    with _timed(timings, status, "ingest", log):
         if source is not None or not store.is_complete("raw"):
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
     result["inputs"] = (store.stage_attrs("raw") or {}).get("fingerprint")
     context = Context(
-        store=store, client=client, run_dir=run_dir, log=log, stage=lambda name: _timed(timings, status, name)
+        store=store, client=client, run_dir=run_dir, log=log, stage=lambda name: _timed(timings, status, name, log)
     )
-    with _timed(timings, status, job.experiment), span(job.experiment):
+    with _timed(timings, status, job.experiment, log), span(job.experiment):
         result.update(EXPERIMENTS[job.experiment].run(context, job.params))
     return _finish(job, result, timings, run_dir, store, log)
 
@@ -113,11 +113,14 @@ def _finish(
 
 
 @contextmanager
-def _timed(timings: dict[str, float], status: RunStatus, name: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], status: RunStatus, name: str, log: Callable[[str], None]) -> Iterator[None]:
+    """A stage of the run: recorded in the status, timed, and logged when it starts and when it completes."""
     status.stage(name)
+    log(f"stage {name} started")
     start = time.perf_counter()
     try:
         yield
     finally:
         timings[name] = round(time.perf_counter() - start, 3)
     status.stage_done(name, timings[name])  # only a stage that completed
+    log(f"stage {name} done in {timings[name]:.1f} s")

@@ -115,16 +115,23 @@ class RunStatus:
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
-    """The record in a run folder; a user error when there is none or it is unreadable."""
-    return read_run_json(
-        Path(run_dir) / STATUS_FILE, f"no such run status (is {run_dir} a run folder?)", "unreadable run status"
-    )
+    """The record in a run folder; a user error when there is none, it is unreadable or it is not a run's."""
+    path = Path(run_dir) / STATUS_FILE
+    record = read_run_json(path, f"no such run status (is {run_dir} a run folder?)", "unreadable run status")
+    missing = [key for key in ("run_id", "job", "state") if not isinstance(record.get(key), str)]
+    if missing:
+        raise UserError(f"{path}: not a run status (no {', '.join(missing)})")
+    return record
 
 
 def write_run_json(path: Path, value: dict[str, Any]) -> None:
     """Write a run folder's JSON file atomically: readers see the old file or the whole new one."""
     partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(value, indent=2) + "\n")
+    try:
+        partial.write_text(json.dumps(value, indent=2) + "\n")
+    except OSError as exc:  # a failed write (disk full) names no file: name it
+        partial.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     partial.replace(path)
 
 
@@ -136,13 +143,17 @@ def read_result(run_dir: Path) -> dict[str, Any]:
 
 
 def read_run_json(path: Path, missing: str, unreadable: str) -> dict[str, Any]:
-    """A JSON file of a run folder; a one-line UserError naming the file when absent or unreadable."""
+    """A JSON object file of a run folder; a one-line UserError naming the file when absent, unreadable
+    or not an object."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: {missing}") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: {unreadable} ({exc})") from None
+        raise UserError(f"{path}: {unreadable} ({str(exc).strip().splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {unreadable} (it holds a JSON {_json_kind(value)}, not an object)")
+    return value
 
 
 def find_run_dir(ref: str, runs_root: Path) -> Path:
@@ -154,14 +165,19 @@ def find_run_dir(ref: str, runs_root: Path) -> Path:
 
 
 def list_runs(runs_root: Path) -> list[dict[str, Any]]:
-    """Every run record under runs_root, oldest first."""
+    """Every run record under runs_root, oldest first; a UserError when runs_root is not a folder."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise UserError(f"{root}: {'not a folder' if root.exists() else 'no such folder'} (of run folders)")
     records = []
-    for path in sorted(Path(runs_root).glob(f"*/{STATUS_FILE}")):
+    for path in sorted(root.glob(f"*/{STATUS_FILE}")):
         try:
-            records.append(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # a half-copied folder is not a run
-    return sorted(records, key=lambda r: r.get("submitted") or r.get("started") or "")
+        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
+            records.append(record)
+    return sorted(records, key=lambda r: str(r.get("submitted") or r.get("started") or ""))
 
 
 def scheduler_runs(client: Any) -> dict[str, dict[str, Any]]:
@@ -179,17 +195,47 @@ def driver_alive(client: Any, key: str) -> bool:
     return client.run_on_scheduler(_task_known, key=key)
 
 
-def liveness(record: dict[str, Any]) -> str:
-    """The record's state, or 'lost' when a local driver process of a running run is gone."""
-    state = record.get("state", "unknown")
+def run_state(record: dict[str, Any], driver_alive: bool | None = None) -> str:
+    """Where a run stands: its recorded state, or 'lost' when its driver is known to be gone.
+
+    Gone: a submitted run's driver task is no longer on the scheduler (``driver_alive`` False),
+    or a running run's driver process on this host has exited.
+    """
+    state = str(record.get("state", "unknown"))
+    if state not in ("queued", "running"):
+        return state
+    if driver_alive is False:
+        return "lost"
     if state == "running" and record.get("host") == socket.gethostname() and record.get("pid"):
         try:
             os.kill(int(record["pid"]), 0)
         except ProcessLookupError:
             return "lost"
-        except PermissionError:
+        except (PermissionError, ValueError, OverflowError):
             pass
     return state
+
+
+def with_state(record: dict[str, Any], driver_alive: bool | None = None) -> dict[str, Any]:
+    """The record with its ``state`` decided by :func:`run_state`."""
+    return {**record, "state": run_state(record, driver_alive)}
+
+
+def submitted_driver_alive(client: Any, record: dict[str, Any]) -> bool | None:
+    """Whether the scheduler still holds a submitted run's driver (None: not a submitted run)."""
+    key = record.get("driver_key")
+    return driver_alive(client, key) if isinstance(key, str) else None
+
+
+def scheduler_record(client: Any, run: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A submitted run's record from the scheduler, with its state decided, and the stage's task progress.
+
+    ``run`` is a run id or a run folder (its name is the id); (None, None) when the scheduler has no such run.
+    """
+    record = scheduler_runs(client).get(Path(run).name)
+    if not isinstance(record, dict):
+        return None, None
+    return with_state(record, submitted_driver_alive(client, record)), stage_progress(client, record["run_id"])
 
 
 def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | None:
@@ -208,6 +254,11 @@ def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | 
         "done": sum(states.get(state, 0) for state in _DONE_STATES),
         "total": sum(states.values()),
     }
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type."""
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
 
 def _task_known(dask_scheduler: Any, key: str) -> bool:

@@ -25,7 +25,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, UserError
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.ledger import MET, STATUSES
-from mnist_dask.jobs.records import read_run_json, write_run_json
+from mnist_dask.jobs.records import RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
 STUDY_FILE = "study.json"
@@ -70,9 +70,16 @@ def run_study(
     source: Source | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
+    status: RunStatus | None = None,
 ) -> dict[str, Any]:
-    """Run the study's jobs and write ``study.json`` + ``index.html`` in ``study_dir``; returns the study record."""
+    """Run the study's jobs and write ``study.json`` + ``index.html`` in ``study_dir``; returns the study record.
+
+    With ``status`` (a submitted study), the job in flight is its stage and each job's line goes to its log.
+    """
     study_dir.mkdir(parents=True, exist_ok=True)
+    if status is not None:
+        status.running()
+        log = _also_to(status, log)
     started = time.perf_counter()
     record: dict[str, Any] = {"store": store.url, "started": _now(), "jobs": []}
     if source is not None or not store.is_complete("raw"):
@@ -87,6 +94,8 @@ def run_study(
             record["jobs"].append(_entry(item, "skipped", previous, None, 0.0))
             continue
         log(f"{prefix}: running")
+        if status is not None:
+            status.stage(item.job.name)
         job_started = time.perf_counter()
         try:
             with span("study", item.job.name), get_task_stream(client=client) as stream:
@@ -113,6 +122,8 @@ def run_study(
 
     write_study_page(record, study_dir)
     write_study_summary(record, study_dir)
+    if status is not None:
+        status.finished({"metrics": {}})
     return record
 
 
@@ -188,6 +199,16 @@ def _summary(entry: dict[str, Any]) -> str:
     if total:
         parts.append(f"figures {sum(entry['ledger'][s] for s in MET)}/{total} as published")
     return (", " + ", ".join(parts)) if parts else ""
+
+
+def _also_to(status: RunStatus, log: Callable[[str], None]) -> Callable[[str], None]:
+    """A logger that keeps each line in the study's run record too."""
+
+    def both(line: str) -> None:
+        status.log(line)
+        log(line)
+
+    return both
 
 
 def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:

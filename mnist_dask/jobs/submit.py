@@ -1,4 +1,4 @@
-"""Submit a job to a Dask cluster: its driver runs as a task on a worker, so the submitter can exit.
+"""Submit a job, or the whole study, to a Dask cluster: its driver runs as a task on a worker; the submitter exits.
 
 The job file, store and source are validated where the user is; the driver task then runs
 ``run_job`` on a worker with that worker's client (seceded from its thread pool, so the
@@ -18,6 +18,7 @@ from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
 from mnist_dask.jobs.records import SPAN_TAG, RunStatus, driver_alive
 from mnist_dask.jobs.spec import Job
+from mnist_dask.jobs.study import StudyJob
 
 DRIVER_PREFIX = "mnist-dask-driver"
 _ACCEPT_TIMEOUT = 30.0  # seconds to wait for the scheduler to hold the driver task
@@ -40,12 +41,45 @@ def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: So
     queued.queued()
     future = client.submit(drive_job, job, store, dict(queued.record), source, key=key, pure=False)
     fire_and_forget(future)
-    deadline = time.monotonic() + _ACCEPT_TIMEOUT
-    while not driver_alive(client, key):  # the submission must reach the scheduler before we disconnect
-        if future.done() or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    _wait_until_held(client, key, future)
     return run_id
+
+
+def submit_study(jobs: list[StudyJob], store: Store, client: Client, study_dir: Path, force: bool = False) -> str:
+    """Start the whole study on the cluster as one driver task; returns its run id (the study folder's name)."""
+    study_dir = Path(study_dir).absolute()
+    run_id = study_dir.name
+    key = f"{DRIVER_PREFIX}-{run_id}"
+    queued = RunStatus(
+        study_dir,
+        run_id,
+        "study",
+        client=client,
+        driver_key=key,
+        scheduler=client.scheduler_info()["address"],
+        store=store.url,
+    )
+    queued.queued(jobs=[item.job.name for item in jobs])
+    future = client.submit(drive_study, jobs, store, dict(queued.record), force, key=key, pure=False)
+    fire_and_forget(future)
+    _wait_until_held(client, key, future)
+    return run_id
+
+
+def drive_study(jobs: list[StudyJob], store: Store, record: dict[str, Any], force: bool) -> dict[str, Any]:
+    """(On a worker) run the study with the worker's client; returns its ledger."""
+    from mnist_dask.jobs.study import run_study
+
+    with worker_client() as client:
+        status = RunStatus.resume(record, client)
+        try:
+            with span(SPAN_TAG, status.record["run_id"]):
+                study = run_study(jobs, store, client, status.run_dir, force=force, log=_no_echo, status=status)
+        except BaseException as exc:
+            if status.record["state"] != "failed":
+                status.failed(exc)
+            raise
+    return study["ledger"]
 
 
 def drive_job(job: Job, store: Store, record: dict[str, Any], source: Source | None) -> dict[str, Any]:
@@ -62,6 +96,15 @@ def drive_job(job: Job, store: Store, record: dict[str, Any], source: Source | N
                 status.failed(exc)
             raise
     return result.get("metrics", {})
+
+
+def _wait_until_held(client: Client, key: str, future: Any) -> None:
+    """Return once the scheduler holds the driver task: the submission must reach it before we disconnect."""
+    deadline = time.monotonic() + _ACCEPT_TIMEOUT
+    while not driver_alive(client, key):
+        if future.done() or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
 
 def _no_echo(line: str) -> None:

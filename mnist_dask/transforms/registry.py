@@ -410,7 +410,7 @@ def _build_mean(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     return {"mean_image": images.mean(axis=0), "per_class": per_class}
 
 
-def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+def _build_augment(store: Store, input_stage: str, p: dict[str, Any], name: str = "augment") -> Arrays:
     """Training set plus shifted and rotated copies, copy-major: row ``j * n + i`` is copy j of image i.
 
     Copy 0 is the original; then the other shifts of ``radius``/``shape`` (as ``shift``),
@@ -418,7 +418,7 @@ def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     records ``copy`` (0 = original), ``offset`` (dx, dy), ``angle`` and ``source_index``;
     the test split is copied unchanged.
     """
-    copies = augment_copies(p)
+    copies = augment_copies(p, name)
     images = store.read(f"{input_stage}/train/images").rechunk({0: p["chunk_size"]})
     n, m = images.shape[0], len(copies)
     blocks = [
@@ -444,13 +444,13 @@ def _build_augment(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     return {**arrays, **_copy_split(store, input_stage, "test")}
 
 
-def augment_copies(p: dict[str, Any]) -> list[tuple[int, int, float]]:
+def augment_copies(p: dict[str, Any], name: str = "augment") -> list[tuple[int, int, float]]:
     """The (dx, dy, degrees) of every copy an ``augment``/``rotate`` stage makes, the original first."""
     shifts = _offsets({"radius": p.get("radius", 0), "shape": p.get("shape", "cross")}, "augment")
     copies = [(dx, dy, 0.0) for dx, dy in shifts]
     degrees = float(p["degrees"])
     if not 0 <= degrees <= 180:  # checked with the transform's own name before; kept for direct callers
-        raise UserError(f"transform augment: degrees must lie in [0, 180], got {degrees:g}")
+        raise UserError(f"transform {name}: degrees must lie in [0, 180], got {degrees:g}")
     return copies + ([(0, 0, -degrees), (0, 0, degrees)] if degrees else [])
 
 
@@ -481,7 +481,7 @@ def _augment_name(p: dict[str, Any]) -> str:
 
 def _build_rotate(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     """Originals plus copies rotated by -degrees and +degrees (an ``augment`` without shifts)."""
-    return _build_augment(store, input_stage, {**p, "radius": 0, "shape": "cross"})
+    return _build_augment(store, input_stage, {**p, "radius": 0, "shape": "cross"}, name="rotate")
 
 
 def _build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:

@@ -1,7 +1,7 @@
 """The Docker deployment files: no engine runs here, so check what can be checked without one.
 
 The compose file parses, every service runs a command the installed package provides,
-the job service's arguments are accepted by the real CLI parser, and everything the
+the job service's arguments are accepted by the real CLI (click) parser, and everything the
 Dockerfile copies exists.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from mnist_dask.cli import build_parser
+from mnist_dask.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
@@ -34,11 +34,15 @@ def test_every_service_command_exists_in_the_installed_environment():
         assert shutil.which(program, path=str(Path(sys.executable).parent)), f"{name}: {program} not installed"
 
 
-def test_job_service_arguments_are_accepted_by_the_cli():
+def test_job_service_arguments_are_accepted_by_the_cli(monkeypatch):
+    monkeypatch.chdir(REPO)  # the job file is named relative to the image's working folder, the repository
     command = COMPOSE["services"]["job"]["command"]
-    args = build_parser().parse_args(command[1:])
-    assert args.command == "run" and (REPO / args.job).is_file()
-    assert args.scheduler == "tcp://scheduler:8786"
+    assert command[:2] == ["mnist-dask", "run"]
+    run = cli.get_command(cli.make_context("mnist-dask", ["run", "--help"], resilient_parsing=True), "run")
+    assert run is not None
+    params = run.make_context("run", list(command[2:])).params
+    assert (REPO / params["job"]).is_file()
+    assert params["scheduler"] == "tcp://scheduler:8786"
 
 
 def test_dockerfile_copies_files_that_exist_and_pins_versions():

@@ -220,10 +220,11 @@ def test_server_always_failing_gives_up_after_the_given_attempts(server, cache, 
     assert list(cache.iterdir()) == []
 
 
-def test_missing_file_on_the_server_is_a_user_error(server, cache):
+def test_missing_file_on_the_server_is_a_user_error_and_not_retried(server, cache):
     with pytest.raises(UserError) as exc:
         download.fetch(server.url + "absent.gz", None, attempts=2, backoff=0)
-    assert str(exc.value).startswith(f"{server.url}absent.gz: download failed after 2 attempts")
+    assert str(exc.value) == f"{server.url}absent.gz: not found (the server answered 404)"
+    assert server.gets("/absent.gz") == 1
     assert not (cache / "absent.gz").exists()
 
 

@@ -76,7 +76,7 @@ def test_csv_source_has_two_absolute_files(tmp_path, monkeypatch):
 def test_csv_source_without_exactly_two_files_is_refused(text):
     with pytest.raises(UserError) as exc:
         parse_source(text)
-    assert_one_line(exc, f"--source {text}", "csv needs two files")
+    assert_one_line(exc, f"{text}: csv needs two files")
 
 
 def test_source_comes_from_the_environment_when_not_given(tmp_path, monkeypatch):
@@ -98,14 +98,14 @@ def test_default_source_is_openml():
 def test_unknown_source_is_refused(text):
     with pytest.raises(UserError) as exc:
         parse_source(text)
-    assert_one_line(exc, f"--source {text}", "unknown source")
+    assert_one_line(exc, f"{text}: unknown source")
 
 
 def test_unknown_source_from_the_environment_is_refused(monkeypatch):
     monkeypatch.setenv(SOURCE_ENV, "parquet:x")
     with pytest.raises(UserError) as exc:
         parse_source(None)
-    assert_one_line(exc, "parquet:x", "unknown source")
+    assert_one_line(exc, f"{SOURCE_ENV}=parquet:x: unknown source")
 
 
 # -- IDX folders ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_dask.jobs.records import RunStatus, liveness
+from mnist_dask.jobs.records import RunStatus, run_state
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +85,7 @@ def test_submitted_job_runs_on_the_cluster_and_is_followed_with_status_and_runs(
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
     assert "finished" in line and "0.9676" in line
+    (tmp_path / "elsewhere").mkdir()  # an empty folder of runs: only the scheduler's records
     from_scheduler = json.loads(
         _cli("runs", "--scheduler", dask_processes.address, "--json", "--runs-dir", str(tmp_path / "elsewhere")).stdout
     )
@@ -152,12 +153,12 @@ def test_a_running_record_whose_process_is_gone_is_lost(tmp_path):
     child.wait()
     status = RunStatus(tmp_path / "run-1", "run-1", "knn_baseline")
     status.running()
-    assert liveness(status.record) == "running"  # this process is alive
+    assert run_state(status.record) == "running"  # this process is alive
     status._write(pid=child.pid)  # as if the run's process had been killed
 
     listed = _cli("runs", "--runs-dir", str(tmp_path))
     shown = _cli("status", "run-1", "--runs-dir", str(tmp_path))
 
-    assert liveness(status.record) == "lost"
+    assert run_state(status.record) == "lost"
     assert listed.returncode == 0 and "lost" in listed.stdout.splitlines()[1]
     assert shown.returncode == 0 and "lost" in shown.stdout and "the job again to resume" in shown.stdout

@@ -143,4 +143,4 @@ def test_missing_tls_key_file_is_a_one_line_user_error(tls_cluster, tmp_path):
         str(tmp_path / "missing.pem"),
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == f"mnist-dask: error: {tmp_path / 'missing.pem'}: no such file (--tls-key)"
+    assert done.stderr.strip() == f"mnist-dask: error: --tls-key: file '{tmp_path / 'missing.pem'}' does not exist"

@@ -1,0 +1,77 @@
+"""The human text of run records and results: ``status``'s report, ``runs``' table, ``run``'s last line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOST_HINT = (
+    "the run's driver is gone (its process or worker died); completed stages are kept in the "
+    "store: run or submit the job again to resume"
+)
+
+
+def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None) -> str:
+    """Several lines about one run (its ``state`` already decided) for a person."""
+    lines = [f"run {record['run_id']} (job {record.get('job')}): {record['state']}"]
+    for key in ("submitted", "started", "finished"):
+        if record.get(key):
+            lines.append(f"  {key}: {record[key]}")
+    if record["state"] in ("queued", "running") and record.get("stage"):
+        detail = ""
+        if progress and progress.get("total"):
+            where = "" if progress.get("stage") in (None, record["stage"]) else f" of {progress['stage']}"
+            detail = f" ({progress['done']}/{progress['total']} tasks done{where})"
+        lines.append(f"  stage: {record['stage']}{detail}")
+    stages = record.get("stages")
+    if isinstance(stages, dict) and stages:
+        lines.append("  stages: " + ", ".join(f"{name} {_seconds(took)}" for name, took in stages.items()))
+    if record["state"] == "failed":
+        lines.append(f"  error: {record.get('error')}")
+    if record["state"] == "lost":
+        lines.append(f"  {LOST_HINT}")
+    if record["state"] == "finished" and isinstance(record.get("test_accuracy"), (int, float)):
+        lines.append(f"  test accuracy: {record['test_accuracy']:.4f}")
+    if record.get("run_dir"):
+        lines.append(f"  folder: {record['run_dir']}")
+    if isinstance(record.get("log"), list) and record["log"]:
+        lines.append(f"  last log line: {record['log'][-1]}")
+    return "\n".join(lines)
+
+
+def runs_table(records: list[dict[str, Any]]) -> str:
+    """One line per run (state already decided): id, state, start, and the stage, accuracy or error."""
+    lines = [f"{'RUN':44s} {'STATE':9s} {'STARTED':19s} {'STAGE / RESULT'}"]
+    for record in records:
+        started = str(record.get("started") or record.get("submitted") or "")[:19].replace("T", " ")
+        lines.append(f"{record['run_id']:44s} {record['state']:9s} {started:19s} {outcome(record)}")
+    return "\n".join(lines)
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """One short cell: the stage in flight, the accuracy, or the error."""
+    if record["state"] == "failed":
+        return f"error: {record.get('error', '')}"[:80]
+    if record["state"] == "finished":
+        accuracy = record.get("test_accuracy")
+        return f"test accuracy {accuracy:.4f}" if isinstance(accuracy, (int, float)) else "done"
+    return str(record.get("stage") or "")
+
+
+def headline(result: dict[str, Any]) -> str:
+    """One line summarising a run: its test accuracy (and model) when it has one."""
+    metrics = result.get("metrics", {})
+    if "test_accuracy" not in metrics:
+        return "done"
+    model = result.get("model", {})
+    described = f" (model {model['n_neighbors']}-NN {model['weights']})" if "n_neighbors" in model else ""
+    return f"test accuracy {metrics['test_accuracy']:.4f}{described}"
+
+
+def rows(counts: dict[str, int]) -> str:
+    """``train 60,000, test 10,000``."""
+    return ", ".join(f"{split} {n:,}" for split, n in counts.items())
+
+
+def _seconds(value: Any) -> str:
+    """A recorded duration as ``12.3 s`` (as is, when it is not a number)."""
+    return f"{value:.1f} s" if isinstance(value, (int, float)) else str(value)

@@ -1,0 +1,98 @@
+"""``transform NAME``: one subcommand per transform of the registry, its options generated from the
+transform's parameters (defaults from the registry; help text and ranges from transforms.parameters).
+
+The registry loads dask, so the subcommands are built only when one is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mnist_dask.cli.options import ClusterChoice, StoreChoice, cluster_options, command, store_options
+from mnist_dask.transforms.parameters import PARAMETERS, Param
+
+if TYPE_CHECKING:
+    from mnist_dask.transforms.registry import Transform
+
+_PREFIX = "param_"  # transform parameters' names in the callback's keyword arguments
+
+
+class TransformGroup(click.Group):
+    """The transform subcommands, built from the registry on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The registry's transforms, in its order."""
+        from mnist_dask.transforms.registry import TRANSFORMS
+
+        return list(TRANSFORMS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command of one transform, or None for an unknown name (click reports it)."""
+        from mnist_dask.transforms.registry import TRANSFORMS
+
+        spec = TRANSFORMS.get(cmd_name)
+        return transform_command(spec) if spec is not None else None
+
+
+@click.group("transform", cls=TransformGroup, short_help="Compute a derived dataset (shift, downscale, ...)")
+def transform() -> None:
+    """Compute a derived dataset (shift, downscale, ...) as a resumable stage of the store."""
+
+
+def transform_command(spec: Transform) -> click.Command:
+    """The ``transform NAME`` command of one registry entry."""
+
+    def run(store: StoreChoice, cluster: ClusterChoice, input_stage: str, force: bool, **values: Any) -> None:
+        # its docstring (the command's help) is the transform's, set below
+        from mnist_dask.cluster import connect
+        from mnist_dask.transforms.registry import run_transform
+
+        params = {key.removeprefix(_PREFIX): value for key, value in values.items()}
+        target = store.open()
+        with connect(cluster.options()) as client:
+            outcome = run_transform(target, client, spec.name, params, input_stage=input_stage, force=force)
+        if outcome.action == "skipped":
+            click.echo(f"{target}: {outcome.stage} is up to date; nothing to do (--force recomputes)")
+        else:
+            click.echo(f"{target}: wrote {outcome.stage}")
+
+    run.__doc__ = spec.help[:1].upper() + spec.help[1:] + "."
+    for key, default in reversed(spec.defaults.items()):
+        run = parameter_option(key, default, PARAMETERS.get(spec.name, {}).get(key, Param("")))(run)
+    run = click.option("--force", is_flag=True, help="recompute even if the result is up to date")(run)
+    run = click.option(
+        "--input",
+        "input_stage",
+        default="raw",
+        show_default=True,
+        metavar="STAGE",
+        help="dataset to transform: raw or derived/<name>",
+    )(run)
+    return command(spec.name)(cluster_options()(store_options(run)))
+
+
+def parameter_option(key: str, default: Any, param: Param) -> Any:
+    """``--<key>`` with the type, range and help text of one transform parameter."""
+    return click.option(
+        f"--{key.replace('_', '-')}",
+        _PREFIX + key,
+        type=parameter_type(default, param),
+        default=default,
+        show_default=True,
+        help=param.help,
+    )
+
+
+def parameter_type(default: Any, param: Param) -> click.ParamType:
+    """The click type of a parameter: from its default's type, narrowed by its range or choices."""
+    if isinstance(default, bool):
+        return click.BOOL
+    if isinstance(default, int):
+        low, high = (None if bound is None else int(bound) for bound in (param.min, param.max))
+        return click.IntRange(low, high) if param.min is not None or param.max is not None else click.INT
+    if isinstance(default, float):
+        ranged = param.min is not None or param.max is not None
+        return click.FloatRange(param.min, param.max) if ranged else click.FLOAT
+    return click.Choice(param.choices) if param.choices else click.STRING

@@ -1,0 +1,70 @@
+"""What each transform parameter means and which values it takes: the help text and ranges of
+``mnist-dask transform NAME --PARAM`` options, beside the defaults in :data:`registry.TRANSFORMS`.
+
+Kept free of heavy imports, so the command line can describe a transform without loading dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Param:
+    """One transform parameter: what it does, and its allowed values (a range or a set of choices)."""
+
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+_CHUNK = Param("rows per output chunk", min=1)
+_SHAPE = Param(
+    "offset set: 'cross' (4 per radius step) or 'square' (every offset within the radius)",
+    choices=(
+        "cross",
+        "square",
+    ),
+)
+
+PARAMETERS: dict[str, dict[str, Param]] = {
+    "shift": {
+        "radius": Param("largest shift in pixels (1: the notebook's 5x set)", min=0, max=27),
+        "shape": _SHAPE,
+        "seed": Param("seed of the row shuffle", min=0),
+        "chunk_size": _CHUNK,
+    },
+    "downscale": {"factor": Param("block size k of the k x k local mean (3: 28x28 -> 10x10)", min=1, max=28)},
+    "deskew": {},
+    "blur": {"sigma": Param("standard deviation of the Gaussian, in pixels", min=0)},
+    "scale": {},
+    "varthresh": {"threshold": Param("keep features whose variance on train exceeds this", min=0)},
+    "mean": {},
+    "augment": {
+        "radius": Param("largest shift in pixels (0: no shifted copies)", min=0, max=27),
+        "shape": _SHAPE,
+        "degrees": Param("rotation angle of the two rotated copies (0: none)", min=0, max=180),
+        "chunk_size": _CHUNK,
+    },
+    "rotate": {
+        "degrees": Param("rotation angle of the two rotated copies", min=0, max=180),
+        "chunk_size": _CHUNK,
+    },
+    "sample": {
+        "train": Param("training rows to keep (0: all)", min=0),
+        "test": Param("test rows to keep (0: all)", min=0),
+        "seed": Param("seed of the random choice", min=0),
+    },
+    "pca": {
+        "n_components": Param("principal components to keep", min=1, max=784),
+        "whiten": Param("scale each component to unit variance (true/false)"),
+        "scale_power": Param("multiply component i by explained_variance_i ** -p (0: off; 0.5 = whiten)", min=0),
+        "fit_on": Param(
+            "fit on 'all' training rows, or only the 'originals' of an augmented input", choices=("all", "originals")
+        ),
+        "svd_solver": Param("dask-ml PCA solver", choices=("full", "tsqr", "randomized", "auto")),
+        "seed": Param("random state of the randomized solver", min=0),
+        "chunk_size": _CHUNK,
+    },
+}
