@@ -1,0 +1,99 @@
+"""``mnist-dask study`` as a user runs it (the local cluster it starts), and ``study --submit`` to a real cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SMALL_KNN = (
+    "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 2000, test = 300, seed = 3 }]\n"
+    "[params.model]\nn_neighbors = 3\n"
+)
+FAILING = (  # more neighbours than training rows: fails once it runs
+    "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
+    "[params.model]\nn_neighbors = 5\n"
+)
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_dask", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "small_knn.toml").write_text(
+        SMALL_KNN + "[expect]\ntest_errors = 0\n[differs]\ntest_errors = 'made up'\n"
+    )
+    (folder / "zero.toml").write_text("experiment = 'zero_detector'\n[params]\nsample = 2000\ntest_sample = 300\n")
+    return folder
+
+
+def test_study_on_the_default_local_cluster_reports_a_failure_last_and_skips_finished_jobs(jobs, mnist_dir, tmp_path):
+    (jobs / "broken.toml").write_text(FAILING)
+    store = str(tmp_path / "storage" / "mnist.zarr")
+    done = _cli(
+        "study",
+        *map(str, sorted(jobs.glob("*.toml"))),
+        "--store",
+        store,
+        "--source",
+        f"idx:{mnist_dir}",
+        "--workers",
+        "2",
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("mnist-dask: error: study: 1 of 3 jobs failed: broken")
+    assert "Traceback" not in done.stderr and not any(" - distributed." in line for line in lines)
+    assert any("[1/3] broken: FAILED" in line for line in lines)
+    assert any("[2/3] small_knn: finished" in line for line in lines)
+    assert "published figures reproduced" in done.stdout
+    study = json.loads((tmp_path / "storage" / "study" / "study.json").read_text())
+    assert [(j["job"], j["state"]) for j in study["jobs"]] == [
+        ("broken", "failed"),
+        ("small_knn", "finished"),
+        ("zero", "finished"),
+    ]
+    assert (tmp_path / "storage" / "study" / "index.html").is_file()
+    assert (tmp_path / "storage" / "runs" / "small_knn" / "report.html").is_file()
+
+    again = _cli("study", str(jobs / "small_knn.toml"), "--store", store, "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert "small_knn: already finished with this job file and store; skipped" in again.stderr
+
+
+def test_study_submitted_to_a_cluster_runs_there_and_is_followed_with_status(dask_processes, jobs, mnist_dir, tmp_path):
+    store = str(tmp_path / "storage" / "mnist.zarr")
+    ingested = _cli("ingest", "--store", store, "--source", f"idx:{mnist_dir}", "--scheduler", dask_processes.address)
+    assert ingested.returncode == 0, ingested.stderr
+    submitted = _cli(
+        "study",
+        *map(str, sorted(jobs.glob("*.toml"))),
+        "--submit",
+        "--scheduler",
+        dask_processes.address,
+        "--store",
+        store,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]
+    assert run_id.startswith("study-")
+    deadline = time.monotonic() + 400
+    while True:
+        status = json.loads(_cli("status", run_id, "--json", "--store", store).stdout)
+        if status["state"] not in ("queued", "running"):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status["state"] == "finished", status
+    study = json.loads((tmp_path / "storage" / "runs" / run_id / "study.json").read_text())
+    assert [j["job"] for j in study["jobs"]] == ["small_knn", "zero"]
+    assert all(j["state"] == "finished" for j in study["jobs"])
+    assert study["ledger"]["differs"] == 1
