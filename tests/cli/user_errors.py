@@ -29,7 +29,7 @@ from pathlib import Path
 from support import SmallMnist
 
 REPO = Path(__file__).resolve().parents[2]
-MNIST_DIR = REPO.parent.parent / "shared" / "data" / "mnist"
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"  # beside the checkout, as conftest finds it
 JOB = str(REPO / "jobs" / "knn_baseline.toml")
 CLEAN_ENV = ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE", "MNIST_DASK_STORE", "AWS_ACCESS_KEY_ID")
 DASK_LOG_LINE = re.compile(r"^(distributed|bokeh|tornado|asyncio)\.|\s-\s(distributed|bokeh|tornado)[.\s]")
