@@ -94,5 +94,5 @@ def parameter_type(default: Any, param: Param) -> click.ParamType:
         return click.IntRange(low, high) if param.min is not None or param.max is not None else click.INT
     if isinstance(default, float):
         ranged = param.min is not None or param.max is not None
-        return click.FloatRange(param.min, param.max) if ranged else click.FLOAT
+        return click.FloatRange(param.min, param.max, min_open=param.min_open) if ranged else click.FLOAT
     return click.Choice(param.choices) if param.choices else click.STRING

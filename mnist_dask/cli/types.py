@@ -72,7 +72,7 @@ class StoreLocation(click.ParamType):
             if ancestor.exists():
                 if not ancestor.is_dir():
                     where = "is a file" if ancestor == path else f"lies under {ancestor}, a file"
-                    self.fail(f"{text}: {where}, not a Zarr store folder", param, ctx)
+                    self.fail(f"{text}: {where}, not a Zarr store folder; choose a new or empty folder", param, ctx)
                 break
         return text
 

@@ -17,6 +17,7 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
+    min_open: bool = False  # the minimum itself is not allowed
 
 
 _CHUNK = Param("rows per output chunk", min=1)
@@ -48,7 +49,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "chunk_size": _CHUNK,
     },
     "rotate": {
-        "degrees": Param("rotation angle of the two rotated copies", min=0, max=180),
+        "degrees": Param("rotation angle of the two rotated copies", min=0, max=180, min_open=True),
         "chunk_size": _CHUNK,
     },
     "sample": {

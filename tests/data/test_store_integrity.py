@@ -242,7 +242,7 @@ FOREIGN = {
     "zarr-v3-store": (_foreign_v3, "is a Zarr store that mnist-dask did not create"),
     "zarr-v3-array": (_foreign_array, "is a Zarr array, not an mnist-dask store"),
     "non-empty-folder": (_notes, "is a folder that is not empty and holds no mnist-dask store"),
-    "regular-file": (_file, "is a file, not a store folder"),
+    "regular-file": (_file, "is a file, not a Zarr store folder"),
 }
 
 

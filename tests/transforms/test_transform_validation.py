@@ -128,12 +128,13 @@ def test_a_bad_step_parameter_in_a_job_names_the_step():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("rotate", "--degrees", "400"), "transform rotate: degrees must lie in (0, 180], got 400"),
-        (("downscale", "--factor", "0"), "transform downscale: factor must be a whole number from 1 to 28, got 0"),
-        (("downscale", "--factor", "-2"), "transform downscale: factor must be a whole number from 1 to 28, got -2"),
+        (("rotate", "--degrees", "400"), "--degrees: 400.0 is not in the range 0<x<=180"),
+        (("rotate", "--degrees", "0"), "--degrees: 0.0 is not in the range 0<x<=180"),
+        (("downscale", "--factor", "0"), "--factor: 0 is not in the range 1<=x<=28"),
+        (("downscale", "--factor", "-2"), "--factor: -2 is not in the range 1<=x<=28"),
         (("shift", "--input", "derived/mean"), "--input derived/mean: not a dataset"),
     ],
-    ids=["rotate-400", "downscale-0", "downscale-negative", "shift-of-mean"],
+    ids=["rotate-400", "rotate-0", "downscale-0", "downscale-negative", "shift-of-mean"],
 )
 def test_cli_transform_with_a_bad_value_is_one_line_and_leaves_the_store_as_it_was(store, tmp_path, args, message):
     before = snapshot(Path(store.url))
