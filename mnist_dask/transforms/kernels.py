@@ -49,41 +49,6 @@ def shift_offsets(radius: int, shape: str) -> list[tuple[int, int]]:
     raise ValueError(f"shift shape must be one of {', '.join(SHIFT_SHAPES)}, got {shape!r}")
 
 
-def expand_block(
-    images: np.ndarray, source_index: np.ndarray, offsets: list[tuple[int, int]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shifted copies of a block at every offset, for augmentation; offset-major order.
-
-    Row j*n + i is image i shifted by offsets[j]: returns images (m*n, H, W) in the input
-    dtype, source_index (m*n,) int64 and offsets (m*n, 2) int8 as (dx, dy).
-    """
-    _check_block(images)
-    source_index = np.asarray(source_index, dtype=np.int64)
-    if source_index.shape != (images.shape[0],):
-        raise ValueError(f"source_index must have shape ({images.shape[0]},), got {source_index.shape}")
-    offset_array = _offset_array(offsets)
-    n, m = images.shape[0], len(offset_array)
-    out = np.empty((m * n,) + images.shape[1:], dtype=images.dtype)
-    for j, (dx, dy) in enumerate(offset_array.tolist()):
-        _shift_into(images, dx, dy, out[j * n : (j + 1) * n])
-    return out, np.tile(source_index, m), np.repeat(offset_array, n, axis=0)
-
-
-def downscale_local_sum(images: np.ndarray, factor: int) -> np.ndarray:
-    """Sum over each factor x factor block of every image, zero-padding the far edges.
-
-    Integer sums are exact and use the smallest dtype that cannot overflow (uint16 for
-    uint8 and factor <= 16); float input gives float64.
-    """
-    _check_block(images)
-    factor = _check_factor(factor)
-    blocks = _blocks(images, factor)
-    if np.issubdtype(images.dtype, np.floating):
-        return blocks.sum(axis=(2, 4), dtype=np.float64)
-    sums = blocks.sum(axis=(2, 4), dtype=np.int64)
-    return sums.astype(_sum_dtype(images.dtype, factor * factor), copy=False)
-
-
 def downscale_local_mean(images: np.ndarray, factor: int) -> np.ndarray:
     """Mean over each factor x factor block (float64), like skimage's downscale_local_mean.
 
@@ -182,18 +147,6 @@ def _square_offsets(radius: int) -> list[tuple[int, int]]:
     return [(0, 0)] + [(dx, dy) for dy in span for dx in span if (dx, dy) != (0, 0)]
 
 
-def _offset_array(offsets: list[tuple[int, int]]) -> np.ndarray:
-    """Offsets as an (m, 2) int8 array, rejecting empty, malformed or out-of-range input."""
-    array = np.asarray(offsets)
-    if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
-        raise ValueError(f"offsets must be a non-empty list of (dx, dy) pairs, got {offsets!r}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"offsets must be integers, got dtype {array.dtype}")
-    if np.abs(array).max() > 127:
-        raise ValueError("offsets must lie in [-127, 127] to be stored as int8")
-    return array.astype(np.int8)
-
-
 def _check_factor(factor: int) -> int:
     """A downscale factor must be a positive integer."""
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
@@ -208,16 +161,6 @@ def _blocks(images: np.ndarray, factor: int) -> np.ndarray:
     if pad_h or pad_w:
         images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w)))
     return images.reshape(n, (height + pad_h) // factor, factor, (width + pad_w) // factor, factor)
-
-
-def _sum_dtype(dtype: np.dtype, count: int) -> np.dtype:
-    """Smallest dtype holding a sum of count values of an integer dtype (bool as 0/1)."""
-    if dtype == np.bool_:
-        return np.min_scalar_type(count)
-    info = np.iinfo(dtype)
-    if info.min < 0:
-        return np.dtype(np.int64)
-    return np.min_scalar_type(int(info.max) * count)
 
 
 def _centre_and_skew(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,8 +10,6 @@ from skimage.transform import downscale_local_mean as skimage_downscale_local_me
 from mnist_dask.transforms.kernels import (
     deskew,
     downscale_local_mean,
-    downscale_local_sum,
-    expand_block,
     gaussian_blur,
     rotate_images,
     shift_images,
@@ -89,29 +87,6 @@ def test_shift_offsets_rejects_invalid_arguments(radius: object, shape: str) -> 
         shift_offsets(radius, shape)  # type: ignore[arg-type]
 
 
-def test_expand_block_rows_are_source_images_shifted_offset_major(images: np.ndarray) -> None:
-    block, source = images[:50], np.arange(1000, 1050)
-    offsets = shift_offsets(1, "cross")
-    out, out_source, out_offsets = expand_block(block, source, offsets)
-    assert out.shape == (250, 28, 28) and out.dtype == np.uint8
-    assert out_source.dtype == np.int64 and out_offsets.dtype == np.int8
-    assert out_offsets.shape == (250, 2)
-    np.testing.assert_array_equal(out[:50], block)
-    for row in range(0, 250, 7):
-        dx, dy = out_offsets[row]
-        source_image = images[out_source[row] - 1000]
-        expected = ndimage.shift(source_image, [dy, dx], mode="constant", cval=0)
-        np.testing.assert_array_equal(out[row], expected)
-    assert out_offsets[49].tolist() == [0, 0] and out_offsets[50].tolist() == [1, 0]
-
-
-def test_expand_block_rejects_mismatched_index_and_bad_offsets(images: np.ndarray) -> None:
-    with pytest.raises(ValueError, match="source_index"):
-        expand_block(images[:5], np.arange(4), [(0, 0)])
-    with pytest.raises(ValueError, match="offsets"):
-        expand_block(images[:5], np.arange(5), [])
-
-
 def test_downscale_mean_equals_skimage_on_real_images(images: np.ndarray) -> None:
     expected = skimage_downscale_local_mean(images, (1, 3, 3))
     result = downscale_local_mean(images, 3)
@@ -125,18 +100,9 @@ def test_downscale_mean_equals_skimage_for_other_factors(images: np.ndarray, fac
     assert np.array_equal(downscale_local_mean(images[:50], factor), expected)
 
 
-def test_downscale_sum_is_exact_uint16(images: np.ndarray) -> None:
-    result = downscale_local_sum(images, 3)
-    assert result.shape == (300, 10, 10) and result.dtype == np.uint16
-    padded = np.pad(images.astype(np.int64), ((0, 0), (0, 2), (0, 2)))
-    expected = padded.reshape(300, 10, 3, 10, 3).sum(axis=(2, 4))
-    np.testing.assert_array_equal(result, expected)
-    np.testing.assert_array_equal(result.sum(axis=(1, 2)), images.sum(axis=(1, 2), dtype=np.int64))
-
-
 def test_downscale_rejects_non_positive_factor(images: np.ndarray) -> None:
     with pytest.raises(ValueError, match="factor"):
-        downscale_local_sum(images, 0)
+        downscale_local_mean(images, 0)
 
 
 def test_deskew_straightens_a_sheared_bar() -> None:
