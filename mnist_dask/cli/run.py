@@ -7,28 +7,20 @@ from pathlib import Path
 
 import click
 
+from mnist_dask.cli import options
 from mnist_dask.cli.formatting import headline
-from mnist_dask.cli.options import (
-    ClusterChoice,
-    SourceChoice,
-    StoreChoice,
-    cluster_options,
-    command,
-    source_option,
-    store_options,
-    writes_to,
-)
+from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
 from mnist_dask.errors import UserError
 
 JOB = click.argument("job", metavar="JOB", type=click.Path(exists=True, dir_okay=False))
 RUN_DIR = click.Path(file_okay=False, path_type=Path)
 
 
-@command("run")
+@options.command("run")
 @JOB
-@store_options
-@source_option
-@cluster_options()
+@options.store_options
+@options.source_option
+@options.cluster_options()
 @click.option(
     "--run-dir",
     type=RUN_DIR,
@@ -49,7 +41,7 @@ def run(
     if source and cluster.local:
         source.check_here()
     folder = run_dir or runs_root(store.url) / spec.name
-    writes_to(folder)
+    options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, before a cluster starts
 
     with connect(cluster.options()) as client:
@@ -62,11 +54,11 @@ def run(
     click.echo(f"{spec.name}: {headline(result)}; results in {folder}/result.json")
 
 
-@command("submit")
+@options.command("submit")
 @JOB
-@store_options
-@source_option
-@cluster_options(local=False)
+@options.store_options
+@options.source_option
+@options.cluster_options(local=False)
 @click.option(
     "--run-dir",
     type=RUN_DIR,

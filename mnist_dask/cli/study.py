@@ -7,26 +7,18 @@ from pathlib import Path
 
 import click
 
-from mnist_dask.cli.options import (
-    ClusterChoice,
-    SourceChoice,
-    StoreChoice,
-    cluster_options,
-    command,
-    source_option,
-    store_options,
-    writes_to,
-)
+from mnist_dask.cli import options
+from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
 from mnist_dask.errors import JobsFailed, UserError
 
 JOBS_FOLDER = Path("jobs")
 
 
-@command("study")
+@options.command("study")
 @click.argument("jobs", nargs=-1, metavar="[JOB]...", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@store_options
-@source_option
-@cluster_options()
+@options.store_options
+@options.source_option
+@options.cluster_options()
 @click.option("--exclude", multiple=True, metavar="NAME", help="leave out this job (by name; repeatable)")
 @click.option("--force", is_flag=True, help="run jobs again even when their run folder holds a finished run of them")
 @click.option(
@@ -73,7 +65,7 @@ def study(
         click.echo(run_id)
         return
     folder = study_dir or runs_root(store.url).parent / "study"
-    writes_to(folder)
+    options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with connect(cluster.options()) as client:
 

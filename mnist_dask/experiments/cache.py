@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -19,28 +20,30 @@ from mnist_dask.data.stages import produce_stage
 from mnist_dask.experiments import Context
 
 
-def stage_name(name: str, fingerprint: dict[str, Any]) -> str:
-    """The cache stage of a result: its name and a short hash of everything it depends on."""
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return f"cache/{name}-{digest}"
+@dataclass(frozen=True)
+class Cached:
+    """One shareable result: its stage in the store and everything it depends on."""
 
+    stage: str
+    key: dict[str, Any]
 
-def fingerprint(ctx: Context, **what: Any) -> dict[str, Any]:
-    """What a cached result depends on: the described computation and the store's raw inputs."""
-    return {**what, "inputs": (ctx.store.stage_attrs("raw") or {}).get("fingerprint")}
+    @classmethod
+    def of(cls, ctx: Context, name: str, **what: Any) -> Cached:
+        """The cache entry of the described computation on the store's raw inputs."""
+        key = {**what, "inputs": (ctx.store.stage_attrs("raw") or {}).get("fingerprint")}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return cls(f"cache/{name}-{digest}", key)
 
+    def load(self, ctx: Context, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+        """The cached arrays, when the stage is complete with this fingerprint; else None."""
+        if not ctx.store.is_complete(self.stage, self.key):
+            return None
+        return {name: np.asarray(ctx.store.read(f"{self.stage}/{name}").compute()) for name in names}
 
-def load(ctx: Context, stage: str, names: tuple[str, ...], key: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached arrays, when the stage is complete with this fingerprint; else None."""
-    if not ctx.store.is_complete(stage, key):
-        return None
-    return {name: np.asarray(ctx.store.read(f"{stage}/{name}").compute()) for name in names}
+    def save(self, ctx: Context, arrays: dict[str, np.ndarray]) -> None:
+        """Store computed arrays as the complete cache stage (a no-op when another job got there first)."""
 
+        def build() -> tuple[dict[str, da.Array], dict[str, Any]]:
+            return {name: da.from_array(value) for name, value in arrays.items()}, {"cached": self.stage}
 
-def save(ctx: Context, stage: str, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Store computed arrays as the complete cache stage (a no-op when another job got there first)."""
-
-    def build() -> tuple[dict[str, da.Array], dict[str, Any]]:
-        return {name: da.from_array(value) for name, value in arrays.items()}, {"cached": stage}
-
-    produce_stage(ctx.store, ctx.client, stage, key, False, build, on_conflict=lambda: None)
+        produce_stage(ctx.store, ctx.client, self.stage, self.key, False, build, on_conflict=lambda: None)

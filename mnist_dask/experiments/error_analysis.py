@@ -13,9 +13,9 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from mnist_dask.experiments import Context, Result, cache, experiment, tasks
+from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.common import fold_accuracies, load_split
-from mnist_dask.experiments.multiclass import CV, DIGITS, SCALED_SGD
+from mnist_dask.experiments.multiclass import CV, DIGITS, scaled_sgd_cache
 from mnist_dask.experiments.params import Count, Positive, Seed, parameters
 from mnist_dask.report import spec
 
@@ -35,16 +35,8 @@ def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
     X, y = load_split(ctx.store, "train", p.sample)
     sgd = SGDClassifier(random_state=p.random_state)
     folds = list(StratifiedKFold(CV).split(X, y))
-    key = cache.fingerprint(
-        ctx,
-        computation="cross_val_predict decision_function",
-        estimator=repr(sgd),
-        preprocessing="StandardScaler on all rows",
-        cv=f"StratifiedKFold({CV})",
-        rows=len(y),
-    )
-    stage = cache.stage_name(SCALED_SGD, key)
-    cached = cache.load(ctx, stage, ("decisions",), key)
+    shared = scaled_sgd_cache(ctx, sgd, len(y))
+    cached = shared.load(ctx, ("decisions",))
     if cached is not None:
         ctx.log("error_analysis: the scaled SGD's cross-validated decisions, from the store")
         decisions = cached["decisions"]
@@ -55,7 +47,7 @@ def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
             ctx.client,
             tasks.sgd_cross_val_decisions(ctx.client, sgd, tasks.scatter(ctx.client, X_scaled), X_scaled, y, folds),
         )
-        cache.save(ctx, stage, key, {"decisions": decisions})
+        shared.save(ctx, {"decisions": decisions})
     y_pred = tasks.decisions_to_labels(decisions, np.unique(y))
     matrix = confusion_matrix(y, y_pred, labels=DIGITS)
     quadrants = [

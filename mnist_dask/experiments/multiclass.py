@@ -24,7 +24,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from mnist_dask.experiments import Context, Result, cache, experiment, tasks
+from mnist_dask.experiments import Context, Result, experiment, tasks
+from mnist_dask.experiments.cache import Cached
 from mnist_dask.experiments.common import fold_accuracies, load_split
 from mnist_dask.experiments.params import Bool, Count, Positive, Seed, parameters
 from mnist_dask.report import spec
@@ -61,16 +62,8 @@ def multiclass(ctx: Context, p: MulticlassParams) -> Result:
     X_scaled = StandardScaler().fit_transform(X_sgd)  # fitted on all rows, test folds included, as notebook 001
     folds = list(StratifiedKFold(CV).split(X_sgd, y_sgd))
     sgd = SGDClassifier(random_state=seed)
-    scaled_key = cache.fingerprint(
-        ctx,
-        computation="cross_val_predict decision_function",
-        estimator=repr(sgd),
-        preprocessing="StandardScaler on all rows",
-        cv=f"StratifiedKFold({CV})",
-        rows=sgd_rows,
-    )
-    scaled_stage = cache.stage_name(SCALED_SGD, scaled_key)
-    cached = cache.load(ctx, scaled_stage, ("decisions",), scaled_key)
+    scaled = scaled_sgd_cache(ctx, sgd, sgd_rows)
+    cached = scaled.load(ctx, ("decisions",))
 
     X_remote, X_sgd_remote = tasks.scatter(client, X), tasks.scatter(client, X_sgd)
     small = p.svc_sample
@@ -102,7 +95,7 @@ def multiclass(ctx: Context, p: MulticlassParams) -> Result:
     done = dict(zip(pending, tasks.gather(client, *pending.values())))
     scaled_decisions = cached["decisions"] if cached is not None else done["sgd_scaled_cv"]
     if cached is None:
-        cache.save(ctx, scaled_stage, scaled_key, {"decisions": scaled_decisions})
+        scaled.save(ctx, {"decisions": scaled_decisions})
     logistic_model.steps[-1] = ("classification", done["logistic"])
 
     some_digit = X[:1]
@@ -169,6 +162,19 @@ def multiclass(ctx: Context, p: MulticlassParams) -> Result:
             f"libsvm's kernel cache is {p.cache_size} MB (the notebooks' SVC() used 200 MB): speed only",
         ],
     }
+
+
+def scaled_sgd_cache(ctx: Context, sgd: SGDClassifier, rows: int) -> Cached:
+    """Where the scaled SGD's 3-fold cross-validated decisions on the first ``rows`` images are shared."""
+    return Cached.of(
+        ctx,
+        SCALED_SGD,
+        computation="cross_val_predict decision_function",
+        estimator=repr(sgd),
+        preprocessing="StandardScaler on all rows",
+        cv=f"StratifiedKFold({CV})",
+        rows=rows,
+    )
 
 
 def _logistic_ovr(

@@ -9,6 +9,7 @@ worker keeps computing the job's own tasks), under the span ``mnist-dask-run/<ru
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,76 +27,69 @@ _ACCEPT_TIMEOUT = 30.0  # seconds to wait for the scheduler to hold the driver t
 
 def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: Source | None = None) -> str:
     """Start ``job`` on the cluster and return its run id (the run folder's name) once it is queued."""
-    run_dir = Path(run_dir).absolute()
-    run_id = run_dir.name
-    key = f"{DRIVER_PREFIX}-{run_id}"
-    queued = RunStatus(
-        run_dir,
-        run_id,
-        job.name,
-        client=client,
-        driver_key=key,
-        scheduler=client.scheduler_info()["address"],
-        store=store.url,
-    )
-    queued.queued()
-    future = client.submit(drive_job, job, store, dict(queued.record), source, key=key, pure=False)
-    fire_and_forget(future)
-    _wait_until_held(client, key, future)
-    return run_id
+    return _submit(client, store, run_dir, job.name, {}, lambda record: (drive_job, job, store, record, source))
 
 
 def submit_study(jobs: list[StudyJob], store: Store, client: Client, study_dir: Path, force: bool = False) -> str:
     """Start the whole study on the cluster as one driver task; returns its run id (the study folder's name)."""
-    study_dir = Path(study_dir).absolute()
-    run_id = study_dir.name
-    key = f"{DRIVER_PREFIX}-{run_id}"
-    queued = RunStatus(
-        study_dir,
-        run_id,
-        "study",
-        client=client,
-        driver_key=key,
-        scheduler=client.scheduler_info()["address"],
-        store=store.url,
-    )
-    queued.queued(jobs=[item.job.name for item in jobs])
-    future = client.submit(drive_study, jobs, store, dict(queued.record), force, key=key, pure=False)
-    fire_and_forget(future)
-    _wait_until_held(client, key, future)
-    return run_id
+    names = {"jobs": [item.job.name for item in jobs]}
+    return _submit(client, store, study_dir, "study", names, lambda record: (drive_study, jobs, store, record, force))
 
 
 def drive_study(jobs: list[StudyJob], store: Store, record: dict[str, Any], force: bool) -> dict[str, Any]:
     """(On a worker) run the study with the worker's client; returns its ledger."""
     from mnist_dask.jobs.study import run_study
 
-    with worker_client() as client:
-        status = RunStatus.resume(record, client)
-        try:
-            with span(SPAN_TAG, status.record["run_id"]):
-                study = run_study(jobs, store, client, status.run_dir, force=force, log=_no_echo, status=status)
-        except BaseException as exc:
-            if status.record["state"] != "failed":
-                status.failed(exc)
-            raise
-    return study["ledger"]
+    def study(client: Client, status: RunStatus) -> dict[str, Any]:
+        return run_study(jobs, store, client, status.run_dir, force=force, log=_no_echo, status=status)["ledger"]
+
+    return _drive(record, study)
 
 
 def drive_job(job: Job, store: Store, record: dict[str, Any], source: Source | None) -> dict[str, Any]:
     """(On a worker) run the job with the worker's client; returns the result's metrics."""
     from mnist_dask.jobs.driver import run_job
 
+    def run(client: Client, status: RunStatus) -> dict[str, Any]:
+        result = run_job(job, store, client, status.run_dir, source=source, log=_no_echo, status=status)
+        return dict(result.get("metrics", {}))
+
+    return _drive(record, run)
+
+
+def _submit(
+    client: Client,
+    store: Store,
+    folder: Path,
+    name: str,
+    fields: dict[str, Any],
+    driver: Callable[[dict[str, Any]], tuple[Any, ...]],
+) -> str:
+    """Record the run as queued in ``folder``, hand its driver task to the scheduler, return its run id."""
+    folder = Path(folder).absolute()
+    run_id = folder.name
+    key = f"{DRIVER_PREFIX}-{run_id}"
+    address = client.scheduler_info()["address"]
+    queued = RunStatus(folder, run_id, name, client=client, driver_key=key, scheduler=address, store=store.url)
+    queued.queued(**fields)
+    function, *args = driver(dict(queued.record))
+    future = client.submit(function, *args, key=key, pure=False)
+    fire_and_forget(future)
+    _wait_until_held(client, key, future)
+    return run_id
+
+
+def _drive(record: dict[str, Any], work: Callable[[Client, RunStatus], dict[str, Any]]) -> dict[str, Any]:
+    """(On a worker) carry on the run's record with the worker's client and do the work under the run's span."""
     with worker_client() as client:
         status = RunStatus.resume(record, client)
         try:
             with span(SPAN_TAG, status.record["run_id"]):
-                result = run_job(job, store, client, status.run_dir, source=source, log=_no_echo, status=status)
+                return work(client, status)
         except BaseException as exc:
-            if status.record["state"] != "failed":  # failed before run_job could say so
+            if status.record["state"] != "failed":  # failed before the work could say so
                 status.failed(exc)
             raise
-    return result.get("metrics", {})
 
 
 def _wait_until_held(client: Client, key: str, future: Any) -> None:
