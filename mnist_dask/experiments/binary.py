@@ -34,12 +34,12 @@ from mnist_dask.experiments.common import (
     downsample,
     fold_accuracies,
     load_split,
+    misclassified_digits,
 )
 from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
 from mnist_dask.report import spec
 
 CV = 3
-MISCLASSIFIED_SHOWN = 40
 SOME_DIGIT_THRESHOLDS = (0, 3000, 8000)  # the thresholds notebooks 001 and 002 try on some_digit
 
 
@@ -135,6 +135,11 @@ def _detector_displays(
     labels = ["not 5", "5"]
     names = ("precision", "recall", "f1", "roc_auc")
     threshold = np.asarray(sgd["curves"]["threshold"])
+    caption = sgd["curves"]["caption"]
+
+    def both(curve: str) -> list[dict[str, Any]]:
+        return [sgd["curves"][curve], rf["curves"][curve]]
+
     return [
         spec.table(
             "SGD beside the random forest",
@@ -153,14 +158,7 @@ def _detector_displays(
             [[precision_90[k] for k in ("target_precision", "threshold", "precision", "recall")]],
             caption="the lowest decision threshold whose precision reaches the target",
         ),
-        spec.precision_recall_curves(
-            "Precision-recall curves",
-            [
-                sgd["curves"]["precision_recall"],
-                rf["curves"]["precision_recall"],
-            ],
-            caption=sgd["curves"]["caption"],
-        ),
+        spec.precision_recall_curves("Precision-recall curves", both("precision_recall"), caption=caption),
         spec.line_plot(
             "SGD precision and recall by decision threshold",
             threshold,
@@ -170,14 +168,7 @@ def _detector_displays(
             ylim=(0, 1.01),
             caption="the central 98% of thresholds",
         ),
-        spec.roc_curves(
-            "ROC curves",
-            [
-                sgd["curves"]["roc"],
-                rf["curves"]["roc"],
-            ],
-            caption=sgd["curves"]["caption"],
-        ),
+        spec.roc_curves("ROC curves", both("roc"), caption=caption),
     ]
 
 
@@ -232,16 +223,11 @@ def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     displays.append(
         spec.histogram("P(0) on the test set", edges, counts, xlabel="predicted probability of 0", log=True)
     )
-    if len(wrong):
-        shown = wrong[:MISCLASSIFIED_SHOWN]
-        captions = [f"#{i} {digits_test[i]}→{'0' if y_pred[i] else 'not 0'}" for i in shown]
-        displays.append(
-            spec.digits(
-                f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
-                [spec.stored_digits("test", shown, captions=captions)],
-                caption="titles: test index, true digit → predicted",
-            )
-        )
+    displays += misclassified_digits(
+        wrong,
+        lambda i: f"#{i} {digits_test[i]}→{'0' if y_pred[i] else 'not 0'}",
+        note="titles: test index, true digit → predicted",
+    )
     return {
         "model": {
             "pipeline": repr(model),

@@ -7,7 +7,7 @@ one-vs-rest fits, forest trees) run as tasks on the experiment's Dask cluster.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,8 +16,10 @@ import numpy as np
 from distributed import Client
 
 from mnist_dask.data.store import Store
+from mnist_dask.report import spec
 
 MAX_CURVE_POINTS = 500
+MISCLASSIFIED_SHOWN = 40
 
 
 def load_split(store: Store, split: str, sample: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
@@ -55,3 +57,22 @@ def run_tasks(client: Client, function: Any, calls: list[tuple]) -> list[Any]:
     scattered = [[client.scatter(a) if isinstance(a, np.ndarray) else a for a in args] for args in calls]
     futures = [client.submit(function, *args, pure=False) for args in scattered]
     return client.gather(futures)
+
+
+def misclassified_digits(
+    wrong: np.ndarray,
+    caption: Callable[[int], str],
+    stage: str = "raw",
+    note: str = "titles: test index, true → predicted",
+) -> list[spec.Display]:
+    """The first misclassified test images (their indices ``wrong``) as a digits display; none when all are right."""
+    if not len(wrong):
+        return []
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    return [
+        spec.digits(
+            f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
+            [spec.stored_digits("test", shown, captions=[caption(int(i)) for i in shown], stage=stage)],
+            caption=note,
+        )
+    ]

@@ -23,6 +23,7 @@ from mnist_dask.cluster import run_stage
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments.common import misclassified_digits
 from mnist_dask.experiments.metrics import classification_metrics
 from mnist_dask.experiments.params import Count, Positive, Weights, as_dict, default_list, nested, parameters
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
@@ -33,7 +34,6 @@ from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, resolve_pa
 DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
 DEFAULT_WEIGHTS: Weights = "uniform"
 SAMPLE_DIGITS = 50  # test digits shown at the top of the report
-MISCLASSIFIED_SHOWN = 40
 
 
 def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
@@ -194,16 +194,7 @@ def _displays(result: Result, y_true: np.ndarray, y_pred: np.ndarray, image_stag
         ),
     ]
     wrong = np.flatnonzero(y_true != y_pred)
-    if len(wrong):
-        shown = wrong[:MISCLASSIFIED_SHOWN]
-        captions = [f"#{i} {y_true[i]}→{y_pred[i]}" for i in shown]
-        displays.append(
-            spec.digits(
-                f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
-                [spec.stored_digits("test", shown, captions=captions, stage=image_stage)],
-                caption="titles: test index, true → predicted",
-            )
-        )
+    displays += misclassified_digits(wrong, lambda i: f"#{i} {y_true[i]}→{y_pred[i]}", stage=image_stage)
     per_class = metrics["per_class"]
     displays.append(
         spec.records(

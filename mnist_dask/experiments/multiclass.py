@@ -26,13 +26,12 @@ from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.cache import Cached
-from mnist_dask.experiments.common import fold_accuracies, load_split
+from mnist_dask.experiments.common import fold_accuracies, load_split, misclassified_digits
 from mnist_dask.experiments.params import Bool, Count, Positive, Seed, parameters
 from mnist_dask.report import spec
 
 CV = 3
 DIGITS = np.arange(10)
-MISCLASSIFIED_SHOWN = 40
 SCALED_SGD = "sgd-scaled-cv3"  # the cache name of the scaled SGD's cross-validated decisions
 
 
@@ -201,7 +200,6 @@ def _logistic_results(model: Pipeline, X_test: np.ndarray, y_test: np.ndarray) -
         for e in estimators
     ]
     wrong = np.flatnonzero(y_pred != y_test)
-    shown = wrong[:MISCLASSIFIED_SHOWN]
     displays = [
         spec.records(
             "Logistic regression (one-vs-rest) per digit",
@@ -230,14 +228,11 @@ def _logistic_results(model: Pipeline, X_test: np.ndarray, y_test: np.ndarray) -
             xlabel="true digit",
         ),
     ]
-    if len(wrong):
-        displays.append(
-            spec.digits(
-                f"Misclassified test digits ({len(wrong):,} in all; the first {len(shown)})",
-                [spec.stored_digits("test", shown, captions=[f"#{i} {y_test[i]}→{y_pred[i]}" for i in shown])],
-                caption="titles: test index, true → predicted (logistic regression)",
-            )
-        )
+    displays += misclassified_digits(
+        wrong,
+        lambda i: f"#{i} {y_test[i]}→{y_pred[i]}",
+        note="titles: test index, true → predicted (logistic regression)",
+    )
     metrics = {
         "logistic_test_accuracy": float(accuracy_score(y_test, y_pred)),
         "logistic_f1_weighted": float(f1_score(y_test, y_pred, average="weighted")),
