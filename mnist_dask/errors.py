@@ -14,3 +14,12 @@ class ClusterLostError(Exception):
 
 class JobsFailed(Exception):
     """Some jobs of a study failed (each recorded with its error) while the others ran: exit status 1, one line."""
+
+
+def unreadable(path: object, exc: OSError, what: str = "file") -> UserError:
+    """The one-line error for a file that could not be read: missing, a folder, or why not."""
+    if isinstance(exc, FileNotFoundError):
+        return UserError(f"{path}: no such {what}")
+    if isinstance(exc, IsADirectoryError):
+        return UserError(f"{path}: is a folder, expected a {what}")
+    return UserError(f"{path}: cannot read ({exc.strerror or exc})")

@@ -17,7 +17,7 @@ import numpy as np
 
 from mnist_dask.data import download, idx
 from mnist_dask.data.defaults import DEFAULT_SOURCE, SOURCE_ENV
-from mnist_dask.errors import UserError
+from mnist_dask.errors import UserError, unreadable
 
 SPLITS = ("train", "test")
 OPENML_NAME, OPENML_VERSION, OPENML_TRAIN = "mnist_784", 1, 60_000
@@ -189,12 +189,8 @@ def _read_bytes(path: str) -> bytes:
     try:
         with fsspec.open(path, "rb") as f:
             return f.read()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a file") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise unreadable(path, exc) from None
 
 
 def _md5_of(path: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, get_args, get_type_hints
 
 from pydantic import ValidationError
 
-from mnist_dask.errors import UserError
+from mnist_dask.errors import UserError, unreadable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_LEVEL = ("name", "description", "experiment", "params", "expect", "differs")
@@ -49,14 +49,10 @@ def load_job(path: str | Path) -> Job:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such job file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a job file") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (not UTF-8)") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        raise unreadable(path, exc, "job file") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
