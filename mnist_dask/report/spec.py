@@ -147,11 +147,7 @@ def line_plot(
 ) -> Display:
     """Named series of y values over shared x values (precision/recall by threshold, accuracy by k)."""
     xs = _numbers(x, 1, f"line plot {title!r}: x")
-    if not series:
-        raise SpecError(f"line plot {title!r}: no series")
-    ys = {str(name): _numbers(values, 1, f"line plot {title!r}: {name}") for name, values in series.items()}
-    if any(len(values) != len(xs) for values in ys.values()):
-        raise SpecError(f"line plot {title!r}: every series needs {len(xs)} values, one per x")
+    ys = _same_length_series(f"line plot {title!r}", series, len(xs), "values, one per x")
     return _display(
         "line_plot",
         title,
@@ -236,11 +232,7 @@ def histogram(
     edges = _numbers(bin_edges, 1, f"histogram {title!r}: bin edges")
     if len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise SpecError(f"histogram {title!r}: bin edges must be 2 or more increasing values")
-    if not counts:
-        raise SpecError(f"histogram {title!r}: no counts")
-    series = {str(name): _numbers(values, 1, f"histogram {title!r}: {name}") for name, values in counts.items()}
-    if any(len(values) != len(edges) - 1 for values in series.values()):
-        raise SpecError(f"histogram {title!r}: every series needs {len(edges) - 1} counts, one per bin")
+    series = _same_length_series(f"histogram {title!r}", counts, len(edges) - 1, "counts, one per bin")
     return _display(
         "histogram",
         title,
@@ -281,6 +273,16 @@ def heatmap(
 
 
 # -- checks ----------------------------------------------------------------------------------
+def _same_length_series(what: str, series: Mapping[str, ArrayLike], length: int, unit: str) -> dict[str, np.ndarray]:
+    """Named 1-D numeric series, at least one, each ``length`` long."""
+    if not series:
+        raise SpecError(f"{what}: no series")
+    arrays = {str(name): _numbers(values, 1, f"{what}: {name}") for name, values in series.items()}
+    if any(len(values) != length for values in arrays.values()):
+        raise SpecError(f"{what}: every series needs {length} {unit}")
+    return arrays
+
+
 def _display(kind: str, title: str, caption: str, **data: Any) -> Display:
     """The JSON-ready dict every constructor returns."""
     if not isinstance(title, str) or not title.strip():
