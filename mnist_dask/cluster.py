@@ -18,7 +18,6 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -27,28 +26,14 @@ from distributed import Client, LocalCluster, span
 from distributed.diagnostics.progressbar import TextProgressBar
 from distributed.security import Security
 
+from mnist_dask.cluster_options import ClusterOptions
 from mnist_dask.errors import ClusterLostError, UserError
+
+__all__ = ["ClusterOptions", "connect", "run_stage", "scheduler_address"]
 
 #: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
 _PENDING_ANNOUNCEMENTS: dict[str, str] = {}
 _CHATTY_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio")
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """How to reach the cluster: an existing scheduler, or the shape of a local one."""
-
-    scheduler: str | None = None
-    workers: int | None = None
-    threads_per_worker: int = 1
-    memory_limit: str = "auto"
-    connect_timeout: float = 10.0
-    dashboard: str = "127.0.0.1:8787"
-    quiet: bool = False
-    verbose: bool = False  # show Dask's own log messages, the local workers' included
-    tls_ca_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
 
 
 def scheduler_address(given: str | None) -> str | None:

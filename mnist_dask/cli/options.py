@@ -20,10 +20,10 @@ from click.core import ParameterSource
 
 from mnist_dask.cli.errors import Circumstances
 from mnist_dask.cli.types import KeyValue, MemorySize, Seconds, SourceText, StoreLocation
+from mnist_dask.cluster_options import ClusterOptions
 from mnist_dask.data.defaults import DEFAULT_STORE, SOURCE_ENV, STORE_ENV
 
 if TYPE_CHECKING:
-    from mnist_dask.cluster import ClusterOptions
     from mnist_dask.data.sources import Source
     from mnist_dask.data.store import Store
 
@@ -180,43 +180,7 @@ def source_option(function: F) -> F:
 
 
 # -- the cluster ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClusterChoice:
-    """How the user asked to reach a cluster (options as typed); see mnist_dask.cluster."""
-
-    scheduler: str | None = None
-    workers: int | None = None
-    threads_per_worker: int = 1
-    memory_limit: str = "auto"
-    connect_timeout: float = 10.0
-    tls_ca_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    verbose: bool = False
-
-    @property
-    def local(self) -> bool:
-        """True when no scheduler is named (option, DASK_SCHEDULER_ADDRESS or dask config): work runs here."""
-        import dask.config  # not mnist_dask.cluster: deciding this must not load distributed
-
-        return not (self.scheduler or dask.config.get("scheduler-address", None))
-
-    def options(self, quiet: bool = False) -> ClusterOptions:
-        """The library's ClusterOptions."""
-        from mnist_dask.cluster import ClusterOptions
-
-        return ClusterOptions(
-            scheduler=self.scheduler,
-            workers=self.workers,
-            threads_per_worker=self.threads_per_worker,
-            memory_limit=self.memory_limit,
-            connect_timeout=self.connect_timeout,
-            quiet=quiet,
-            verbose=self.verbose,
-            tls_ca_file=self.tls_ca_file,
-            tls_cert=self.tls_cert,
-            tls_key=self.tls_key,
-        )
+ClusterChoice = ClusterOptions  # what the cluster options hand to a command
 
 
 _LOCAL_OPTIONS = ("workers", "threads_per_worker", "memory_limit")
