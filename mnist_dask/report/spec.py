@@ -153,7 +153,7 @@ def line_plot(
         title,
         caption,
         x=xs.tolist(),
-        series={name: values.tolist() for name, values in ys.items()},
+        series=ys,
         xlabel=xlabel,
         ylabel=ylabel,
         xlim=_limits(xlim, title),
@@ -238,7 +238,7 @@ def histogram(
         title,
         caption,
         bin_edges=edges.tolist(),
-        counts={name: values.tolist() for name, values in series.items()},
+        counts=series,
         xlabel=xlabel,
         log=bool(log),
     )
@@ -273,14 +273,14 @@ def heatmap(
 
 
 # -- checks ----------------------------------------------------------------------------------
-def _same_length_series(what: str, series: Mapping[str, ArrayLike], length: int, unit: str) -> dict[str, np.ndarray]:
-    """Named 1-D numeric series, at least one, each ``length`` long."""
+def _same_length_series(what: str, series: Mapping[str, ArrayLike], length: int, unit: str) -> dict[str, list[float]]:
+    """Named 1-D numeric series (as lists), at least one, each ``length`` long."""
     if not series:
         raise SpecError(f"{what}: no series")
     arrays = {str(name): _numbers(values, 1, f"{what}: {name}") for name, values in series.items()}
     if any(len(values) != length for values in arrays.values()):
         raise SpecError(f"{what}: every series needs {length} {unit}")
-    return arrays
+    return {name: values.tolist() for name, values in arrays.items()}
 
 
 def _display(kind: str, title: str, caption: str, **data: Any) -> Display:
