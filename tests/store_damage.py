@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from support import SmallMnist
+from support import PROGRESS_LINE, SmallMnist
 
 DAMAGES = ("delete", "truncate", "flip_byte", "flip_bit", "garble", "empty")
 
@@ -48,7 +48,7 @@ def assert_user_error(done: subprocess.CompletedProcess, *fragments: str, only_l
     """Exit 2 and one ``mnist-dask: error:`` line (the last on stderr) holding every fragment; no traceback.
 
     ``only_line``: stderr holds nothing else; otherwise the other lines may only be the
-    command's own progress lines (the dashboard notice, ``[job] ...`` log lines).
+    command's own progress lines (:data:`support.PROGRESS_LINE`).
     """
     report = f"exit {done.returncode}\nstdout: {done.stdout}\nstderr: {done.stderr}"
     assert done.returncode == 2, report
@@ -60,7 +60,7 @@ def assert_user_error(done: subprocess.CompletedProcess, *fragments: str, only_l
     if only_line:
         assert lines == errors, report
     else:
-        assert all(line.startswith(("Dask: ", "[")) for line in lines[:-1]), report
+        assert all(PROGRESS_LINE.match(line) for line in lines[:-1]), report
     for fragment in fragments:
         assert fragment in errors[0], report
     return errors[0]

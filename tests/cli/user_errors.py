@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import SmallMnist
+from support import PROGRESS_LINE, SmallMnist
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"  # beside the checkout, as conftest finds it
@@ -675,7 +675,6 @@ CASES = S3_CASES + OPTION_CASES + ENVIRONMENT_CASES + CONNECTION_CASES + MESSAGE
 
 
 # -- what every case must show -----------------------------------------------------------------
-PROGRESS_LINE = re.compile(r"^(Dask: .*; dashboard http\S+|[\w.+/-]+: (started|done in \d+\.\d s)|\[[\w.-]+\] .+)$")
 
 
 def snapshot(store: Path) -> dict[str, tuple[int, bytes]]:
