@@ -38,7 +38,8 @@ from mnist_dask.neighbors.projection import Projected, Projection, project_rows
 
 SLAB_ROWS = 512  # queries per bound GEMM
 STEP_ROWS = 8_192  # train rows per bound GEMM and exact pass
-DENSE_FRACTION = 4  # a query keeping more than 1/4 of a step's rows is searched densely there
+DENSE_FRACTION = 4  # a query keeping more than 1/4 of a step's rows (and more than DENSE_MIN_ROWS)
+DENSE_MIN_ROWS = 256  # is searched there by the plain kernel
 _PAIR_ELEMENTS = 1 << 18  # float elements of gathered train rows alive at once (about 1 MiB)
 _MIN_BUCKET = 4  # queries' survivor lists are padded to a power of two at least this long
 
@@ -198,7 +199,7 @@ class _BlockSearch:
             flat = np.flatnonzero(bounds <= threshold[:, np.newaxis])
             pair_rows, cols = np.divmod(flat, t)
             counts = np.bincount(pair_rows, minlength=ns)
-            heavy = counts > max(256, t // DENSE_FRACTION)
+            heavy = counts > max(DENSE_MIN_ROWS, t // DENSE_FRACTION)
             if heavy.any():
                 light = ~heavy[pair_rows]
                 pair_rows, cols = pair_rows[light], cols[light]
