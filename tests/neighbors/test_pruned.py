@@ -41,7 +41,7 @@ def brute_force(X_test: np.ndarray, X_train: np.ndarray, k: int) -> tuple[np.nda
 
 
 def search(X_test, X_train, k, projection, train_chunk, test_chunk=None, split_every=8):
-    """kneighbors through the dask graph (threads), squared distances and indices."""
+    """kneighbors through the dask graph (threads): euclidean distances and indices."""
     dist, ind = dask.compute(
         *kneighbors(
             da.from_array(X_test, chunks=(test_chunk or len(X_test), -1)),
@@ -52,13 +52,14 @@ def search(X_test, X_train, k, projection, train_chunk, test_chunk=None, split_e
         ),
         scheduler="threads",
     )
-    return dist**2, ind
+    return dist, ind
 
 
-def assert_same_as_brute_force(X_test, X_train, k, dist_sq, ind):
+def assert_same_as_brute_force(X_test, X_train, k, dist, ind, squared=False):
+    """Same indices and, bit for bit, the same (squared or euclidean) distances as brute force."""
     want_sq, want_ind = brute_force(X_test, X_train, k)
     np.testing.assert_array_equal(ind, want_ind)
-    np.testing.assert_array_equal(np.sqrt(dist_sq), np.sqrt(want_sq))  # what kneighbors returns, bit for bit
+    np.testing.assert_array_equal(dist, want_sq if squared else np.sqrt(want_sq))
 
 
 def small_steps(step: int = 700, slab: int = 97, dense_min: int | None = None) -> ExitStack:
@@ -91,13 +92,13 @@ def test_raw_mnist_identical_to_brute_force_across_chains_and_steps(images, k):
     projection = fit_projection(train, components_for_width(784))
     stats: dict[str, int] = {}
     with small_steps(step=1_000, slab=128), mock.patch.object(knn, "PARALLEL_CHAINS", 2):
-        dist_sq, ind = search(test, train, k, projection, train_chunk=1_500, test_chunk=150)  # 2 chains of 2 chunks
+        dist, ind = search(test, train, k, projection, train_chunk=1_500, test_chunk=150)  # 2 chains of 2 chunks
         sq2, i2 = pruned_kneighbors(
             prepare_rows(test, projection, "query"), prepare_rows(train, projection, "train"), 0, k, 8, stats=stats
         )
-    assert_same_as_brute_force(test, train, k, dist_sq, ind)
+    assert_same_as_brute_force(test, train, k, dist, ind)
     np.testing.assert_array_equal(i2, ind)
-    np.testing.assert_array_equal(sq2, dist_sq)
+    np.testing.assert_array_equal(np.sqrt(sq2), dist)
     assert stats["pairs"] < 0.1 * train.shape[0] * test.shape[0]  # it did prune
 
 
@@ -109,8 +110,8 @@ def test_deskewed_and_shifted_mnist_identical_to_brute_force(images):
         [flat(train)] + [flat(kernels.shift_images(train, dx, dy)) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     )  # 5x: 15,000 rows
     for X_train, X_test in (deskewed, (shifted, flat(test))):
-        dist_sq, ind = search(X_test, X_train, 4, "auto", train_chunk=5_000)
-        assert_same_as_brute_force(X_test, X_train, 4, dist_sq, ind)
+        dist, ind = search(X_test, X_train, 4, "auto", train_chunk=5_000)
+        assert_same_as_brute_force(X_test, X_train, 4, dist, ind)
 
 
 @pytest.mark.integration
@@ -126,8 +127,8 @@ def test_downscaled_and_pca_floats_identical_to_brute_force(images):
     pcs = pca.transform(flat(train).astype(np.float32)), pca.transform(flat(test).astype(np.float32))
     for X_train, X_test, m in (down + (components_for_width(196),), pcs + (12,)):
         with small_steps():
-            dist_sq, ind = search(X_test, X_train, 5, fit_projection(X_train, m), train_chunk=1_000)
-        assert_same_as_brute_force(X_test, X_train, 5, dist_sq, ind)
+            dist, ind = search(X_test, X_train, 5, fit_projection(X_train, m), train_chunk=1_000)
+        assert_same_as_brute_force(X_test, X_train, 5, dist, ind)
 
 
 @pytest.mark.integration
@@ -153,9 +154,9 @@ def test_duplicates_and_all_zero_rows_rank_by_index():
     X_test = np.concatenate([rows[:40], np.zeros((5, 200), np.uint8)])  # queries on training rows, zero queries
     projection = fit_projection(X_train, 16)
     with small_steps(step=128, slab=16):
-        dist_sq, ind = search(X_test, X_train, 7, projection, train_chunk=250)
-    assert_same_as_brute_force(X_test, X_train, 7, dist_sq, ind)
-    assert (dist_sq[:, 0] == 0).all()
+        dist, ind = search(X_test, X_train, 7, projection, train_chunk=250)
+    assert_same_as_brute_force(X_test, X_train, 7, dist, ind)
+    assert (dist[:, 0] == 0).all()
 
 
 def test_equal_distances_everywhere_keep_index_order():
@@ -167,8 +168,8 @@ def test_equal_distances_everywhere_keep_index_order():
     X_train[d + np.arange(d), np.arange(d)] -= 3
     projection = fit_projection(X_train, 8)
     with small_steps(step=50, slab=2, dense_min=0):
-        dist_sq, ind = search(X_test, X_train, 5, projection, train_chunk=90)
-    assert_same_as_brute_force(X_test, X_train, 5, dist_sq, ind)
+        dist, ind = search(X_test, X_train, 5, projection, train_chunk=90)
+    assert_same_as_brute_force(X_test, X_train, 5, dist, ind)
     np.testing.assert_array_equal(ind, np.tile(np.arange(5), (3, 1)))
 
 
@@ -182,8 +183,8 @@ def test_data_with_no_variance_outside_the_components():
     assert residual is not None  # residual norms vanish up to the float64 cancellation in |y|^2 - |p|^2
     assert (residual.features[:, -1] <= 1e-6 * np.sqrt(residual.sq_norms)).all()
     with small_steps(step=300, slab=16):
-        dist_sq, ind = search(X_test, X_train, 4, projection, train_chunk=700)
-    assert_same_as_brute_force(X_test, X_train, 4, dist_sq, ind)
+        dist, ind = search(X_test, X_train, 4, projection, train_chunk=700)
+    assert_same_as_brute_force(X_test, X_train, 4, dist, ind)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float64])
@@ -202,7 +203,7 @@ def test_ties_under_tight_bounds_keep_the_lower_index(dtype, seed):
     for k in (1, 3, 8):
         with small_steps(step=997, slab=13):
             sq, ind = pruned_kneighbors(query, prepare_rows(X_train, projection, "train"), 0, k, margin=0)
-        assert_same_as_brute_force(X_test, X_train, k, sq, ind)
+        assert_same_as_brute_force(X_test, X_train, k, sq, ind, squared=True)
 
 
 def test_every_row_surviving_falls_back_to_the_plain_kernel():
@@ -217,7 +218,7 @@ def test_every_row_surviving_falls_back_to_the_plain_kernel():
         sq, ind = pruned_kneighbors(
             prepare_rows(X_test, projection, "query"), prepare_rows(X_train, projection, "train"), 0, 4, 8, stats=stats
         )
-    assert_same_as_brute_force(X_test, X_train, 4, sq, ind)
+    assert_same_as_brute_force(X_test, X_train, 4, sq, ind, squared=True)
     assert stats["dense_rows"] > 0
 
 
@@ -228,8 +229,8 @@ def test_a_poor_projection_prunes_less_but_stays_exact():
     random_basis = np.linalg.qr(rng.normal(size=(64, 5)))[0]
     projection = make_projection(rng.normal(scale=1e3, size=64), random_basis)  # far-off mean, random axes
     with small_steps(step=200, slab=7):
-        dist_sq, ind = search(X_test, X_train, 3, projection, train_chunk=400)
-    assert_same_as_brute_force(X_test, X_train, 3, dist_sq, ind)
+        dist, ind = search(X_test, X_train, 3, projection, train_chunk=400)
+    assert_same_as_brute_force(X_test, X_train, 3, dist, ind)
 
 
 def test_values_too_large_for_the_bound_use_the_plain_kernel():
@@ -238,8 +239,8 @@ def test_values_too_large_for_the_bound_use_the_plain_kernel():
     X_test = rng.normal(size=(10, 20)) * 1e30
     projection = fit_projection(X_train / 1e30, 4)  # fitted at another scale: rows are far from the mean
     assert prepare_rows(X_train, projection, "train").gemm is None
-    dist_sq, ind = search(X_test, X_train, 3, projection, train_chunk=100)
-    assert_same_as_brute_force(X_test, X_train, 3, dist_sq, ind)
+    dist, ind = search(X_test, X_train, 3, projection, train_chunk=100)
+    assert_same_as_brute_force(X_test, X_train, 3, dist, ind)
 
 
 def test_projection_checks_and_fits_its_columns():
