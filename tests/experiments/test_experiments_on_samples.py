@@ -159,9 +159,12 @@ def test_error_analysis_confusion_and_grid(store, client, data, tmp_path):
 
 def test_multilabel_f1_equals_sklearn_on_a_sample(store, client, data, tmp_path):
     n = 3000
-    metrics = _run("multilabel", {"sample": n}, store, client, tmp_path)["metrics"]
+    result = _run("multilabel", {"sample": n}, store, client, tmp_path)
+    metrics = result["metrics"]
     Y = multilabel_targets(data["y"][:n])
     Y_pred = cross_val_predict(KNeighborsClassifier(), data["X"][:n], Y, cv=3)
+    wrong = np.flatnonzero(np.any(Y_pred != Y, axis=1))[:200].tolist()
+    assert result["figures_data"]["misclassified_indices"] == wrong  # the same predictions, row by row
     assert metrics["f1_macro"] == pytest.approx(f1_score(Y, Y_pred, average="macro"), abs=1e-12)
     assert metrics["f1_weighted"] == pytest.approx(f1_score(Y, Y_pred, average="weighted"), abs=1e-12)
     assert 0.9 < metrics["f1_macro"] < 1
