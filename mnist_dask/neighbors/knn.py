@@ -57,6 +57,7 @@ DEFAULT_TRAIN_CHUNK = 10_000  # train rows per block when the training set is nu
 DEFAULT_TEST_CHUNK = 1_000  # test rows per block when the queries are numpy
 DEFAULT_SPLIT_EVERY = 8  # fan-in of the tree reduction over train chunks
 PARALLEL_CHAINS = 8  # pruned search: at least this many independent chains over all test chunks
+CHAIN_LAG = 3  # pruned search: how many train chunks the first test chunk may run ahead of the last
 WEIGHTS = ("uniform", "distance")
 PRUNING = ("auto", "off")
 
@@ -274,7 +275,13 @@ def _knn_graph(test: da.Array, train: da.Array, k: int, margin: int, split_every
 def _pruned_graph(
     dsk: dict, test: da.Array, train: da.Array, k: int, margin: int, split_every: int, token: str, projection_key: Any
 ) -> list[tuple[Any, ...]]:
-    """Prepare, chained pruned-block and tree-merge tasks (added to dsk); returns each test chunk's final key."""
+    """Prepare, chained pruned-block and tree-merge tasks (added to dsk); returns each test chunk's final key.
+
+    Block (i, j) takes block (i, j-1)'s k best as its prior; it also waits for block (i-1, j)
+    (block (0, j) for block (last, j - CHAIN_LAG)), so the test chunks' chains move through
+    the train chunks together and only about CHAIN_LAG + 1 prepared train chunks are alive at
+    once, whatever order the scheduler picks.
+    """
     offsets = np.concatenate([[0], np.cumsum(train.chunks[0])[:-1]]).tolist()
     prep_test, prep_train = "knn-prepare-query-" + token, "knn-prepare-train-" + token
     block, merge = "knn-pruned-" + token, "knn-merge-" + token
@@ -289,12 +296,21 @@ def _pruned_graph(
         for chain in chains:
             previous = None
             for j in chain:
+                gate = (block, i - 1, j) if i else (block, n_test - 1, j - CHAIN_LAG)
+                gates = [gate] if gate[1] != i and gate[2] >= chain.start else []
                 key = (block, i, j)
-                dsk[key] = (pruned_kneighbors, (prep_test, i), (prep_train, j), offsets[j], k, margin, previous)
+                dsk[key] = (_pruned_task, (prep_test, i), (prep_train, j), offsets[j], k, margin, previous, *gates)
                 previous = key
             level.append(key)
         roots.append(_merge_tree(dsk, level, merge, i, split_every))
     return roots
+
+
+def _pruned_task(
+    query: Any, train: Any, offset: int, k: int, margin: int, prior: Any, *gates: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pruned block (the gates only order the tasks)."""
+    return pruned_kneighbors(query, train, offset, k, margin, prior)
 
 
 def _chains(n_train: int, n_test: int) -> list[range]:

@@ -39,7 +39,7 @@ _U64 = 2.0**-53
 _U32 = 2.0**-24
 _TINY32 = 2.0**-140  # per-coordinate allowance for float32 subnormals (> 2**-150, their rounding error)
 _TINY64 = 2.0**-1000  # per-term allowance for float64 underflow (> 2**-1074)
-_PROJECT_ROWS = 2_048  # rows projected at once (keeps the float64 temporaries in cache)
+_PROJECT_ROWS = 512  # rows projected at once (keeps the float64 temporaries in cache)
 _MAX_NORM = 2.0**60  # rows farther than this from the mean are not projected (float32 headroom)
 _MAX_EPS = 1e-6  # P must be orthonormal to this precision
 
@@ -158,20 +158,22 @@ def project_rows(rows: np.ndarray, projection: Projection) -> Projected | None:
     m = projection.n_components
     features = np.empty((n, m + 1), dtype=np.float32)
     sq_norms, error = np.empty(n), np.empty(n)
+    scratch = np.empty((min(n, _PROJECT_ROWS), projection.n_features))  # reused: no page faults per part
     for start in range(0, n, _PROJECT_ROWS):
         part = slice(start, start + _PROJECT_ROWS)
-        if not _project_part(np.asarray(rows[part]), projection, features[part], sq_norms[part], error[part]):
+        y = scratch[: len(features[part])]
+        np.subtract(rows[part], projection.mean, out=y)
+        if not _project_part(y, projection, features[part], sq_norms[part], error[part]):
             return None
     return Projected(features=features, sq_norms=sq_norms, error=error)
 
 
 def _project_part(
-    rows: np.ndarray, projection: Projection, features: np.ndarray, sq_norms: np.ndarray, error: np.ndarray
+    y: np.ndarray, projection: Projection, features: np.ndarray, sq_norms: np.ndarray, error: np.ndarray
 ) -> bool:
-    """Fill features, sq_norms and error for a few rows (False: a row is too far from the mean)."""
+    """Fill features, sq_norms and error for a few centred rows y = fl(x - mu) (False: a row is too far)."""
     d, m = projection.components.shape
     eps, frob = projection.eps, projection.frobenius
-    y = rows.astype(np.float64) - projection.mean
     p = y @ projection.components
     y2 = np.einsum("ij,ij->i", y, y)
     p2 = np.einsum("ij,ij->i", p, p)

@@ -18,6 +18,7 @@ brute force.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +43,7 @@ DENSE_FRACTION = 4  # a query keeping more than 1/4 of a step's rows (and more t
 DENSE_MIN_ROWS = 256  # is searched there by the plain kernel
 _PAIR_ELEMENTS = 1 << 18  # float elements of gathered train rows alive at once (about 1 MiB)
 _MIN_BUCKET = 4  # queries' survivor lists are padded to a power of two at least this long
+STAT_KEYS = ("pairs", "dense_rows", "bounds_s", "select_s", "exact_s", "dense_s", "other_s")
 
 _U32 = 2.0**-24
 _U64 = 2.0**-53
@@ -105,13 +107,14 @@ def pruned_kneighbors(
     k: int,
     margin: int,
     prior: tuple[np.ndarray, np.ndarray] | None = None,
-    stats: dict[str, int] | None = None,
+    stats: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest of each query among ``prior`` (global) and this block's train rows.
 
     Returns (squared distances float64 (n, k), global indices int64 (n, k)) ordered by
     (distance, index), (inf, int64 max) where fewer than k rows exist.  ``stats``, when given,
-    is incremented with the work done: exact pairs, queries searched densely in a step.
+    is incremented with the work done (STAT_KEYS): exact pairs, queries searched densely in a
+    step, and seconds spent on the bound GEMM, the selection, exact distances, dense fallbacks.
     """
     n, m = query.values.shape[0], train.values.shape[0]
     if prior is None:
@@ -177,35 +180,46 @@ class _BlockSearch:
         self.buffer = np.empty(
             min(SLAB_ROWS, query.values.shape[0]) * min(STEP_ROWS, train.values.shape[0]), np.float32
         )
-        self.stats = {"pairs": 0, "dense_rows": 0}
+        self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
+        self.last = time.perf_counter()
 
     def slab(self, rows: slice, best_d: np.ndarray, best_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The k best of one slab of queries after visiting every step of the block."""
         assert self.query.gemm is not None and self.train.gemm is not None
         q = self.query.gemm[rows]
         ns, m = q.shape[0], self.train.values.shape[0]
+        clock = self.clock
         for start in range(0, m, STEP_ROWS):
             t = min(STEP_ROWS, m - start)
             bounds = self.buffer[: ns * t].reshape(ns, t)
+            clock("other_s")
             np.matmul(q, self.train.gemm[start : start + t].T, out=bounds)
+            clock("bounds_s")
             need = np.flatnonzero(np.isinf(best_d[:, -1]))
             if need.size:  # first exact candidates: the rows of smallest bound
                 c = min(self.k + self.margin, t)
                 cand, _ = _smallest_per_row(bounds[need], c)
-                pair_rows = np.repeat(need, c)
-                best_d, best_i = self._exact_merge(rows, start, pair_rows, cand.ravel(), best_d, best_i)
+                clock("select_s")
+                best_d, best_i = self._exact_merge(rows, start, np.repeat(need, c), cand.ravel(), best_d, best_i)
                 bounds[need[:, np.newaxis], cand] = np.inf
             threshold = self._thresholds(rows, best_d[:, -1])
             flat = np.flatnonzero(bounds <= threshold[:, np.newaxis])
             pair_rows, cols = np.divmod(flat, t)
             counts = np.bincount(pair_rows, minlength=ns)
             heavy = counts > max(DENSE_MIN_ROWS, t // DENSE_FRACTION)
+            clock("select_s")
             if heavy.any():
                 light = ~heavy[pair_rows]
                 pair_rows, cols = pair_rows[light], cols[light]
                 best_d, best_i = self._dense_merge(rows, start, t, np.flatnonzero(heavy), best_d, best_i)
             best_d, best_i = self._exact_merge(rows, start, pair_rows, cols, best_d, best_i)
         return best_d, best_i
+
+    def clock(self, phase: str) -> None:
+        """Charge the time since the last call to a phase of the stats."""
+        now = time.perf_counter()
+        self.stats[phase] += now - self.last
+        self.last = now
 
     def _thresholds(self, rows: slice, kth: np.ndarray) -> np.ndarray:
         """Per query, the float32 value at or below which a bound S may hide a row nearer than kth.
@@ -236,6 +250,14 @@ class _BlockSearch:
         self, rows: slice, start: int, pair_rows: np.ndarray, cols: np.ndarray, best_d: np.ndarray, best_i: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact distances of (slab row, step column) pairs, merged into the slab's k best."""
+        best = self._exact_merge_pairs(rows, start, pair_rows, cols, best_d, best_i)
+        self.clock("exact_s")
+        return best
+
+    def _exact_merge_pairs(
+        self, rows: slice, start: int, pair_rows: np.ndarray, cols: np.ndarray, best_d: np.ndarray, best_i: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """_exact_merge without the clock."""
         if pair_rows.size == 0:
             return best_d, best_i
         self.stats["pairs"] += int(pair_rows.size)
@@ -334,7 +356,9 @@ class _BlockSearch:
         k = min(self.k, t)
         dist, idx = _slab_kneighbors(self.query.raw(rows)[heavy], prepared, k, self.margin)
         self.stats["dense_rows"] += int(heavy.size)
-        return merge_pairs(best_d, best_i, np.repeat(heavy, k), dist.ravel(), (idx + start + self.offset).ravel())
+        merged = merge_pairs(best_d, best_i, np.repeat(heavy, k), dist.ravel(), (idx + start + self.offset).ravel())
+        self.clock("dense_s")
+        return merged
 
 
 def _dense_block(
