@@ -57,6 +57,7 @@ DEFAULT_TRAIN_CHUNK = 10_000  # train rows per block when the training set is nu
 DEFAULT_TEST_CHUNK = 1_000  # test rows per block when the queries are numpy
 DEFAULT_SPLIT_EVERY = 8  # fan-in of the tree reduction over train chunks
 PARALLEL_CHAINS = 8  # pruned search: at least this many independent chains over all test chunks
+MIN_QUERY_CHUNK = 512  # pruned search: query chunks are split down to about this size for more chains
 CHAIN_LAG = 3  # pruned search: how many train chunks the first test chunk may run ahead of the last
 WEIGHTS = ("uniform", "distance")
 PRUNING = ("auto", "off")
@@ -88,6 +89,10 @@ def kneighbors(
     if not 1 <= k <= train.shape[0]:
         raise ValueError(f"k must be between 1 and the number of train rows ({train.shape[0]}), got {k}")
     chosen = pruning_projection(train, projection)
+    chunks = (test.chunks[0], (k,))
+    if chosen is not None:  # many short query chunks: each gets one long chain over the train chunks
+        target = max(MIN_QUERY_CHUNK, math.ceil(test.shape[0] / PARALLEL_CHAINS))
+        test = test.rechunk({0: target}) if max(test.chunks[0], default=0) > 2 * target else test
     token = tokenize(test, train, k, margin, split_every, chosen)
     deps: list[Any] = [test, train]
     if chosen is None:
@@ -103,11 +108,12 @@ def kneighbors(
             projection_key = "knn-projection-" + token
             dsk = {projection_key: chosen}
         roots = _pruned_graph(dsk, test, train, k, margin, max(2, split_every), token, projection_key)
-    chunks = (test.chunks[0], (k,))
-    return (
-        _result_array(dsk, roots, "knn-distances-" + token, _euclidean_part, deps, chunks, np.float64),
-        _result_array(dsk, roots, "knn-indices-" + token, _index_part, deps, chunks, np.int64),
-    )
+    work = (test.chunks[0], (k,))
+    dist = _result_array(dsk, roots, "knn-distances-" + token, _euclidean_part, deps, work, np.float64)
+    ind = _result_array(dsk, roots, "knn-indices-" + token, _index_part, deps, work, np.int64)
+    if work != chunks:
+        dist, ind = dist.rechunk(chunks), ind.rechunk(chunks)
+    return dist, ind
 
 
 def pruning_projection(train: da.Array, projection: ProjectionArg) -> Projection | Delayed | None:

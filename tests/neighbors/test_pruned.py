@@ -143,6 +143,20 @@ def test_classifier_prunes_and_predicts_like_the_plain_kernel(images):
     np.testing.assert_array_equal(pruned_model.kneighbors(test)[1], plain_model.kneighbors(test)[1])
 
 
+def test_long_query_chunks_are_split_into_chains_and_results_keep_their_chunks():
+    rng = np.random.default_rng(8)
+    X_train = rng.integers(0, 256, size=(5_000, 200), dtype=np.uint8)
+    X_test = rng.integers(0, 256, size=(2_600, 200), dtype=np.uint8)
+    projection = fit_projection(X_train, 16)
+    dist, ind = kneighbors(
+        da.from_array(X_test, chunks=(2_000, -1)), da.from_array(X_train, chunks=(1_000, -1)), 3, projection=projection
+    )
+    assert dist.chunks == ind.chunks == ((2_000, 600), (3,))
+    blocks = {key[1] for key in dict(dist.__dask_graph__()) if str(key[0]).startswith("knn-pruned")}
+    assert len(blocks) == 6  # 2,600 queries in chunks of 512: six chains
+    assert_same_as_brute_force(X_test, X_train, 3, *dask.compute(dist, ind, scheduler="threads"))
+
+
 # ----------------------------------------------------------------------------- adversarial inputs
 
 
