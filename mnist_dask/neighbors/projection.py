@@ -32,7 +32,7 @@ import numpy as np
 from dask.delayed import Delayed
 
 DEFAULT_SAMPLE_ROWS = 4_000  # rows the covariance is estimated from (measured: 2,000 prune as well as 60,000)
-MIN_FEATURES = 160  # narrower data is not pruned: its full GEMM is already narrow (see components_for_width)
+MIN_FEATURES = 16  # narrower data is not pruned (see components_for_width)
 MIN_TRAIN_ROWS = 4_096  # fewer train rows than this are searched by the plain blocked kernel
 
 _U64 = 2.0**-53
@@ -82,14 +82,18 @@ class Projected(NamedTuple):
 def components_for_width(n_features: int) -> int:
     """How many principal components the pruned search keeps for rows this wide (0: do not prune).
 
-    Measured on MNIST (bound GEMM + selection about 1.7 ns per (query, train row) pair on one core
-    at m = 64, exact distances about 0.35 us per surviving pair): at 784 columns, m = 64 leaves
-    ~100 of 60,000 rows per query to check and is within a few percent of the best m (48-96 all
-    within 15%); narrower than MIN_FEATURES the plain kernel's full GEMM is already cheap.
+    The rule, m = min(80, d // 2) from 16 columns up, was chosen with benchmarks/knn_pruning.py
+    (one core; ns per (query, train row); exact distances cost ~0.3 us per checked uint8 pair
+    and ~1 us per float pair). On raw MNIST (784 uint8 columns), 60,000 train rows: m = 48, 64,
+    80, 96 check 452, 234, 148, 95 rows per query and cost 6.6, 4.0, 3.6, 3.7 ns; on the 5x
+    shifted set (300,000 rows) 463, 278, 188 rows for m = 64, 80, 96, with m = 80 and 96 level.
+    On float local means (196, 100, 49 and 16 columns) every m from d/3 to d/2 was within noise
+    of the best and 1.5-3x faster than the plain kernel. Narrower than 16 columns or with
+    fewer than MIN_TRAIN_ROWS train rows, the plain kernel is used.
     """
     if n_features < MIN_FEATURES:
         return 0
-    return int(min(64, n_features // 4))
+    return int(min(80, n_features // 2))
 
 
 def make_projection(mean: np.ndarray, components: np.ndarray) -> Projection:

@@ -43,6 +43,7 @@ DENSE_FRACTION = 4  # a query keeping more than 1/4 of a step's rows (and more t
 DENSE_MIN_ROWS = 256  # is searched there by the plain kernel
 _PAIR_ELEMENTS = 1 << 18  # float elements of gathered train rows alive at once (about 1 MiB)
 _MIN_BUCKET = 4  # queries' survivor lists are padded to a power of two at least this long
+PENDING_PER_QUERY = 32  # survivors are verified once about this many per query have piled up (or at the end)
 STAT_KEYS = ("pairs", "dense_rows", "bounds_s", "select_s", "exact_s", "dense_s", "other_s")
 
 _U32 = 2.0**-24
@@ -189,6 +190,9 @@ class _BlockSearch:
         q = self.query.gemm[rows]
         ns, m = q.shape[0], self.train.values.shape[0]
         clock = self.clock
+        pending_rows: list[np.ndarray] = []
+        pending_cols: list[np.ndarray] = []
+        pending = 0
         for start in range(0, m, STEP_ROWS):
             t = min(STEP_ROWS, m - start)
             bounds = self.buffer[: ns * t].reshape(ns, t)
@@ -200,7 +204,7 @@ class _BlockSearch:
                 c = min(self.k + self.margin, t)
                 cand, _ = _smallest_per_row(bounds[need], c)
                 clock("select_s")
-                best_d, best_i = self._exact_merge(rows, start, np.repeat(need, c), cand.ravel(), best_d, best_i)
+                best_d, best_i = self._exact_merge(rows, np.repeat(need, c), cand.ravel() + start, best_d, best_i)
                 bounds[need[:, np.newaxis], cand] = np.inf
             threshold = self._thresholds(rows, best_d[:, -1])
             flat = np.flatnonzero(bounds <= threshold[:, np.newaxis])
@@ -212,7 +216,14 @@ class _BlockSearch:
                 light = ~heavy[pair_rows]
                 pair_rows, cols = pair_rows[light], cols[light]
                 best_d, best_i = self._dense_merge(rows, start, t, np.flatnonzero(heavy), best_d, best_i)
-            best_d, best_i = self._exact_merge(rows, start, pair_rows, cols, best_d, best_i)
+            pending_rows.append(pair_rows)
+            pending_cols.append(cols + start)
+            pending += pair_rows.size
+            if pending >= PENDING_PER_QUERY * ns or start + t >= m:  # verify in batches: longer lists per query
+                pair_rows, cols = np.concatenate(pending_rows), np.concatenate(pending_cols)
+                order = np.argsort(pair_rows, kind="stable")
+                best_d, best_i = self._exact_merge(rows, pair_rows[order], cols[order], best_d, best_i)
+                pending_rows, pending_cols, pending = [], [], 0
         return best_d, best_i
 
     def clock(self, phase: str) -> None:
@@ -247,23 +258,22 @@ class _BlockSearch:
         return _round_up32(threshold)
 
     def _exact_merge(
-        self, rows: slice, start: int, pair_rows: np.ndarray, cols: np.ndarray, best_d: np.ndarray, best_i: np.ndarray
+        self, rows: slice, pair_rows: np.ndarray, cols: np.ndarray, best_d: np.ndarray, best_i: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact distances of (slab row, step column) pairs, merged into the slab's k best."""
-        best = self._exact_merge_pairs(rows, start, pair_rows, cols, best_d, best_i)
+        """Exact distances of (slab row, block row) pairs (sorted by slab row), merged into the slab's k best."""
+        best = self._exact_merge_pairs(rows, pair_rows, cols, best_d, best_i)
         self.clock("exact_s")
         return best
 
     def _exact_merge_pairs(
-        self, rows: slice, start: int, pair_rows: np.ndarray, cols: np.ndarray, best_d: np.ndarray, best_i: np.ndarray
+        self, rows: slice, pair_rows: np.ndarray, cols: np.ndarray, best_d: np.ndarray, best_i: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """_exact_merge without the clock."""
         if pair_rows.size == 0:
             return best_d, best_i
         self.stats["pairs"] += int(pair_rows.size)
-        local = cols + start
-        dist = self._pair_distances(pair_rows + rows.start, local)
-        index = local + self.offset
+        dist = self._pair_distances(pair_rows + rows.start, cols)
+        index = cols + self.offset
         kth_d, kth_i = best_d[pair_rows, -1], best_i[pair_rows, -1]
         enters = (dist < kth_d) | ((dist == kth_d) & (index < kth_i))  # most pairs cannot enter the k best
         pair_rows, dist, index = pair_rows[enters], dist[enters], index[enters]

@@ -265,7 +265,7 @@ def test_projection_checks_and_fits_its_columns():
     np.testing.assert_allclose(skewed.components.T @ skewed.components, np.eye(2), atol=1e-12)
     fitted = fit_projection_sample(np.random.default_rng(0).normal(size=(500, 30)), 4)
     assert isinstance(fitted, Projection) and fitted.components.shape == (30, 4)
-    assert components_for_width(100) == 0 and components_for_width(784) == 64
+    assert components_for_width(8) == 0 and components_for_width(100) == 50 and components_for_width(784) == 80
 
 
 # ----------------------------------------------------------------------------- random data
