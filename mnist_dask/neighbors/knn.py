@@ -58,6 +58,7 @@ DEFAULT_TEST_CHUNK = 1_000  # test rows per block when the queries are numpy
 DEFAULT_SPLIT_EVERY = 8  # fan-in of the tree reduction over train chunks
 PARALLEL_CHAINS = 8  # pruned search: at least this many independent chains over all test chunks
 MIN_QUERY_CHUNK = 512  # pruned search: query chunks are split down to about this size for more chains
+MIN_TRAIN_CHUNK = 20_000  # pruned search: shorter train chunks are merged to this size (fewer, longer blocks)
 CHAIN_LAG = 3  # pruned search: how many train chunks the first test chunk may run ahead of the last
 WEIGHTS = ("uniform", "distance")
 PRUNING = ("auto", "off")
@@ -90,9 +91,10 @@ def kneighbors(
         raise ValueError(f"k must be between 1 and the number of train rows ({train.shape[0]}), got {k}")
     chosen = pruning_projection(train, projection)
     chunks = (test.chunks[0], (k,))
-    if chosen is not None:  # many short query chunks: each gets one long chain over the train chunks
+    if chosen is not None:  # many short query chunks, each with one long chain over a few long train chunks
         target = max(MIN_QUERY_CHUNK, math.ceil(test.shape[0] / PARALLEL_CHAINS))
         test = test.rechunk({0: target}) if max(test.chunks[0], default=0) > 2 * target else test
+        train = train.rechunk({0: MIN_TRAIN_CHUNK}) if max(train.chunks[0]) < MIN_TRAIN_CHUNK // 2 else train
     token = tokenize(test, train, k, margin, split_every, chosen)
     deps: list[Any] = [test, train]
     if chosen is None:
