@@ -91,7 +91,8 @@ def test_raw_mnist_identical_to_brute_force_across_chains_and_steps(images, k):
     train, test = flat(images[0]), flat(images[1])
     projection = fit_projection(train, components_for_width(784))
     stats: dict[str, int] = {}
-    with small_steps(step=1_000, slab=128), mock.patch.object(knn, "PARALLEL_CHAINS", 2):
+    chains = mock.patch.multiple(knn, PARALLEL_CHAINS=4, MIN_TRAIN_CHUNK=1_000)
+    with small_steps(step=1_000, slab=128), chains:
         dist, ind = search(test, train, k, projection, train_chunk=1_500, test_chunk=150)  # 2 chains of 2 chunks
         sq2, i2 = pruned_kneighbors(
             prepare_rows(test, projection, "query"), prepare_rows(train, projection, "train"), 0, k, 8, stats=stats
