@@ -124,6 +124,7 @@ def pruned_kneighbors(
     if n == 0 or m == 0:
         return best_d, best_i
     _check_exact_range(query, train)
+    query, train = _aligned(query, train)
     if query.gemm is None or train.gemm is None:  # values too large for the float32 bounds
         return _dense_block(query, train, train_offset, k, margin, best_d, best_i)
     search = _BlockSearch(query, train, train_offset, k, margin)
@@ -380,6 +381,21 @@ def _dense_block(
     dist, idx = block_kneighbors(query.raw(), train.raw(), offset, k, margin)
     n = query.values.shape[0]
     return merge_pairs(best_d, best_i, np.repeat(np.arange(n), k), dist.ravel(), idx.ravel())
+
+
+def _aligned(query: PreparedRows, train: PreparedRows) -> tuple[PreparedRows, PreparedRows]:
+    """Both blocks with values on the same footing: uint8 rows meeting other dtypes are unshifted."""
+    if query.shifted == train.shifted:
+        return query, train
+    return _unshifted(query), _unshifted(train)
+
+
+def _unshifted(block: PreparedRows) -> PreparedRows:
+    """A block whose values are the rows as given."""
+    if not block.shifted:
+        return block
+    raw = block.raw()
+    return block._replace(values=raw, shifted=False, shifted_sq_norms=_sq_norms(raw), bound=block.max_abs)
 
 
 def _validated(rows: np.ndarray, width: int) -> np.ndarray:

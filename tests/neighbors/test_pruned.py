@@ -248,6 +248,20 @@ def test_a_poor_projection_prunes_less_but_stays_exact():
     assert_same_as_brute_force(X_test, X_train, 3, dist, ind)
 
 
+@pytest.mark.parametrize("other", [np.int16, np.float64])
+def test_uint8_rows_against_other_dtypes(other):
+    rng = np.random.default_rng(12)
+    X_train = rng.integers(0, 256, size=(900, 40), dtype=np.uint8)
+    X_test = rng.integers(0, 256, size=(30, 40))
+    projection = fit_projection(X_train, 10)
+    for queries, rows in ((X_test.astype(np.uint8), X_train.astype(other)), (X_test.astype(other), X_train)):
+        with small_steps(step=300, slab=8):
+            sq, ind = pruned_kneighbors(
+                prepare_rows(queries, projection, "query"), prepare_rows(rows, projection, "train"), 0, 4, 2
+            )
+        assert_same_as_brute_force(queries, rows, 4, sq, ind, squared=True)
+
+
 def test_values_too_large_for_the_bound_use_the_plain_kernel():
     rng = np.random.default_rng(4)
     X_train = rng.normal(size=(300, 20)) * 1e30
