@@ -163,22 +163,23 @@ def project_rows(rows: np.ndarray, projection: Projection) -> Projected | None:
     features = np.empty((n, m + 1), dtype=np.float32)
     sq_norms, error = np.empty(n), np.empty(n)
     scratch = np.empty((min(n, _PROJECT_ROWS), projection.n_features))  # reused: no page faults per part
+    projected = np.empty((min(n, _PROJECT_ROWS), m))
     for start in range(0, n, _PROJECT_ROWS):
         part = slice(start, start + _PROJECT_ROWS)
-        y = scratch[: len(features[part])]
+        y, p = scratch[: len(features[part])], projected[: len(features[part])]
         np.subtract(rows[part], projection.mean, out=y)
-        if not _project_part(y, projection, features[part], sq_norms[part], error[part]):
+        np.matmul(y, projection.components, out=p)
+        if not _project_part(y, p, projection, features[part], sq_norms[part], error[part]):
             return None
     return Projected(features=features, sq_norms=sq_norms, error=error)
 
 
 def _project_part(
-    y: np.ndarray, projection: Projection, features: np.ndarray, sq_norms: np.ndarray, error: np.ndarray
+    y: np.ndarray, p: np.ndarray, projection: Projection, features: np.ndarray, sq_norms: np.ndarray, error: np.ndarray
 ) -> bool:
-    """Fill features, sq_norms and error for a few centred rows y = fl(x - mu) (False: a row is too far)."""
+    """Fill features, sq_norms and error for a few centred rows y = fl(x - mu), p = fl(y P) (False: too far)."""
     d, m = projection.components.shape
     eps, frob = projection.eps, projection.frobenius
-    p = y @ projection.components
     y2 = np.einsum("ij,ij->i", y, y)
     p2 = np.einsum("ij,ij->i", p, p)
     g_d, g_m = _gamma(d, _U64), _gamma(m, _U64)
@@ -210,8 +211,7 @@ def _project_part(
         + (m + 1) * _TINY32  # float32 subnormals
         + eps * norm_a
     )
-    f64 = features.astype(np.float64)
-    sq_norms[:] = np.einsum("ij,ij->i", f64, f64)
+    sq_norms[:] = np.einsum("ij,ij->i", features, features, dtype=np.float64)
     return True
 
 

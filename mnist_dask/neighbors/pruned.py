@@ -32,7 +32,6 @@ from mnist_dask.neighbors.blocked import (
     _slab_kneighbors,
     _smallest_per_row,
     _sq_norms,
-    _sum_sq_diff,
     _Train,
 )
 from mnist_dask.neighbors.projection import Projected, Projection, project_rows
@@ -179,9 +178,12 @@ class _BlockSearch:
         self.dot_width = self._dot_width()
         self.query32: np.ndarray | None = None
         self.dense: dict[int, _Train] = {}
-        self.buffer = np.empty(
-            min(SLAB_ROWS, query.values.shape[0]) * min(STEP_ROWS, train.values.shape[0]), np.float32
-        )
+        # scratch reused by every step and batch: no large temporaries (a worker whose malloc returns
+        # freed memory to the system at once, as dask's nannies configure it, would page-fault on each)
+        size = min(SLAB_ROWS, query.values.shape[0]) * min(STEP_ROWS, train.values.shape[0])
+        self.buffer = np.empty(size, np.float32)
+        self.mask = np.empty(size, bool)
+        self.scratch: dict[str, np.ndarray] = {}
         self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         self.last = time.perf_counter()
 
@@ -203,12 +205,13 @@ class _BlockSearch:
             need = np.flatnonzero(np.isinf(best_d[:, -1]))
             if need.size:  # first exact candidates: the rows of smallest bound
                 c = min(self.k + self.margin, t)
-                cand, _ = _smallest_per_row(bounds[need], c)
+                cand, _ = _smallest_per_row(bounds if need.size == ns else bounds[need], c)
                 clock("select_s")
                 best_d, best_i = self._exact_merge(rows, np.repeat(need, c), cand.ravel() + start, best_d, best_i)
                 bounds[need[:, np.newaxis], cand] = np.inf
             threshold = self._thresholds(rows, best_d[:, -1])
-            flat = np.flatnonzero(bounds <= threshold[:, np.newaxis])
+            below = np.less_equal(bounds, threshold[:, np.newaxis], out=self.mask[: ns * t].reshape(ns, t))
+            flat = np.flatnonzero(below)
             pair_rows, cols = np.divmod(flat, t)
             counts = np.bincount(pair_rows, minlength=ns)
             heavy = counts > max(DENSE_MIN_ROWS, t // DENSE_FRACTION)
@@ -317,33 +320,54 @@ class _BlockSearch:
         for begin in range(0, s, step):
             part = slice(begin, begin + step)
             q, idx = qrows[part], cols[part]
+            gathered = self._take(self.train.values, idx, "train")
             if self.query.integer and self.train.integer:
-                dots = self._integer_dots(q, idx)
+                dots = self._integer_dots(q, gathered)
                 out[part] = self.query.shifted_sq_norms[q, np.newaxis] + self.train.shifted_sq_norms[idx] - 2.0 * dots
-            else:
-                gathered = np.take(self.train.values, idx, axis=0).astype(np.float64)
-                out[part] = _sum_sq_diff(gathered, self.query.values[q].astype(np.float64)[:, np.newaxis, :])
+            else:  # the float64 reference formula sum((a - b)**2), in place
+                diff = self._converted(gathered, np.float64, "diff")
+                np.subtract(diff, self._take(self.query.values, q, "query")[:, np.newaxis, :], out=diff)
+                np.square(diff, out=diff)
+                out[part] = diff.sum(axis=-1)
         return out
 
-    def _integer_dots(self, q: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def _integer_dots(self, q: np.ndarray, gathered: np.ndarray) -> np.ndarray:
         """Exact dots of integer rows: float32 over column groups whose sums stay below 2**24 in magnitude."""
-        gathered = np.take(self.train.values, idx, axis=0)
         width = self.dot_width
         if width == 0:  # too wide a product for float32 groups: float64 (exact below 2**53)
             a64 = self.query.values[q].astype(np.float64)[:, :, np.newaxis]
             return np.matmul(gathered.astype(np.float64), a64)[:, :, 0]
         if self.query32 is None:
             self.query32 = self.query.values.astype(np.float32)
-        g32 = gathered.astype(np.float32)
-        a = self.query32[q][:, :, np.newaxis]
+        g32 = self._converted(gathered, np.float32, "g32")
+        a = self._take(self.query32, q, "a32")[:, :, np.newaxis]
         d = g32.shape[2]
         if width >= d:
             return np.matmul(g32, a)[:, :, 0].astype(np.float64)
-        dots = np.zeros(idx.shape)
+        dots = np.zeros(g32.shape[:2])
         for begin in range(0, d, width):
             cols = slice(begin, begin + width)
             dots += np.matmul(g32[:, :, cols], a[:, cols])[:, :, 0]
         return dots
+
+    def _take(self, values: np.ndarray, index: np.ndarray, name: str) -> np.ndarray:
+        """values[index] (whole rows) into a reused buffer."""
+        out = self._buffer(name, (*index.shape, values.shape[1]), values.dtype)
+        return np.take(values, index, axis=0, out=out, mode="clip")  # indices are valid: clip skips a copy
+
+    def _converted(self, values: np.ndarray, dtype: type, name: str) -> np.ndarray:
+        """values cast to dtype into a reused buffer."""
+        out = self._buffer(name, values.shape, np.dtype(dtype))
+        np.copyto(out, values, casting="unsafe")
+        return out
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A view of a named scratch buffer, grown when needed."""
+        size = int(np.prod(shape))
+        held = self.scratch.get(name)
+        if held is None or held.dtype != dtype or held.size < size:
+            held = self.scratch[name] = np.empty(max(size, _PAIR_ELEMENTS), dtype=dtype)
+        return held[:size].reshape(shape)
 
     def _dot_width(self) -> int:
         """Columns per exact float32 group for this pair of integer blocks (0: float64)."""
