@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mnist_dask.neighbors import compiled
 from mnist_dask.neighbors.blocked import (
     PAD_INDEX,
     _exact_float32_width,
@@ -43,6 +44,7 @@ DENSE_MIN_ROWS = 256  # is searched there by the plain kernel
 _PAIR_ELEMENTS = 1 << 18  # float elements of gathered train rows alive at once (about 1 MiB)
 _MIN_BUCKET = 4  # queries' survivor lists are padded to a power of two at least this long
 PENDING_PER_QUERY = 32  # survivors are verified once about this many per query have piled up (or at the end)
+USE_COMPILED = compiled.available()  # exact integer distances by the compiled loop (else numpy)
 STAT_KEYS = ("pairs", "dense_rows", "bounds_s", "select_s", "exact_s", "dense_s", "other_s")
 
 _U32 = 2.0**-24
@@ -291,9 +293,13 @@ class _BlockSearch:
     def _pair_distances(self, qrows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Exact squared distances of the pairs (query row, train row); qrows sorted ascending.
 
-        Each query's train rows are gathered and dotted in one batched matrix-vector product,
-        lists padded to powers of two so that a few batched calls cover every query.
+        Integer rows: one compiled loop over the pairs when numba is there. Otherwise each
+        query's train rows are gathered and dotted in one batched matrix-vector product, lists
+        padded to powers of two so that a few batched calls cover every query.
         """
+        if USE_COMPILED and self.query.integer and self.train.integer:
+            dots = compiled.integer_pair_dots(self.query.values, self.train.values, qrows, cols)
+            return self.query.shifted_sq_norms[qrows] + self.train.shifted_sq_norms[cols] - 2.0 * dots
         out = np.empty(qrows.size)
         uniq, first, counts = np.unique(qrows, return_index=True, return_counts=True)
         rank = np.arange(qrows.size) - np.repeat(first, counts)
