@@ -18,6 +18,7 @@ brute force.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import NamedTuple
 
@@ -182,10 +183,11 @@ class _BlockSearch:
         self.dense: dict[int, _Train] = {}
         # scratch reused by every step and batch: no large temporaries (a worker whose malloc returns
         # freed memory to the system at once, as dask's nannies configure it, would page-fault on each)
+        # (kept per thread across blocks: a worker runs many blocks one after another)
+        self.scratch: dict[str, np.ndarray] = _thread_scratch()
         size = min(SLAB_ROWS, query.values.shape[0]) * min(STEP_ROWS, train.values.shape[0])
-        self.buffer = np.empty(size, np.float32)
-        self.mask = np.empty(size, bool)
-        self.scratch: dict[str, np.ndarray] = {}
+        self.buffer = self._buffer("bounds", (size,), np.dtype(np.float32))
+        self.mask = self._buffer("mask", (size,), np.dtype(bool))
         self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         self.last = time.perf_counter()
 
@@ -400,6 +402,16 @@ class _BlockSearch:
         merged = merge_pairs(best_d, best_i, np.repeat(heavy, k), dist.ravel(), (idx + start + self.offset).ravel())
         self.clock("dense_s")
         return merged
+
+
+_SCRATCH = threading.local()
+
+
+def _thread_scratch() -> dict[str, np.ndarray]:
+    """This thread's scratch buffers (a few tens of MB at most), reused by every block it runs."""
+    if not hasattr(_SCRATCH, "buffers"):
+        _SCRATCH.buffers = {}
+    return _SCRATCH.buffers
 
 
 def _dense_block(
