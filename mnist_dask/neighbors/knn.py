@@ -287,16 +287,19 @@ def _pruned_graph(
 
     Block (i, j) takes block (i, j-1)'s k best as its prior; it also waits for block (i-1, j)
     (block (0, j) for block (last, j - CHAIN_LAG)), so the test chunks' chains move through
-    the train chunks together and only about CHAIN_LAG + 1 prepared train chunks are alive at
-    once, whatever order the scheduler picks.
+    the train chunks together; train chunk j is prepared only after block (last, j - CHAIN_LAG - 1)
+    is done. So only about CHAIN_LAG + 2 prepared train chunks per chain are alive at once,
+    whatever order the scheduler picks.
     """
     offsets = np.concatenate([[0], np.cumsum(train.chunks[0])[:-1]]).tolist()
     prep_test, prep_train = "knn-prepare-query-" + token, "knn-prepare-train-" + token
     block, merge = "knn-pruned-" + token, "knn-merge-" + token
-    for j in range(len(offsets)):
-        dsk[(prep_train, j)] = (prepare_rows, (train.name, j, 0), projection_key, "train")
     n_test = len(test.chunks[0])
     chains = _chains(len(offsets), n_test)
+    for chain in chains:
+        for j in chain:
+            after = [(block, n_test - 1, j - CHAIN_LAG - 1)] if j - CHAIN_LAG - 1 >= chain.start else []
+            dsk[(prep_train, j)] = (_prepare_task, (train.name, j, 0), projection_key, "train", *after)
     roots: list[tuple[Any, ...]] = []
     for i in range(n_test):
         dsk[(prep_test, i)] = (prepare_rows, (test.name, i, 0), projection_key, "query")
@@ -312,6 +315,11 @@ def _pruned_graph(
             level.append(key)
         roots.append(_merge_tree(dsk, level, merge, i, split_every))
     return roots
+
+
+def _prepare_task(rows: np.ndarray, projection: Projection, side: str, *gates: object) -> Any:
+    """prepare_rows (the gates only order the tasks)."""
+    return prepare_rows(rows, projection, side)
 
 
 def _pruned_task(
