@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_dask.neighbors import knn, pruned
+from mnist_dask.neighbors import compiled, knn, pruned
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors
 from mnist_dask.neighbors.projection import (
     Projection,
@@ -70,6 +70,26 @@ def small_steps(step: int = 700, slab: int = 97, dense_min: int | None = None) -
     if dense_min is not None:
         stack.enter_context(mock.patch.object(pruned, "DENSE_MIN_ROWS", dense_min))
     return stack
+
+
+def compiled_distances(use: bool):
+    """Verify surviving pairs with the compiled loop (True) or with numpy (False)."""
+    return mock.patch.object(pruned, "USE_COMPILED", use)
+
+
+def test_compiled_and_numpy_pair_distances_agree_on_every_integer_dtype():
+    rng = np.random.default_rng(2)
+    for dtype, high in ((np.uint8, 256), (np.int16, 3000), (np.uint16, 400), (np.int64, 10**6), (np.bool_, 2)):
+        X_train = rng.integers(0, high, size=(400, 300)).astype(dtype)
+        X_test = rng.integers(0, high, size=(20, 300)).astype(dtype)
+        projection = fit_projection(X_train, 12)
+        query, train = prepare_rows(X_test, projection, "query"), prepare_rows(X_train, projection, "train")
+        results = []
+        for use in [True, False] if compiled.available() else [False]:
+            with compiled_distances(use):
+                results.append(pruned_kneighbors(query, train, 0, 5, 3))
+        for sq, ind in results:
+            assert_same_as_brute_force(X_test, X_train, 5, sq, ind, squared=True)
 
 
 # ----------------------------------------------------------------------------- real MNIST variants
@@ -202,9 +222,12 @@ def test_data_with_no_variance_outside_the_components():
     assert_same_as_brute_force(X_test, X_train, 4, dist, ind)
 
 
+@pytest.mark.parametrize("use_compiled", [True, False])
 @pytest.mark.parametrize("dtype", [np.int32, np.float64])
 @pytest.mark.parametrize("seed", range(4))
-def test_ties_under_tight_bounds_keep_the_lower_index(dtype, seed):
+def test_ties_under_tight_bounds_keep_the_lower_index(dtype, seed, use_compiled):
+    if use_compiled and not compiled.available():
+        pytest.skip("numba is not installed: only the numpy path exists")
     # rank-3 data: the bound equals the distance up to rounding, and distances repeat, so rows tied
     # with the k-th candidate sit right at the threshold; only the error allowance keeps them
     rng = np.random.default_rng(seed)
@@ -216,7 +239,7 @@ def test_ties_under_tight_bounds_keep_the_lower_index(dtype, seed):
     projection = fit_projection(X_train, 3)
     query = prepare_rows(X_test, projection, "query")
     for k in (1, 3, 8):
-        with small_steps(step=997, slab=13):
+        with small_steps(step=997, slab=13), compiled_distances(use_compiled):
             sq, ind = pruned_kneighbors(query, prepare_rows(X_train, projection, "train"), 0, k, margin=0)
         assert_same_as_brute_force(X_test, X_train, k, sq, ind, squared=True)
 
@@ -320,12 +343,13 @@ def problems(draw):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems(), st.integers(0, 3))
-def test_pruned_kernel_equals_brute_force_on_random_data(problem, dense_min):
+@given(problems(), st.integers(0, 3), st.booleans())
+def test_pruned_kernel_equals_brute_force_on_random_data(problem, dense_min, use_compiled):
     X_train, X_test, k, projection, step, slab = problem
     split = X_train.shape[0] // 2  # two blocks chained through the prior
     query = prepare_rows(X_test, projection, "query")
-    with small_steps(step=step, slab=slab, dense_min=dense_min * 8):
+    use_compiled = use_compiled and compiled.available()  # both exact-distance paths: numba and numpy
+    with small_steps(step=step, slab=slab, dense_min=dense_min * 8), compiled_distances(use_compiled):
         first = pruned_kneighbors(query, prepare_rows(X_train[:split], projection, "train"), 0, k, 2)
         sq, ind = pruned_kneighbors(query, prepare_rows(X_train[split:], projection, "train"), split, k, 2, first)
     want_sq, want_ind = brute_force(X_test, X_train, k)
