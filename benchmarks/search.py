@@ -7,7 +7,8 @@ Prints one table, every row measured in this run on real MNIST training images:
 - dask-ml, the textbook cached pipeline: ``KNeighborsTransformer`` then
   ``KNeighborsClassifier(metric='precomputed')`` under ``dask_ml.model_selection.GridSearchCV``
   on the same cluster.
-It checks that every method's mean test scores agree, and reports each method's peak RSS.
+It checks that every method's cv_results agree (mean, std, every split's score and the rank of
+every candidate), reports each method's peak RSS, the machine's load average and sgemm rate.
 
     python benchmarks/search.py [--rows 60000] [--skip dask-ml]
 """
@@ -18,6 +19,7 @@ import argparse
 import gzip
 import json
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -39,9 +41,10 @@ def main() -> None:
     parser.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method, print JSON
     args = parser.parse_args()
     if args.method:
-        seconds, scores, best, peak = globals()[args.method](args.data, args.rows, args.workers)
-        print(json.dumps([seconds, [float(v) for v in scores], best, peak]))
+        seconds, results, best, peak = globals()[args.method](args.data, args.rows, args.workers)
+        print(json.dumps([seconds, _scores(results), best, peak]))
         return
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
 
     runs = [("ours (mnist_dask.neighbors.search on LocalCluster)", _ours)]
     if "sklearn" not in args.skip:
@@ -51,18 +54,39 @@ def main() -> None:
     rows = [(label, *_in_subprocess(function, args.data, args.rows, args.workers)) for label, function in runs]
 
     ours_seconds, ours_scores = rows[0][1], rows[0][2]
+    from knn import measure_sgemm_rate
+
     print(
         f"\nk-NN grid search on {args.rows:,} real MNIST training images: 6 candidates x 5 folds, "
-        f"{multiprocessing.cpu_count()} cores, {args.workers} workers\n"
+        f"{multiprocessing.cpu_count()} cores, {args.workers} workers; sgemm {measure_sgemm_rate() / 1e9:.0f} GFLOP/s; "
+        f"load average before {load}, after {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n"
     )
-    print("| method | seconds | ours faster by | best params | best CV score | max |score - ours| | peak RSS (MB) |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    print(
+        "| method | seconds | ours faster by | best params | best CV score | cv_results (mean, std, splits, rank) "
+        "| peak RSS (MB) |"
+    )
+    print("| --- | ---: | ---: | --- | ---: | --- | ---: |")
     for label, seconds, scores, best, peak in rows:
-        difference = float(np.max(np.abs(np.asarray(scores) - ours_scores)))
+        same = _compare(scores, ours_scores)
         print(
-            f"| {label} | {seconds:.1f} | {seconds / ours_seconds:.1f}x | {best} | {max(scores):.5f} | "
-            f"{difference:.1e} | {peak} |"
+            f"| {label} | {seconds:.1f} | {seconds / ours_seconds:.1f}x | {best} | "
+            f"{max(scores['mean_test_score']):.5f} | {same} | {peak} |"
         )
+
+
+def _scores(results: dict) -> dict[str, list[float]]:
+    """The numeric cv_results columns: mean, std, every split's test score and the rank."""
+    keys = [
+        k for k in results if k.startswith("split") or k in ("mean_test_score", "std_test_score", "rank_test_score")
+    ]
+    return {k: [float(v) for v in results[k]] for k in keys}
+
+
+def _compare(scores: dict[str, list[float]], ours: dict[str, list[float]]) -> str:
+    """'identical' or the largest difference per column."""
+    diffs = {k: float(np.max(np.abs(np.asarray(scores[k]) - np.asarray(ours[k])))) for k in ours}
+    worst = {k: v for k, v in diffs.items() if v}
+    return "identical" if not worst else ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
 
 
 def _ours(data: str, rows: int, workers: int):
@@ -82,7 +106,7 @@ def _ours(data: str, rows: int, workers: int):
         result = grid_search(da.from_array(X, chunks=(5000, 784)), y, GRID, cv=5, scheduler=client)
         seconds = time.perf_counter() - start
         peak = max([_peak_mb(), *client.run(_peak_mb).values()])
-    return seconds, result.cv_results["mean_test_score"], result.best_params, peak
+    return seconds, result.cv_results, result.best_params, peak
 
 
 def _sklearn(data: str, rows: int, workers: int):
@@ -93,7 +117,7 @@ def _sklearn(data: str, rows: int, workers: int):
     start = time.perf_counter()
     search = GridSearchCV(KNeighborsClassifier(), GRID, cv=5, n_jobs=-1).fit(X, y)
     seconds = time.perf_counter() - start
-    return seconds, list(search.cv_results_["mean_test_score"]), search.best_params_, _peak_mb(children=True)
+    return seconds, search.cv_results_, search.best_params_, _peak_mb(children=True)
 
 
 def _dask_ml(data: str, rows: int, workers: int):
@@ -122,7 +146,7 @@ def _dask_ml(data: str, rows: int, workers: int):
         peak = max([_peak_mb(), *client.run(_peak_mb).values()])
     best = int(np.argmin(search.cv_results_["rank_test_score"]))
     params = {k.removeprefix("knn__"): v for k, v in search.cv_results_["params"][best].items()}
-    return seconds, list(search.cv_results_["mean_test_score"]), params, peak
+    return seconds, search.cv_results_, params, peak
 
 
 def _load(data: str, rows: int) -> tuple[np.ndarray, np.ndarray]:

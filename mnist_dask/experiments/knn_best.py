@@ -36,12 +36,11 @@ from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.params import Count, Float, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
-from mnist_dask.neighbors.search import NeighborVoteClassifier, _plain, neighbor_table
+from mnist_dask.neighbors.search import Fold, fold_neighbors, vote_search
 from mnist_dask.report import spec
 from mnist_dask.transforms.registry import run_transform
 
 Chain = tuple[tuple[str, dict[str, Any]], ...]  # (transform, params) steps applied to raw
-Fold = tuple[np.ndarray, np.ndarray]  # sorted (training rows, validation rows)
 
 _VAL_CHUNK = 1000  # validation / test rows per k-NN block
 _TRAIN_CHUNK = 20_000  # training rows per k-NN block
@@ -217,10 +216,10 @@ class _Search:
         candidate.seconds["stages"] = round(time.perf_counter() - start, 3)
         start = time.perf_counter()
         X, y, folds = self.training_rows(candidate.stage)
-        tables = fold_tables(X, folds, max(self.grid["n_neighbors"]), self.client)
-        candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(
-            tables, y, folds, self.grid, self.client
-        )
+        tables = fold_neighbors(X, folds, max(self.grid["n_neighbors"]), self.client, _VAL_CHUNK, _TRAIN_CHUNK)
+        found = vote_search(tables, y, folds, self.grid, self.client)
+        candidate.best_params, candidate.cv_score = found.best_params, found.best_score
+        candidate.cv_results = found.cv_results
         candidate.seconds["cv"] = round(time.perf_counter() - start, 3)
         self.tried.append(candidate)
         self.ctx.log(
@@ -239,7 +238,7 @@ class _Search:
         start = time.perf_counter()
         n_candidates = max(self.grid["n_neighbors"])
         X, y, folds = self.training_rows(base.stage)
-        idx, dist = fold_tables(X, folds, n_candidates, self.client)
+        idx, dist = fold_neighbors(X, folds, n_candidates, self.client, _VAL_CHUNK, _TRAIN_CHUNK)
         images = self.store.read(f"{image_stage}/train/images").compute()
         val = np.concatenate([v for _, v in folds])
         shared = time.perf_counter() - start
@@ -258,9 +257,9 @@ class _Search:
             reranked[0][val], reranked[1][val] = idm_rerank(
                 self.client, images[val], images, idx[val], warp, options["context"]
             )
-            candidate.best_params, candidate.cv_score, candidate.cv_results = vote_search(
-                reranked, y, folds, self.grid, self.client
-            )
+            found = vote_search(reranked, y, folds, self.grid, self.client)
+            candidate.best_params, candidate.cv_score = found.best_params, found.best_score
+            candidate.cv_results = found.cv_results
             candidate.seconds["cv"] = round(shared + time.perf_counter() - start, 3)
             self.tried.append(candidate)
             self.ctx.log(
@@ -345,50 +344,6 @@ def group_folds(
         train = np.flatnonzero(np.isin(source, source[originals[train_part]]))
         folds.append((train, val))
     return folds
-
-
-def fold_tables(X: da.Array, folds: list[Fold], k: int, client: Client) -> tuple[np.ndarray, np.ndarray]:
-    """Each validation row's k nearest training rows of its fold: (row indices (n, k), distances (n, k)).
-
-    Rows that validate in no fold keep index -1 and distance inf.
-    """
-    X = X.rechunk({1: -1})
-    lazy = []
-    for train, val in folds:
-        distances, local = kneighbors(X[val].rechunk({0: _VAL_CHUNK}), X[train].rechunk({0: _TRAIN_CHUNK}), k)
-        lazy.append((distances, local))
-    computed = client.compute(lazy, sync=True)
-    table_idx = np.full((X.shape[0], k), -1, dtype=np.int64)
-    table_dist = np.full((X.shape[0], k), np.inf)
-    for (train, val), (distances, local) in zip(folds, computed):
-        table_idx[val] = train[local]
-        table_dist[val] = distances
-    return table_idx, table_dist
-
-
-def vote_search(
-    tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold], grid: dict[str, list[Any]], client: Client
-) -> tuple[dict[str, Any], float, dict[str, list[Any]]]:
-    """dask-ml GridSearchCV over (k, weights) as votes on the precomputed neighbours: (best, score, results)."""
-    from dask_ml.model_selection import GridSearchCV
-
-    search = GridSearchCV(
-        NeighborVoteClassifier(), grid, cv=folds, refit=False, scheduler=client, return_train_score=False
-    )
-    search.fit(vote_table(tables, y, folds), y)
-    results = {key: _plain(value) for key, value in search.cv_results_.items()}
-    best = int(np.argmin(search.cv_results_["rank_test_score"]))
-    return dict(results["params"][best]), float(results["mean_test_score"][best]), results
-
-
-def vote_table(tables: tuple[np.ndarray, np.ndarray], y: np.ndarray, folds: list[Fold]) -> np.ndarray:
-    """:func:`mnist_dask.neighbors.search.neighbor_table` rows; rows that validate in no fold keep fold -1.
-
-    A fold's training rows (copies of its training images, and originals held out in other
-    folds) then never carry its fold number, which the voter checks. Their neighbour index
-    is -1 (never searched), clipped so the label lookup stays in range.
-    """
-    return neighbor_table(np.maximum(tables[0], 0), tables[1], y, folds)
 
 
 def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:

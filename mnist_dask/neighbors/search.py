@@ -2,10 +2,11 @@
 
 For each cross-validation fold the validation rows' neighbours among that fold's
 training rows are found once, for the largest ``n_neighbors`` in the grid, with the
-exact blocked k-NN on the cluster. dask-ml's ``GridSearchCV`` then scores every
-(n_neighbors, weights) candidate on the cluster with :class:`NeighborVoteClassifier`,
-whose ``X`` is that table (each row's neighbours' labels and distances): a candidate
-is a cheap vote, and there is no train x train graph and no repeated transform.
+exact k-NN on the cluster (pruned where it pays, with one projection shared by every
+fold). dask-ml's ``GridSearchCV`` then scores every (n_neighbors, weights) candidate on
+the cluster with :class:`NeighborVoteClassifier`, whose ``X`` is that table (each row's
+neighbours' labels and distances): a candidate is a cheap vote, and there is no train x
+train graph and no repeated transform. ``knn_best`` uses the same fold search and vote.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from sklearn.model_selection import GroupKFold, ParameterGrid, StratifiedKFold
 
 from mnist_dask.errors import UserError
 from mnist_dask.neighbors.knn import kneighbors, vote
+from mnist_dask.neighbors.projection import MIN_TRAIN_ROWS, components_for_width, lazy_projection
+
+Fold = tuple[np.ndarray, np.ndarray]  # sorted (training rows, validation rows)
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,6 @@ def grid_search(
     ``X`` is (n, d) and chunked by rows; folds are unshuffled like scikit-learn's
     ``GridSearchCV(cv=5)`` on a classifier (``StratifiedKFold``; ``GroupKFold`` keeps each group in one fold).
     """
-    from dask_ml.model_selection import GridSearchCV
-
     y = np.asarray(y)
     candidates = list(ParameterGrid(param_grid))
     unknown = {key for c in candidates for key in c} - {"n_neighbors", "weights"}
@@ -58,13 +60,25 @@ def grid_search(
         raise UserError(f"grid search: {problem[0]} = {problem[1]}")
     folds = cv_folds(y, cv, groups)
 
-    table_idx, table_dist = fold_neighbors(X, folds, k_max, scheduler)
-    table = neighbor_table(table_idx, table_dist, y, folds)
+    tables = fold_neighbors(X, folds, k_max, scheduler)
+    return vote_search(tables, y, folds, param_grid, scheduler)
+
+
+def vote_search(
+    tables: tuple[np.ndarray, np.ndarray],
+    y: np.ndarray,
+    folds: list[Fold],
+    param_grid: dict[str, list[Any]] | list[dict[str, list[Any]]],
+    scheduler: Any = None,
+) -> SearchResult:
+    """dask-ml GridSearchCV over (n_neighbors, weights) as votes on precomputed fold neighbours."""
+    from dask_ml.model_selection import GridSearchCV
+
     search = GridSearchCV(
         NeighborVoteClassifier(), param_grid, cv=folds, refit=False, scheduler=scheduler, return_train_score=False
     )
-    search.fit(table, y)
-    results = {key: _plain(value) for key, value in search.cv_results_.items()}
+    search.fit(neighbor_table(tables[0], tables[1], y, folds), y)
+    results = {key: plain_results(value) for key, value in search.cv_results_.items()}
     best = int(np.argmin(search.cv_results_["rank_test_score"]))  # as scikit-learn's best_index_
     return SearchResult(
         best_params=dict(results["params"][best]),
@@ -107,18 +121,33 @@ def search_problem(y: np.ndarray, cv: int, k_max: int, groups: np.ndarray | None
 
 
 def fold_neighbors(
-    X: da.Array, folds: list[tuple[np.ndarray, np.ndarray]], k: int, scheduler: Any = None
+    X: da.Array,
+    folds: list[Fold],
+    k: int,
+    scheduler: Any = None,
+    val_chunk: int | None = None,
+    train_chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every row, its k nearest rows among the training rows of the fold it validates in.
 
-    Returns (indices into X (n, k) int64, euclidean distances (n, k) float64).
+    Returns (indices into X (n, k) int64, euclidean distances (n, k) float64); rows that
+    validate in no fold keep index -1 and distance inf. All folds are one computation, and
+    where pruning pays they share one projection, fitted on a sample of X (exactness does
+    not depend on which rows it was fitted on). ``val_chunk``/``train_chunk`` rechunk the
+    fold's rows (default: as X[rows] comes).
     """
+    X = X.rechunk({1: -1})
+    m = components_for_width(X.shape[1])
+    smallest = min((len(train) for train, _ in folds), default=0)
+    projection = lazy_projection(X, m) if m and smallest >= MIN_TRAIN_ROWS else None
     lazy = []
     for train, val in folds:
         if np.any(np.diff(train) < 0) or np.any(np.diff(val) < 0):
             raise ValueError("fold indices must be sorted")
-        distances, local = kneighbors(X[val], X[train], k)
-        lazy.append((distances, local))
+        queries, rows = X[val], X[train]
+        queries = queries.rechunk({0: val_chunk}) if val_chunk else queries
+        rows = rows.rechunk({0: train_chunk}) if train_chunk else rows
+        lazy.append(kneighbors(queries, rows, k, projection=projection))
     computed = dask.compute(*lazy, scheduler=scheduler) if scheduler is not None else dask.compute(*lazy)
     n = X.shape[0]
     table_idx = np.full((n, k), -1, dtype=np.int64)
@@ -136,14 +165,16 @@ def neighbor_table(
 
     Row i describes row i's neighbours among the training rows of the fold where it is a
     validation row; dask-ml splits this table by the same folds, so each candidate gets
-    exactly the rows it needs and the table is never copied into the estimator.
+    exactly the rows it needs and the table is never copied into the estimator. Rows that
+    validate in no fold (e.g. augmented copies) keep fold -1, and their never-searched
+    neighbour indices (-1) are clipped so that the label lookup stays in range.
     """
     k = indices.shape[1]
     table = np.empty((len(y), 1 + 2 * k))
     table[:, 0] = -1  # rows that validate in no fold (e.g. augmented copies)
     for fold, (_, val) in enumerate(folds):
         table[val, 0] = fold
-    table[:, 1 : 1 + k] = y[indices]
+    table[:, 1 : 1 + k] = y[np.maximum(indices, 0)]
     table[:, 1 + k :] = distances
     return table
 
@@ -183,6 +214,6 @@ class NeighborVoteClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
-def _plain(value: Any) -> list[Any]:
+def plain_results(value: Any) -> list[Any]:
     """cv_results_ columns as JSON-ready lists (masked parameter arrays become plain values)."""
     return [v.item() if hasattr(v, "item") else v for v in np.asarray(value, dtype=object).tolist()]

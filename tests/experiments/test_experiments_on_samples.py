@@ -288,6 +288,8 @@ def test_multilabel_f1_equals_sklearn_on_a_sample(store, client, data, tmp_path)
     metrics = result["metrics"]
     Y = multilabel_targets(data["y"][:n])
     Y_pred = cross_val_predict(KNeighborsClassifier(), data["X"][:n], Y, cv=3)
+    some_digit = KNeighborsClassifier().fit(data["X"][:n], Y).predict(data["X"][:1])[0]
+    assert metrics["some_digit_prediction"] == some_digit.astype(bool).tolist()
     assert metrics["f1_macro"] == pytest.approx(f1_score(Y, Y_pred, average="macro"), abs=1e-12)
     assert metrics["f1_weighted"] == pytest.approx(f1_score(Y, Y_pred, average="weighted"), abs=1e-12)
     assert 0.9 < metrics["f1_macro"] < 1

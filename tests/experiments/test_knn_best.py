@@ -109,7 +109,7 @@ def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
     from distributed import Client, LocalCluster
     from sklearn.neighbors import KNeighborsClassifier
 
-    from mnist_dask.experiments.knn_best import fold_tables, vote_search
+    from mnist_dask.neighbors.search import fold_neighbors, vote_search
     from mnist_dask.transforms.kernels import shift_images
 
     n = 900
@@ -120,8 +120,9 @@ def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
     folds = group_folds(source, copy, y, cv=3, val_per_fold=100, seed=0)
     grid = {"n_neighbors": [1, 3, 4], "weights": ["uniform", "distance"]}
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
-        tables = fold_tables(da.from_array(X, chunks=(1000, -1)), folds, 4, client)
-        _best, score, results = vote_search(tables, y, folds, grid, client)
+        tables = fold_neighbors(da.from_array(X, chunks=(1000, -1)), folds, 4, client)
+        found = vote_search(tables, y, folds, grid, client)
+    results, score = found.cv_results, found.best_score
     for params, mean in zip(results["params"], results["mean_test_score"]):
         expected = np.mean(
             [KNeighborsClassifier(**params).fit(X[train], y[train]).score(X[val], y[val]) for train, val in folds]

@@ -89,16 +89,18 @@ def test_dask_input_gives_lazy_results_chunked_like_the_queries(subset):
     X_test = da.from_array(subset["X_test"][:600], chunks=(250, -1))
     X_train = da.from_array(subset["X_train"][:7_000], chunks=(1_000, -1))
 
-    dist, ind = kneighbors(X_test, X_train, k=5, split_every=2)  # 7 train chunks: a 3-level tree
+    plain = kneighbors(X_test, X_train, k=5, split_every=2, projection=None)  # 7 train chunks: a 3-level tree
+    pruned = kneighbors(X_test, X_train, k=5, split_every=2)  # 784 columns, 7,000 rows: pruned
 
-    assert isinstance(dist, da.Array) and isinstance(ind, da.Array)
-    assert dist.chunks == ind.chunks == ((250, 250, 100), (5,))
-    prefixes = {key[0].rsplit("-", 1)[0] for key in dict(dist.__dask_graph__())}
-    assert {"knn-block", "knn-merge"} <= prefixes
-    dist, ind = dask.compute(dist, ind, scheduler="threads")
     want_sq, want_ind = reference_kneighbors(subset["X_test"][:600], subset["X_train"][:7_000], 5)
-    np.testing.assert_array_equal(ind, want_ind)
-    np.testing.assert_array_equal(dist, np.sqrt(want_sq))
+    for (dist, ind), names in ((plain, {"knn-block", "knn-merge"}), (pruned, {"knn-pruned", "knn-prepare-train"})):
+        assert isinstance(dist, da.Array) and isinstance(ind, da.Array)
+        assert dist.chunks == ind.chunks == ((250, 250, 100), (5,))
+        prefixes = {key[0].rsplit("-", 1)[0] for key in dict(dist.__dask_graph__())}
+        assert names <= prefixes
+        dist, ind = dask.compute(dist, ind, scheduler="threads")
+        np.testing.assert_array_equal(ind, want_ind)
+        np.testing.assert_array_equal(dist, np.sqrt(want_sq))
 
 
 def test_train_chunks_smaller_than_k_are_padded_then_merged_away():
@@ -271,7 +273,7 @@ def test_skipping_zero_columns_and_grouped_float32_dots_stay_exact(dtype, low, h
 
 @pytest.mark.parametrize("bound", [1, 255, 300, 1000])
 def test_grouped_float32_integer_dots_are_exact_at_the_largest_values(bound):
-    from mnist_dask.neighbors.knn import _exact_float32_width, _exact_integer_dots
+    from mnist_dask.neighbors.blocked import _exact_float32_width, _exact_integer_dots
 
     rng = np.random.default_rng(bound)
     X_train = (bound - rng.integers(0, 2, size=(40, 2_000))).astype(np.int32)  # odd and even sums
@@ -316,7 +318,13 @@ def test_clone_keeps_parameters_and_drops_fitted_state():
 
     copy = clone(model)
 
-    assert copy.get_params() == {"n_neighbors": 4, "weights": "distance", "train_chunk_size": 3_000, "margin": 12}
+    assert copy.get_params() == {
+        "n_neighbors": 4,
+        "weights": "distance",
+        "train_chunk_size": 3_000,
+        "margin": 12,
+        "pruning": "auto",
+    }
     assert not hasattr(copy, "X_fit_")
 
 
