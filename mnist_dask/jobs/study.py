@@ -36,6 +36,7 @@ ORDER = (
     "zero_detector",
     "multilabel",
     "denoise",
+    "small_sample",
     "error_analysis",
     "multiclass",
     "svm_kernels",
