@@ -22,6 +22,7 @@ the end, to score every row of the ablation table.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -77,6 +78,7 @@ class KNNBestParams:
     rotation_degrees: list[Float] = default_list(10.0)
     idm_warps: list[Positive] = default_list(1, 2)
     idm_context: Count = 1
+    idm_candidates: list[Positive] = default_list(10, 30)  # nearest +PCA rows re-ranked per query (at least max k)
     train_sample: Count = 0
     test_sample: Count = 0
 
@@ -229,21 +231,23 @@ class _Search:
         return candidate
 
     def score_idm(self, base: Candidate, image_stage: str) -> list[Candidate]:
-        """Cross-validate the base row's neighbours re-ranked by IDM on image_stage's images, per warp.
+        """Cross-validate the base row's neighbours re-ranked by IDM on image_stage's images, per (candidates, warp).
 
         The base's fold searches give each validation row its nearest training rows (as many as
-        the largest k), once for all warps; the IDM re-orders them, and (k, weights) are scored
-        as votes again. Each row's time counts the shared search as if it ran alone.
+        the most candidates asked for), once for all options; the IDM re-orders each row's first
+        ``candidates`` of them, and (k, weights) are scored as votes again. Each row's time
+        counts the shared search as if it ran alone.
         """
         start = time.perf_counter()
-        n_candidates = max(self.grid["n_neighbors"])
+        max_k = max(self.grid["n_neighbors"])
+        sizes = sorted({max(int(c), max_k) for c in self.p.idm_candidates})
         X, y, folds = self.training_rows(base.stage)
-        idx, dist = fold_neighbors(X, folds, n_candidates, self.client, _VAL_CHUNK, _TRAIN_CHUNK)
+        idx, dist = fold_neighbors(X, folds, sizes[-1], self.client, _VAL_CHUNK, _TRAIN_CHUNK)
         images = self.store.read(f"{image_stage}/train/images").compute()
         val = np.concatenate([v for _, v in folds])
         shared = time.perf_counter() - start
         scored = []
-        for warp in (int(w) for w in self.p.idm_warps):
+        for n_candidates, warp in itertools.product(sizes, (int(w) for w in self.p.idm_warps)):
             start = time.perf_counter()
             options = {
                 "warp": warp,
@@ -253,9 +257,9 @@ class _Search:
             }
             candidate = Candidate("+IDM", (*base.chain, ("idm", options)), stage=base.stage, idm=options)
             candidate.seconds["stages"] = 0.0
-            reranked = idx.copy(), dist.copy()
+            reranked = idx[:, :n_candidates].copy(), dist[:, :n_candidates].copy()
             reranked[0][val], reranked[1][val] = idm_rerank(
-                self.client, images[val], images, idx[val], warp, options["context"]
+                self.client, images[val], images, idx[val, :n_candidates], warp, options["context"]
             )
             found = vote_search(reranked, y, folds, self.grid, self.client)
             candidate.best_params, candidate.cv_score = found.best_params, found.best_score
@@ -263,8 +267,9 @@ class _Search:
             candidate.seconds["cv"] = round(shared + time.perf_counter() - start, 3)
             self.tried.append(candidate)
             self.ctx.log(
-                f"knn_best: +IDM (warp {warp}) on {base.stage}: cv {candidate.cv_score:.4f} "
-                f"{candidate.best_params} ({candidate.seconds['cv']:.0f} s)"
+                f"knn_best: +IDM (warp {warp}, {n_candidates} candidates, {len(val) * n_candidates:,} pairs) "
+                f"on {base.stage}: cv {candidate.cv_score:.4f} {candidate.best_params} "
+                f"({candidate.seconds['cv']:.0f} s)"
             )
             scored.append(candidate)
         return scored
@@ -308,6 +313,7 @@ class _Search:
                     "rotation_degrees",
                     "idm_warps",
                     "idm_context",
+                    "idm_candidates",
                 )
             },
             "candidates": [

@@ -46,6 +46,7 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     job.write_text(
         'experiment = "knn_best"\n[params]\ntrain_sample = 2000\ntest_sample = 300\ncv = 3\n'
         "cv_val_per_fold = 200\nn_neighbors = [1, 3, 5]\npca_sizes = [20]\npca_scale_powers = [0.0, 0.25]\n"
+        "idm_candidates = [4, 8]\n"  # 4 < max k: searched as 5
     )
     run_dir = tmp_path / "run"
     done = subprocess.run(
@@ -75,13 +76,21 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     assert [row["train_rows"] for row in table] == [2000] * 4 + [10_000, 14_000, 2000]
     assert table[3]["features"] == 20 and table[0]["features"] == 784
     assert table[6]["stage"] == table[3]["stage"] and table[6]["idm"]["warp"] in (1, 2)  # re-ranks +PCA's
+    assert table[6]["idm"]["candidates"] in (5, 8)
     for row in table:
         assert 0.8 < row["cv_score"] <= 1 and 0.8 < row["test_accuracy"] <= 1 and row["time_s"] > 0
     chosen = max(table, key=lambda row: row["cv_score"])
     assert result["metrics"]["test_accuracy"] == chosen["test_accuracy"]
     assert result["model"]["dataset"] == chosen["stage"]
     candidates = result["search"]["candidates"]
-    assert len(candidates) == 9  # raw, deskew, blur, 2 PCA scalings, shifts, rotations, IDM warps 1 and 2
+    # raw, deskew, blur, 2 PCA scalings, shifts, rotations, IDM warps 1 and 2 x 5 and 8 candidates
+    assert len(candidates) == 11
+    assert sorted((c["idm"]["candidates"], c["idm"]["warp"]) for c in candidates if c["idm"]) == [
+        (5, 1),
+        (5, 2),
+        (8, 1),
+        (8, 2),
+    ]
     assert all(len(c["cv_results"]["params"]) == 6 for c in candidates)  # 3 k x 2 weights each
     page = ReportPage((run_dir / "report.html").read_text())
     ablation = page.tables["Ablation"]
@@ -100,7 +109,7 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     assert ablation["highlight"] == table.index(chosen)  # the chosen pipeline is the marked row
     assert ablation["rows"][table.index(chosen)][7] == f"{result['metrics']['test_accuracy']:.4f}"
     assert ablation["rows"][0][5] == "—" and ablation["rows"][6][5].startswith(f"warp {table[6]['idm']['warp']},")
-    assert len(page.tables["Search candidates (cross-validated on the training set)"]["rows"]) == 9
+    assert len(page.tables["Search candidates (cross-validated on the training set)"]["rows"]) == len(candidates)
     assert page.facts("Search")["param_grid"] == "n_neighbors=[1, 3, 5], weights=[uniform, distance]"
 
 
