@@ -35,7 +35,7 @@ class Job:
     description: str = ""
     expect: dict[str, Any] = field(default_factory=dict)  # published figures, as printed
     differs: dict[str, str] = field(default_factory=dict)  # why a published figure is known to differ
-    fingerprint: str = ""  # SHA-256 of the parsed job (comments and layout do not count)
+    fingerprint: str = ""  # SHA-256 of what the job computes: the parsed job less [expect] and [differs]
 
     def params_dict(self) -> dict[str, Any]:
         """The parameters as plain JSON-ready values (for result.json)."""
@@ -87,7 +87,9 @@ def parse_job(data: dict[str, Any], path: str) -> Job:
         if not isinstance(reason, str) or not reason.strip():
             raise UserError(f"{path}: differs.{key} must be a sentence saying why the figure differs")
     description = _typed(data, "description", str, "", path)
-    fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    # the published figures and their notes only change the ledger, never what runs
+    computed = {key: value for key, value in data.items() if key not in ("expect", "differs")}
+    fingerprint = hashlib.sha256(json.dumps(computed, sort_keys=True, default=str).encode()).hexdigest()
     return Job(name, path, experiment, params, description, expect, differs, fingerprint)
 
 

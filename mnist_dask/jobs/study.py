@@ -24,7 +24,7 @@ from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, UserError
 from mnist_dask.jobs.driver import run_job
-from mnist_dask.jobs.ledger import MET, STATUSES
+from mnist_dask.jobs.ledger import MET, STATUSES, ledger
 from mnist_dask.jobs.records import RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
@@ -129,7 +129,10 @@ def run_study(
 
 
 def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any] | None:
-    """The run folder's result when it is a finished run of this very job on these store inputs."""
+    """The run folder's result when it is a finished run of this very job on these store inputs.
+
+    Only what the job computes counts: editing its [expect] or [differs] re-scores the ledger, not the run.
+    """
     path = item.run_dir / "result.json"
     if not path.is_file():
         return None
@@ -150,7 +153,8 @@ def _entry(
 ) -> dict[str, Any]:
     """One job's line of the study: state, times, its figures, where its report is."""
     result = result or {}
-    expected = result.get("expected") or {}
+    # the job file's figures and reasons as they are now (a skipped run may predate an edit of them)
+    expected = ledger(item.job.expect, item.job.differs, result) if result else {}
     figures = [{"job": item.job.name, "key": key, **value} for key, value in expected.items()]
     report = item.run_dir / "report.html"
     return {

@@ -76,3 +76,13 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert again["ledger"] == record["ledger"]  # the skipped jobs' figures come from their finished runs
     forced = run_study(jobs[:1], store, client, tmp_path / "study", force=True, log=lines.append)
     assert forced["jobs"][0]["state"] == "finished"
+
+    # a reason written for the zero detector's figure re-scores the ledger; the finished run stands
+    zero = tmp_path / "jobs" / "c_zero.toml"
+    zero.write_text(zero.read_text() + "[differs]\ntest_accuracy = 'made up by this test'\n")
+    explained = run_study(study_jobs([zero], tmp_path / "runs"), store, client, tmp_path / "study", log=lines.append)
+    assert explained["jobs"][0]["state"] == "skipped"
+    assert explained["figures"][0]["reason"] == "made up by this test"
+    zero.write_text(zero.read_text().replace("sample = 2000", "sample = 1500"))  # what it computes changed
+    rerun = run_study(study_jobs([zero], tmp_path / "runs"), store, client, tmp_path / "study", log=lines.append)
+    assert rerun["jobs"][0]["state"] == "finished"
