@@ -285,10 +285,11 @@ def _sum_sq_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _sq_norms(x: np.ndarray) -> np.ndarray:
     """Row squared norms accumulated in float64 (exact for integer input).
 
-    Small integers are summed in int32 when no row can overflow it (twice as fast, still exact).
+    Small integers are summed in int32 when no row can overflow it (twice as fast, still exact);
+    wider integer dtypes holding such small values are cast to int32 without loss.
     """
     if _is_integer(x) and x.size and x.shape[1] * float(_max_abs(x)) ** 2 < 2.0**31:
-        return np.einsum("ij,ij->i", x, x, dtype=np.int32).astype(np.float64)
+        return np.einsum("ij,ij->i", x, x, dtype=np.int32, casting="unsafe").astype(np.float64)
     return np.einsum("ij,ij->i", x, x, dtype=np.float64)
 
 

@@ -144,9 +144,43 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     """Exact k-NN classifier on numpy or dask arrays (scikit-learn compatible), identical to brute force.
 
     Dask input gives lazy dask output; numpy input is computed with the current dask
-    scheduler (a distributed Client when one is active).  ``pruning="auto"`` fits the pruning
-    projection in ``fit`` where it pays (see :func:`mnist_dask.neighbors.projection.components_for_width`);
-    "off" always searches with the plain kernel.  Results are the same either way.
+    scheduler (a distributed Client when one is active).  Predictions, probabilities and
+    neighbours equal ``KNeighborsClassifier(algorithm="brute")``'s, ties included.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=5
+        Neighbours that vote.
+    weights : {"uniform", "distance"}, default="uniform"
+        Equal votes, or votes weighted by inverse distance (an exact match takes the vote alone),
+        as scikit-learn.
+    train_chunk_size : int or None, default=None
+        Training rows per block of the search; None keeps the chunks of dask input (numpy
+        input is cut into blocks of a few thousand rows).
+    margin : int, default=DEFAULT_MARGIN
+        Extra candidates kept per query by the plain kernel's float32 GEMM before the exact
+        integer re-ranking; the pruned kernel's bounds make it unnecessary there.
+    pruning : {"auto", "off"}, default="auto"
+        "auto" fits a projection in ``fit`` where it pays (see
+        :func:`mnist_dask.neighbors.projection.components_for_width`) and skips the training
+        rows whose proven lower bound exceeds the current k-th distance; "off" always runs
+        the plain blocked kernel. Results are the same either way.
+
+    Attributes
+    ----------
+    X_fit_ : dask.array.Array
+        The training rows, flattened to 2-D.
+    y_fit_ : numpy.ndarray
+        Their labels.
+    classes_ : numpy.ndarray
+        The sorted distinct labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0, 0], [0, 1], [5, 5], [6, 5]], dtype=np.uint8)
+    >>> KNNClassifier(n_neighbors=1).fit(X, [0, 0, 1, 1]).predict(np.array([[1, 1], [5, 6]]))
+    array([0, 1])
     """
 
     def __init__(

@@ -336,3 +336,15 @@ def test_cross_val_score_equals_sklearn(subset):
     theirs = cross_val_score(KNeighborsClassifier(n_neighbors=3, weights="distance", algorithm="brute"), X, y, cv=3)
 
     np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("query_dtype", [np.int64, np.uint32, np.int16, np.float32])
+def test_uint8_training_rows_answer_queries_of_other_dtypes_like_sklearn(query_dtype):
+    # a regression: int64 queries (numpy's default) against uint8 training rows failed in the int32 norm
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, size=(300, 50)).astype(np.uint8)
+    y = rng.integers(0, 3, size=300)
+    queries = rng.integers(0, 256, size=(40, 50)).astype(query_dtype)
+    ours = KNNClassifier(n_neighbors=3).fit(X, y).predict(queries)
+    theirs = KNeighborsClassifier(n_neighbors=3, algorithm="brute").fit(X, y).predict(queries)
+    np.testing.assert_array_equal(ours, theirs)
