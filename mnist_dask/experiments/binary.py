@@ -34,9 +34,10 @@ from mnist_dask.experiments.common import (
     downsample,
     fold_accuracies,
     load_split,
+    load_splits,
     misclassified_digits,
 )
-from mnist_dask.experiments.params import Count, Float, Positive, Seed, parameters
+from mnist_dask.experiments.params import Float, Positive, RowSamples, Seed, TrainSample, parameters
 from mnist_dask.report import spec
 
 CV = 3
@@ -44,11 +45,9 @@ SOME_DIGIT_THRESHOLDS = (0, 3000, 8000)  # the thresholds notebooks 001 and 002 
 
 
 @parameters
-class Binary5Params:
+class Binary5Params(TrainSample):
     """The 5-detector: first ``sample`` training rows (0: all), the SGD/forest seed, the forest's size."""
 
-    sample: Count = 0
-    random_state: Seed = 42
     forest_trees: Positive = 100
 
 
@@ -179,11 +178,9 @@ def _central(values: np.ndarray) -> tuple[float, float] | None:
 
 
 @parameters
-class ZeroDetectorParams:
+class ZeroDetectorParams(RowSamples):
     """The 0-detector: row samples (0: all), SGD epochs and seed, the VarianceThreshold."""
 
-    sample: Count = 0
-    test_sample: Count = 0
     max_iter: Positive = 5
     random_state: Seed = 42
     variance_threshold: Float = 0.0
@@ -192,8 +189,7 @@ class ZeroDetectorParams:
 @experiment("zero_detector", ZeroDetectorParams)
 def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     """Notebook 003's '0 vs not-0': VarianceThreshold + StandardScaler + logistic SGD (5 epochs), on the test set."""
-    X, digits = load_split(ctx.store, "train", p.sample)
-    X_test, digits_test = load_split(ctx.store, "test", p.test_sample)
+    X, digits, X_test, digits_test = load_splits(ctx.store, p)
     y, y_test = digits == 0, digits_test == 0
     model = make_pipeline(
         VarianceThreshold(p.variance_threshold),

@@ -16,10 +16,18 @@ import numpy as np
 from distributed import Client
 
 from mnist_dask.data.store import Store
+from mnist_dask.experiments.params import RowSamples
 from mnist_dask.report import spec
 
 MAX_CURVE_POINTS = 500
 MISCLASSIFIED_SHOWN = 40
+
+
+def load_splits(
+    store: Store, rows: RowSamples, dtype: Any = np.float64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """X_train, y_train, X_test, y_test: the sampled rows of both raw splits (see :func:`load_split`)."""
+    return (*load_split(store, "train", rows.sample, dtype), *load_split(store, "test", rows.test_sample, dtype))
 
 
 def load_split(store: Store, split: str, sample: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:

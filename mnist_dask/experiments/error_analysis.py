@@ -16,16 +16,14 @@ from sklearn.preprocessing import StandardScaler
 from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.common import fold_accuracies, load_split
 from mnist_dask.experiments.multiclass import CV, DIGITS, scaled_sgd_cache
-from mnist_dask.experiments.params import Count, Positive, Seed, parameters
+from mnist_dask.experiments.params import Positive, TrainSample, parameters
 from mnist_dask.report import spec
 
 
 @parameters
-class ErrorAnalysisParams:
+class ErrorAnalysisParams(TrainSample):
     """First ``sample`` training rows (0: all), the SGD seed, images per quadrant of the 3-vs-5 grid."""
 
-    sample: Count = 0
-    random_state: Seed = 42
     pairs: Positive = 25
 
 

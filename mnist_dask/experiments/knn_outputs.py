@@ -16,8 +16,8 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.common import load_split
-from mnist_dask.experiments.params import Count, Positive, Seed, parameters
+from mnist_dask.experiments.common import load_split, load_splits
+from mnist_dask.experiments.params import Count, Positive, RowSamples, Seed, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.search import fold_neighbors
 from mnist_dask.report import spec
@@ -100,11 +100,9 @@ def _flags(predicted: np.ndarray) -> str:
 
 
 @parameters
-class DenoiseParams:
+class DenoiseParams(RowSamples):
     """Row samples (0: all), the noise seed, k, and how many examples the report shows."""
 
-    sample: Count = 0
-    test_sample: Count = 0
     seed: Seed = 42
     n_neighbors: Positive = 5
     examples: Count = 10
@@ -113,8 +111,7 @@ class DenoiseParams:
 @experiment("denoise", DenoiseParams)
 def denoise(ctx: Context, p: DenoiseParams) -> Result:
     """Multi-output k-NN from noisy to clean digits: fit on (noisy train, clean train), RMSE/PSNR on the test set."""
-    X, _ = load_split(ctx.store, "train", p.sample, dtype=np.int64)
-    X_test, _ = load_split(ctx.store, "test", p.test_sample, dtype=np.int64)
+    X, _, X_test, _ = load_splits(ctx.store, p, dtype=np.int64)
     X_noisy, X_test_noisy = add_noise([X, X_test], p.seed)
     k = p.n_neighbors
     ctx.log(f"denoise: exact {k}-NN of {len(X_test):,} noisy test images among {len(X):,} noisy train images")

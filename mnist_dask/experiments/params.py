@@ -46,3 +46,19 @@ def default_list(*values: Any) -> Any:
 def nested(factory: Callable[[], Any]) -> Any:
     """A nested parameter table's default."""
     return Field(default_factory=factory)
+
+
+@parameters
+class TrainSample:
+    """The first ``sample`` training rows (0: all) and the seed of the experiment's models."""
+
+    sample: Count = 0
+    random_state: Seed = 42
+
+
+@parameters
+class RowSamples:
+    """The first ``sample`` training and ``test_sample`` test rows (0: all): a quick run on a sample."""
+
+    sample: Count = 0
+    test_sample: Count = 0

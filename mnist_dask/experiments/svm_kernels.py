@@ -17,19 +17,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
-from mnist_dask.experiments.common import load_split
-from mnist_dask.experiments.params import Count, Float, Positive, default_list, parameters
+from mnist_dask.experiments.common import load_splits
+from mnist_dask.experiments.params import Float, Positive, RowSamples, default_list, parameters
 from mnist_dask.report import spec
 
 DIGITS = np.arange(10)
 
 
 @parameters
-class SvmKernelsParams:
+class SvmKernelsParams(RowSamples):
     """Row samples (0: all), kernels, poly degree, the extra poly run's VarianceThreshold (0: none), cache MB."""
 
-    sample: Count = 0
-    test_sample: Count = 0
     kernels: list[Literal["linear", "poly", "rbf", "sigmoid"]] = default_list("poly", "rbf", "sigmoid")
     degree: Positive = 3
     poly_variance_threshold: Float = 100.0
@@ -39,8 +37,7 @@ class SvmKernelsParams:
 @experiment("svm_kernels", SvmKernelsParams)
 def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
     """Notebook 003: StandardScaler + OneVsRest(SVC) with each kernel, plus poly after VarianceThreshold(100)."""
-    X, y = load_split(ctx.store, "train", p.sample)
-    X_test, y_test = load_split(ctx.store, "test", p.test_sample)
+    X, y, X_test, y_test = load_splits(ctx.store, p)
     variants: dict[str, tuple[str, float | None]] = {kernel: (kernel, None) for kernel in p.kernels}
     if p.poly_variance_threshold > 0:
         variants["poly_variance_threshold"] = ("poly", p.poly_variance_threshold)

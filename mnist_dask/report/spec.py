@@ -233,15 +233,7 @@ def histogram(
     if len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise SpecError(f"histogram {title!r}: bin edges must be 2 or more increasing values")
     series = _same_length_series(f"histogram {title!r}", counts, len(edges) - 1, "counts, one per bin")
-    return _display(
-        "histogram",
-        title,
-        caption,
-        bin_edges=edges.tolist(),
-        counts=series,
-        xlabel=xlabel,
-        log=bool(log),
-    )
+    return _display("histogram", title, caption, bin_edges=edges.tolist(), counts=series, xlabel=xlabel, log=bool(log))
 
 
 def heatmap(
