@@ -1,4 +1,4 @@
-"""The README's table of figures comes from a study's figures.md, copied between its markers by tools/readme_figures.py."""
+"""The README's figures table comes from a study's figures.md, copied between markers by tools/readme_figures.py."""
 
 from __future__ import annotations
 
