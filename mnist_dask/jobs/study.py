@@ -113,11 +113,9 @@ def run_study(
         entry = {**_entry(item, "finished", result, None, seconds), **_floor(stream.data, client)}
         log(f"{prefix}: finished in {seconds:.0f} s{_summary(entry)}")
         record["jobs"].append(entry)
+        write_run_json(study_dir / STUDY_FILE, _summarised(record, started))  # an interrupted study keeps its times
+    record = _summarised(record, started)
     record["finished"] = _now()
-    record["seconds"] = round(time.perf_counter() - started, 1)
-    record["figures"] = [figure for entry in record["jobs"] for figure in entry.pop("figures")]
-    record["ledger"] = {status: sum(1 for f in record["figures"] if f["status"] == status) for status in STATUSES}
-    record["failed"] = [entry["job"] for entry in record["jobs"] if entry["state"] == "failed"]
     write_run_json(study_dir / STUDY_FILE, record)
     from mnist_dask.report.study_page import write_study_page, write_study_summary
 
@@ -126,6 +124,20 @@ def run_study(
     if status is not None:
         status.finished({"metrics": {}})
     return record
+
+
+def _summarised(record: dict[str, Any], started: float) -> dict[str, Any]:
+    """The study record so far with its totals: seconds, every figure, the ledger counts, the failed jobs."""
+    jobs = [{key: value for key, value in entry.items() if key != "figures"} for entry in record["jobs"]]
+    figures = [figure for entry in record["jobs"] for figure in entry["figures"]]
+    return {
+        **record,
+        "jobs": jobs,
+        "seconds": round(time.perf_counter() - started, 1),
+        "figures": figures,
+        "ledger": {status: sum(1 for f in figures if f["status"] == status) for status in STATUSES},
+        "failed": [entry["job"] for entry in record["jobs"] if entry["state"] == "failed"],
+    }
 
 
 def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any] | None:
