@@ -44,7 +44,8 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
         f"{met} of {len(study['figures'])} published figures reproduced "
         f"({study['ledger'].get('exact', 0)} exact, {study['ledger'].get('within print precision', 0)} within print "
         f"precision, {study['ledger'].get('differs', 0)} differ, {study['ledger'].get('missing', 0)} missing); "
-        f"{len(study['jobs'])} jobs in {study['seconds']:.0f} s on {study['jobs'][0].get('workers', '?')} workers.",
+        f"{len(study['jobs'])} jobs in {study['seconds']:.0f} s"
+        f"{_workers(study)}; a skipped job shows its finished run's own time.",
         "",
         "| job | figures | exact | within print precision | differ | missing | wall time (s) | floor (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -55,7 +56,7 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
         lines.append(
             f"| {job['job']} | {sum(ledger.values())} | {ledger.get('exact', 0)} | "
             f"{ledger.get('within print precision', 0)} | {ledger.get('differs', 0)} | {ledger.get('missing', 0)} | "
-            f"{job['seconds']:.0f}{' (skipped)' if job['state'] == 'skipped' else ''} | "
+            f"{_job_seconds(job)} | "
             f"{'' if floor is None else f'{floor:.0f}'} |"
         )
     odd = [f for f in study["figures"] if f["status"] not in ("exact", "within print precision")]
@@ -69,6 +70,19 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
     target = folder / SUMMARY
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
+
+
+def _workers(study: dict[str, Any]) -> str:
+    """ " on N workers" from the first job that ran in this study (none when every job was skipped)."""
+    workers = next((job["workers"] for job in study["jobs"] if job.get("workers")), None)
+    return f" on {workers} workers" if workers else ""
+
+
+def _job_seconds(job: dict[str, Any]) -> str:
+    """A job's wall time; for a skipped job, the time its finished run took (from its result.json)."""
+    if job["state"] == "skipped":
+        return f"{job.get('run_seconds', 0.0):.0f} (earlier run)"
+    return f"{job['seconds']:.0f}"
 
 
 def _relative(path: str | None, folder: Path) -> str | None:
