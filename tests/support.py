@@ -4,10 +4,15 @@ report.html parsed into its sections."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import io
 import re
 import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -289,3 +294,31 @@ class _SectionParser(HTMLParser):
             self.paragraphs[-1] = (cls, text + data)
         elif where in ("h2", "pre"):
             self.texts[where] = self.texts.get(where, "") + data
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto S3 server on a free loopback port with one empty bucket, ``study``; yields its URL."""
+    import s3fs  # only the S3 tests need it
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3fs.S3FileSystem(key="k", secret="s", endpoint_url=url, skip_instance_cache=True).mkdir("study")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 from distributed import LocalCluster
+from store_damage import cli as run_mnist_dask
 
 from mnist_dask import cli
 from mnist_dask.data.store import Store
@@ -55,22 +55,9 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_cli(workdir: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run ``python -m mnist_dask ARGS`` in a clean environment (own cache, no inherited settings)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE", "MNIST_DASK_STORE")
-    }
-    env["MNIST_DASK_CACHE"] = str(workdir / "cache")
 
     def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "mnist_dask", *map(str, args)],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_mnist_dask(*args, cwd=workdir, timeout=timeout)
 
     return run
 

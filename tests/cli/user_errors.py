@@ -14,7 +14,6 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import socketserver
 import struct
 import subprocess
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import PROGRESS_LINE, SmallMnist
+from support import PROGRESS_LINE, SmallMnist, moto_server
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"  # beside the checkout, as conftest finds it
@@ -78,36 +77,6 @@ def serving(handler: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto S3 server on a free loopback port with one empty bucket, ``study``; yields its URL."""
-    import s3fs
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                s3fs.S3FileSystem(key="k", secret="s", endpoint_url=url, skip_instance_cache=True).mkdir("study")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 # -- filesystems: read-only, full ------------------------------------------------------------
