@@ -11,6 +11,7 @@ figures, per-job wall times and floors, and links to every run's report.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from mnist_dask.jobs.records import RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
 STUDY_FILE = "study.json"
+COST_FILE = "cost.json"  # in a run folder: the cluster cost of the study run that finished it
 #: experiments in the order the study runs them; any other comes after, by name
 ORDER = (
     "knn",
@@ -92,7 +94,7 @@ def run_study(
         previous = None if force else _finished_result(item, store, inputs)
         if previous is not None:
             log(f"{prefix}: already finished with this job file and store; skipped (--force runs it again)")
-            record["jobs"].append(_entry(item, "skipped", previous, None, 0.0))
+            record["jobs"].append({**_entry(item, "skipped", previous, None, 0.0), **_earlier_cost(item)})
             continue
         log(f"{prefix}: running")
         if status is not None:
@@ -110,7 +112,9 @@ def run_study(
             record["jobs"].append(_entry(item, "failed", None, message, seconds))
             continue
         seconds = time.perf_counter() - job_started
-        entry = {**_entry(item, "finished", result, None, seconds), **_floor(stream.data, client)}
+        cost = _floor(stream.data, client)
+        _keep_cost(item, cost)
+        entry = {**_entry(item, "finished", result, None, seconds), **cost}
         log(f"{prefix}: finished in {seconds:.0f} s{_summary(entry)}")
         record["jobs"].append(entry)
         write_run_json(study_dir / STUDY_FILE, _summarised(record, started))  # an interrupted study keeps its times
@@ -205,6 +209,24 @@ def _floor(stream: list[dict[str, Any]], client: Client) -> dict[str, Any]:
         "workers": workers,
         "floor_seconds": round(max(longest, total / workers), 1),
     }
+
+
+def _keep_cost(item: StudyJob, cost: dict[str, Any]) -> None:
+    """Keep the job's cluster cost beside its result, so that a later study that skips the job still shows it."""
+    result = (item.run_dir / "result.json").read_bytes()
+    write_run_json(item.run_dir / COST_FILE, {**cost, "result_sha256": hashlib.sha256(result).hexdigest()})
+
+
+def _earlier_cost(item: StudyJob) -> dict[str, Any]:
+    """The cluster cost kept with the finished run being skipped; nothing when it is missing or for another result."""
+    try:
+        cost = read_run_json(item.run_dir / COST_FILE, "no cost", "unreadable cost")
+        result = (item.run_dir / "result.json").read_bytes()
+    except (UserError, OSError):
+        return {}
+    if cost.pop("result_sha256", None) != hashlib.sha256(result).hexdigest():
+        return {}
+    return cost
 
 
 def _summary(entry: dict[str, Any]) -> str:

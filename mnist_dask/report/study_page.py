@@ -73,7 +73,7 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
 
 
 def _workers(study: dict[str, Any]) -> str:
-    """ " on N workers" from the first job that ran in this study (none when every job was skipped)."""
+    """ " on N workers" from the first job whose workers are known (a skipped job's from the run that finished it)."""
     workers = next((job["workers"] for job in study["jobs"] if job.get("workers")), None)
     return f" on {workers} workers" if workers else ""
 

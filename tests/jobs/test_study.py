@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
-from mnist_dask.jobs.study import run_study, study_jobs
+from mnist_dask.jobs.study import _earlier_cost, run_study, study_jobs
 
 SAMPLE = "steps = [{ transform = 'sample', train = 3000, test = 500, seed = 1 }]"
 
@@ -74,6 +74,10 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
         "c_zero": "skipped",
     }
     assert again["ledger"] == record["ledger"]  # the skipped jobs' figures come from their finished runs
+    skipped = next(entry for entry in again["jobs"] if entry["job"] == "c_zero")
+    assert {k: skipped[k] for k in ("tasks", "floor_seconds", "workers")} == {
+        k: finished[k] for k in ("tasks", "floor_seconds", "workers")
+    }  # a skipped job keeps the cost of the run that finished it
     forced = run_study(jobs[:1], store, client, tmp_path / "study", force=True, log=lines.append)
     assert forced["jobs"][0]["state"] == "finished"
 
@@ -86,3 +90,6 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     zero.write_text(zero.read_text().replace("sample = 2000", "sample = 1500"))  # what it computes changed
     rerun = run_study(study_jobs([zero], tmp_path / "runs"), store, client, tmp_path / "study", log=lines.append)
     assert rerun["jobs"][0]["state"] == "finished"
+    assert _earlier_cost(jobs[2])["tasks"] == rerun["jobs"][0]["tasks"]
+    (tmp_path / "runs" / "c_zero" / "result.json").write_text("{}")  # a result the kept cost is not for
+    assert _earlier_cost(jobs[2]) == {}
