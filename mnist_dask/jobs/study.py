@@ -138,10 +138,16 @@ def _summarised(record: dict[str, Any], started: float) -> dict[str, Any]:
         **record,
         "jobs": jobs,
         "seconds": round(time.perf_counter() - started, 1),
+        "jobs_seconds": round(sum(_job_seconds(entry) for entry in record["jobs"]), 1),
         "figures": figures,
         "ledger": {status: sum(1 for f in figures if f["status"] == status) for status in STATUSES},
         "failed": [entry["job"] for entry in record["jobs"] if entry["state"] == "failed"],
     }
+
+
+def _job_seconds(entry: dict[str, Any]) -> float:
+    """A job's time in a study from scratch: a skipped job counts with its finished run's time."""
+    return float(entry["run_seconds"] if entry["state"] == "skipped" else entry["seconds"])
 
 
 def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any] | None:

@@ -44,8 +44,8 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
         f"{met} of {len(study['figures'])} published figures reproduced "
         f"({study['ledger'].get('exact', 0)} exact, {study['ledger'].get('within print precision', 0)} within print "
         f"precision, {study['ledger'].get('differs', 0)} differ, {study['ledger'].get('missing', 0)} missing); "
-        f"{len(study['jobs'])} jobs in {study['seconds']:.0f} s"
-        f"{_workers(study)}; a skipped job shows its finished run's own time.",
+        f"{len(study['jobs'])} jobs, {study['jobs_seconds']:.0f} s of job runs{_workers(study)} "
+        f"({study['seconds']:.0f} s in this study; a skipped job counts with its finished run's own time).",
         "",
         "| job | figures | exact | within print precision | differ | missing | wall time (s) | floor (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.jobs.study import _earlier_cost, run_study, study_jobs
@@ -78,6 +79,12 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert {k: skipped[k] for k in ("tasks", "floor_seconds", "workers")} == {
         k: finished[k] for k in ("tasks", "floor_seconds", "workers")
     }  # a skipped job keeps the cost of the run that finished it
+    # the study's cost from scratch counts a skipped job with its finished run's time, not the 0 s it took here
+    knn_run = next(entry for entry in again["jobs"] if entry["job"] == "a_small_knn")["run_seconds"]
+    broken_again = next(entry for entry in again["jobs"] if entry["job"] == "b_broken")["seconds"]
+    assert knn_run > 0 and skipped["run_seconds"] > 0
+    assert again["jobs_seconds"] == pytest.approx(knn_run + skipped["run_seconds"] + broken_again, abs=0.2)
+    assert "(earlier run)" in (tmp_path / "study" / "index.html").read_text()
     forced = run_study(jobs[:1], store, client, tmp_path / "study", force=True, log=lines.append)
     assert forced["jobs"][0]["state"] == "finished"
 
