@@ -71,17 +71,7 @@ class SmallMnist:
         self, folder: Path, *, gz: bool = True, overrides: dict[str, bytes] | None = None, omit: tuple[str, ...] = ()
     ) -> Path:
         """Write the four IDX files (``<stem>.gz`` or plain ``<stem>``); ``overrides`` replaces a file's bytes."""
-        folder.mkdir(parents=True, exist_ok=True)
-        for key, stem in IDX_STEMS.items():
-            if key in omit:
-                continue
-            split, what = key.split("-")
-            array = self.arrays[f"{split}_{what}"]
-            data = self.images_bytes(array, gz=gz) if what == "images" else self.labels_bytes(array, gz=gz)
-            if overrides and key in overrides:
-                data = overrides[key]
-            (folder / (stem + (".gz" if gz else ""))).write_bytes(data)
-        return folder
+        return write_idx_files(folder, self.arrays, gz=gz, overrides=overrides, omit=omit)
 
     def write_csv(self, folder: Path, *, header: bool = False) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +83,27 @@ class SmallMnist:
             )
             paths.append(path)
         return paths[0], paths[1]
+
+
+def write_idx_files(
+    folder: Path,
+    arrays: dict[str, np.ndarray],
+    *,
+    gz: bool = True,
+    overrides: dict[str, bytes] | None = None,
+    omit: tuple[str, ...] = (),
+) -> Path:
+    """Write ``arrays`` (train_images, train_labels, test_images, test_labels) as the four IDX files in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, stem in IDX_STEMS.items():
+        if key in omit:
+            continue
+        split, what = key.split("-")
+        array = arrays[f"{split}_{what}"]
+        write = SmallMnist.images_bytes if what == "images" else SmallMnist.labels_bytes
+        data = overrides[key] if overrides and key in overrides else write(array, gz=gz)
+        (folder / (stem + (".gz" if gz else ""))).write_bytes(data)
+    return folder
 
 
 def free_port() -> int:

@@ -22,7 +22,9 @@ _ENVIRONMENT = jinja2.Environment(
 
 def write_study_page(study: dict[str, Any], folder: Path) -> Path:
     """Write ``folder/index.html`` for a study record (see mnist_dask.jobs.study) atomically."""
-    jobs = [{**job, "link": _relative(job.get("report"), folder)} for job in study["jobs"]]
+    jobs = [
+        {**job, "link": _relative(job.get("report"), folder), "wall_time": _wall_time(job)} for job in study["jobs"]
+    ]
     met = study["ledger"].get("exact", 0) + study["ledger"].get("within print precision", 0)
     html = _ENVIRONMENT.get_template("study.html.j2").render(
         study=study, jobs=jobs, figures=study["figures"], met=met, total=len(study["figures"]), show=_show
@@ -56,7 +58,7 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
         lines.append(
             f"| {job['job']} | {sum(ledger.values())} | {ledger.get('exact', 0)} | "
             f"{ledger.get('within print precision', 0)} | {ledger.get('differs', 0)} | {ledger.get('missing', 0)} | "
-            f"{_job_seconds(job)} | "
+            f"{_wall_time(job, digits=0)} | "
             f"{'' if floor is None else f'{floor:.0f}'} |"
         )
     odd = [f for f in study["figures"] if f["status"] not in ("exact", "within print precision")]
@@ -78,11 +80,11 @@ def _workers(study: dict[str, Any]) -> str:
     return f" on {workers} workers" if workers else ""
 
 
-def _job_seconds(job: dict[str, Any]) -> str:
-    """A job's wall time; for a skipped job, the time its finished run took (from its result.json)."""
+def _wall_time(job: dict[str, Any], digits: int = 1) -> str:
+    """A job's wall time in seconds; for a skipped job, the time its finished run took (from its result.json)."""
     if job["state"] == "skipped":
-        return f"{job.get('run_seconds', 0.0):.0f} (earlier run)"
-    return f"{job['seconds']:.0f}"
+        return f"{job.get('run_seconds', 0.0):.{digits}f} (earlier run)"
+    return f"{job['seconds']:.{digits}f}"
 
 
 def _relative(path: str | None, folder: Path) -> str | None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import zarr
-from support import IDX_STEMS, SmallMnist
+from support import write_idx_files
 
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source
@@ -29,10 +29,6 @@ from mnist_dask.transforms.kernels import shift_offsets
 TRAIN_ROWS, TEST_ROWS, CHUNK = 12_000, 2_000, 2_000
 
 
-def _array(store: Store, path: str) -> np.ndarray:
-    return zarr.open_group(store.url, mode="r")[path][:]
-
-
 def _expected_order(seed: int, n: int, m: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n * m)
 
@@ -40,14 +36,8 @@ def _expected_order(seed: int, n: int, m: int) -> np.ndarray:
 @pytest.fixture
 def store(tmp_path, client, mnist) -> Store:
     """A store of the first TRAIN_ROWS real training images and TEST_ROWS test images, ingested from IDX files."""
-    folder = tmp_path / "idx"
-    folder.mkdir()
-    for key, stem in IDX_STEMS.items():
-        split, what = key.split("-")
-        rows = TRAIN_ROWS if split == "train" else TEST_ROWS
-        array = mnist[f"{split}_{what}"][:rows]
-        data = SmallMnist.images_bytes(array, gz=True) if what == "images" else SmallMnist.labels_bytes(array, gz=True)
-        (folder / f"{stem}.gz").write_bytes(data)
+    rows = {"train": TRAIN_ROWS, "test": TEST_ROWS}  # keys of mnist: train_images, train_labels, test_...
+    folder = write_idx_files(tmp_path / "idx", {key: array[: rows[key.split("_")[0]]] for key, array in mnist.items()})
     store = Store(str(tmp_path / "mnist.zarr"))
     ingest(Source("idx", (str(folder),)), store, client)
     return store
