@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mnist_dask.neighbors import compiled
 from mnist_dask.neighbors.idm import idm_distances, sobel_gradients
 from mnist_dask.transforms.kernels import shift_images
 
@@ -40,14 +41,43 @@ def direct_idm(query: np.ndarray, reference: np.ndarray, warp: int, context: int
     return total
 
 
-@pytest.mark.parametrize("warp, context", [(0, 0), (1, 1), (2, 1), (1, 2)])
-def test_equals_the_direct_definition(warp, context):
+PATHS = [pytest.param(False, id="numpy"), pytest.param(True, id="compiled")]
+
+
+def _path(use_compiled: bool) -> bool:
+    if use_compiled and not compiled.available():
+        pytest.fail("numba (a dependency) is not importable, so the compiled IDM loop cannot be tested")
+    return use_compiled
+
+
+@pytest.mark.parametrize("use_compiled", PATHS)
+@pytest.mark.parametrize("warp, context", [(0, 0), (1, 1), (2, 1), (1, 2), (3, 0)])
+def test_equals_the_direct_definition(warp, context, use_compiled):
     rng = np.random.default_rng(warp * 10 + context)
     queries = rng.random((3, 2, 9, 8), dtype=np.float32)
     candidates = rng.random((3, 4, 2, 9, 8), dtype=np.float32)
-    got = idm_distances(queries, candidates, warp=warp, context=context)
+    got = idm_distances(queries, candidates, warp=warp, context=context, use_compiled=_path(use_compiled))
     want = [[direct_idm(queries[i], candidates[i, j], warp, context) for j in range(4)] for i in range(3)]
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_compiled_and_numpy_rank_real_candidates_alike(mnist):
+    """On real digits (one channel and two; more pairs than one compiled call takes) both paths agree."""
+    images = mnist["train_images"]
+    rng = np.random.default_rng(0)
+    queries = sobel_gradients(images[:20])
+    candidates = sobel_gradients(images[rng.integers(0, len(images), 20 * 7)]).reshape(20, 7, 2, 28, 28)
+    for channels in (slice(0, 1), slice(0, 2)):
+        q, c = queries[:, channels], candidates[:, :, channels]
+        fast = idm_distances(q, c, warp=2, context=1, use_compiled=_path(True))
+        reference = idm_distances(q, c, warp=2, context=1, use_compiled=False)
+        np.testing.assert_allclose(fast, reference, rtol=1e-6)
+        assert fast.shape == (20, 7) and (fast > 0).all()
+
+
+def test_no_pairs_give_an_empty_table():
+    empty = np.zeros((0, 3, 2, 6, 6), dtype=np.float32)
+    assert idm_distances(np.zeros((0, 2, 6, 6), dtype=np.float32), empty, use_compiled=_path(True)).shape == (0, 3)
 
 
 def test_sobel_gradients_equal_scipy_image_by_image(mnist):
