@@ -2,9 +2,10 @@
 
 Ingredients are added one at a time, each a chain of stages in the store (see
 :mod:`mnist_dask.transforms.registry`): raw -> +deskew -> +blur -> +PCA -> +shifts -> +rotations, then
-+IDM: the +PCA row's nearest candidates re-ranked by the image distortion model distance
-(:mod:`mnist_dask.neighbors.idm`) on the +blur row's images. Every ingredient's free choices (blur
-sigma, PCA size and feature scaling, rotation angle, IDM warp) and every row's (k, weights)
++IDM: a row's nearest candidates (the +PCA row's, or the +rotations row's among the shifted and
+rotated copies) re-ranked by the image distortion model distance (:mod:`mnist_dask.neighbors.idm`)
+on that row's images before PCA. Every ingredient's free choices (blur sigma, PCA size and
+feature scaling, rotation angle, IDM base row, candidates and warp) and every row's (k, weights)
 are chosen by the same cross-validation:
 
 * folds are drawn over the *original* training images (stratified, shuffled, seeded), so
@@ -78,7 +79,10 @@ class KNNBestParams:
     rotation_degrees: list[Float] = default_list(10.0)
     idm_warps: list[Positive] = default_list(1, 2)
     idm_context: Count = 1
-    idm_candidates: list[Positive] = default_list(10, 30)  # nearest +PCA rows re-ranked per query (at least max k)
+    idm_candidates: list[Positive] = default_list(10, 30)  # nearest rows re-ranked per query (at least max k)
+    idm_bases: list[Literal["+PCA", "+rotations"]] = default_list(
+        "+PCA", "+rotations"
+    )  # rows whose neighbours IDM re-ranks
     train_sample: Count = 0
     test_sample: Count = 0
 
@@ -202,7 +206,11 @@ class _Search:
             "+rotations",
             [(*blur.chain, ("augment", {**augment, "degrees": float(d)}), pca_step) for d in self.p.rotation_degrees],
         )
-        idm = max(self.score_idm(pca, blur.stage), key=lambda c: c.cv_score)
+        bases = {"+PCA": pca, "+rotations": rotations}
+        idm = max(
+            (c for name in self.p.idm_bases for c in self.score_idm(bases[name], self.build(bases[name].chain[:-1]))),
+            key=lambda c: c.cv_score,
+        )
         return [raw, deskew, blur, pca, shifts, rotations, idm]
 
     def best(self, label: str, chains: list[Chain]) -> Candidate:
@@ -232,6 +240,8 @@ class _Search:
 
     def score_idm(self, base: Candidate, image_stage: str) -> list[Candidate]:
         """Cross-validate the base row's neighbours re-ranked by IDM on image_stage's images, per (candidates, warp).
+
+        image_stage holds the base row's training rows as images (its chain without the PCA step).
 
         The base's fold searches give each validation row its nearest training rows (as many as
         the most candidates asked for), once for all options; the IDM re-orders each row's first
@@ -314,6 +324,7 @@ class _Search:
                     "idm_warps",
                     "idm_context",
                     "idm_candidates",
+                    "idm_bases",
                 )
             },
             "candidates": [
@@ -363,8 +374,10 @@ def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:
         kneighbors(X_test.rechunk({0: _VAL_CHUNK, 1: -1}), X_train.rechunk({0: _TRAIN_CHUNK, 1: -1}), searched),
         sync=True,
     )
+    idm_cost = None
     if row.idm:  # re-rank the candidates by IDM on the image stage, then vote among the k nearest
         images = row.idm["images"]
+        rerank_start = time.perf_counter()
         indices, distances = idm_rerank(
             ctx.client,
             ctx.store.read(f"{images}/test/images").compute(),
@@ -374,6 +387,7 @@ def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:
             row.idm["context"],
         )
         indices, distances = indices[:, :k], distances[:, :k]
+        idm_cost = {"distances_per_query": searched, "seconds": round(time.perf_counter() - rerank_start, 3)}
     y_train = y_train.compute()
     classes = np.unique(y_train)
     predicted = classes[np.argmax(vote(y_train[indices], distances, weights, classes), axis=1)]
@@ -384,6 +398,7 @@ def _test_row(ctx: Context, search: _Search, row: Candidate) -> dict[str, Any]:
         "ingredient": row.label,
         "stage": row.stage,
         "idm": row.idm,
+        "idm_cost": idm_cost,
         "features": int(X_train.shape[1]),
         "train_rows": int(X_train.shape[0]),
         "n_neighbors": k,

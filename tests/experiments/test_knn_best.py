@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from support import ReportPage
+from support import ReportPage, write_idx_files
 
 from mnist_dask.experiments.knn_best import group_folds
 from mnist_dask.jobs.spec import load_job
@@ -41,13 +41,10 @@ def test_group_folds_keep_every_copy_of_an_image_on_one_side():
     assert len(np.unique(np.concatenate(seen))) == 5 * 50
 
 
-def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
+def run_job(tmp_path: Path, job_text: str, source: Path) -> tuple[Path, dict]:
+    """``mnist-dask run`` of a knn_best job file on the default local cluster of 2 workers; (run folder, result)."""
     job = tmp_path / "knn_best_small.toml"
-    job.write_text(
-        'experiment = "knn_best"\n[params]\ntrain_sample = 2000\ntest_sample = 300\ncv = 3\n'
-        "cv_val_per_fold = 200\nn_neighbors = [1, 3, 5]\npca_sizes = [20]\npca_scale_powers = [0.0, 0.25]\n"
-        "idm_candidates = [4, 8]\n"  # 4 < max k: searched as 5
-    )
+    job.write_text(job_text)
     run_dir = tmp_path / "run"
     done = subprocess.run(
         [
@@ -57,7 +54,7 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
             "run",
             str(job),
             "--source",
-            f"idx:{mnist_dir}",
+            f"idx:{source}",
             "--store",
             str(tmp_path / "mnist.zarr"),
             "--run-dir",
@@ -70,27 +67,43 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((run_dir / "result.json").read_text())
+    return run_dir, json.loads((run_dir / "result.json").read_text())
+
+
+def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
+    run_dir, result = run_job(
+        tmp_path,
+        'experiment = "knn_best"\n[params]\ntrain_sample = 2000\ntest_sample = 300\ncv = 3\n'
+        "cv_val_per_fold = 200\nn_neighbors = [1, 3, 5]\npca_sizes = [20]\npca_scale_powers = [0.0, 0.25]\n"
+        "idm_candidates = [4, 8]\n",  # 4 < max k: searched as 5
+        mnist_dir,
+    )
     table = result["ablation"]
     assert [row["ingredient"] for row in table] == INGREDIENTS
     assert [row["train_rows"] for row in table] == [2000] * 4 + [10_000, 14_000, 2000]
     assert table[3]["features"] == 20 and table[0]["features"] == 784
-    assert table[6]["stage"] == table[3]["stage"] and table[6]["idm"]["warp"] in (1, 2)  # re-ranks +PCA's
-    assert table[6]["idm"]["candidates"] in (5, 8)
+    idm = table[6]["idm"]
+    assert table[6]["stage"] in (table[3]["stage"], table[5]["stage"]) and idm["warp"] in (
+        1,
+        2,
+    )  # +PCA's or +rotations'
+    assert table[6]["stage"] == f"{idm['images']}+pca20" or table[6]["stage"].startswith(f"{idm['images']}+pca20p")
+    assert idm["candidates"] in (5, 8) and table[6]["idm_cost"]["distances_per_query"] == idm["candidates"]
+    assert table[6]["idm_cost"]["seconds"] > 0 and all(row["idm_cost"] is None for row in table[:6])
     for row in table:
         assert 0.8 < row["cv_score"] <= 1 and 0.8 < row["test_accuracy"] <= 1 and row["time_s"] > 0
     chosen = max(table, key=lambda row: row["cv_score"])
     assert result["metrics"]["test_accuracy"] == chosen["test_accuracy"]
     assert result["model"]["dataset"] == chosen["stage"]
     candidates = result["search"]["candidates"]
-    # raw, deskew, blur, 2 PCA scalings, shifts, rotations, IDM warps 1 and 2 x 5 and 8 candidates
-    assert len(candidates) == 11
-    assert sorted((c["idm"]["candidates"], c["idm"]["warp"]) for c in candidates if c["idm"]) == [
-        (5, 1),
-        (5, 2),
-        (8, 1),
-        (8, 2),
+    # raw, deskew, blur, 2 PCA scalings, shifts, rotations; IDM on +PCA's and +rotations' neighbours
+    # (on each one's images before PCA), warps 1 and 2 x 5 and 8 candidates
+    assert len(candidates) == 15
+    blur_images, rotated_images = table[2]["stage"], table[5]["stage"].rsplit("+pca", 1)[0]
+    assert sorted((c["idm"]["images"], c["idm"]["candidates"], c["idm"]["warp"]) for c in candidates if c["idm"]) == [
+        (images, n, warp) for images in sorted([blur_images, rotated_images]) for n in (5, 8) for warp in (1, 2)
     ]
+    assert all(c["stage"].startswith(c["idm"]["images"] + "+pca") for c in candidates if c["idm"])
     assert all(len(c["cv_results"]["params"]) == 6 for c in candidates)  # 3 k x 2 weights each
     page = ReportPage((run_dir / "report.html").read_text())
     ablation = page.tables["Ablation"]
@@ -111,6 +124,32 @@ def test_small_run_end_to_end_reports_the_ablation_table(tmp_path, mnist_dir):
     assert ablation["rows"][0][5] == "—" and ablation["rows"][6][5].startswith(f"warp {table[6]['idm']['warp']},")
     assert len(page.tables["Search candidates (cross-validated on the training set)"]["rows"]) == len(candidates)
     assert page.facts("Search")["param_grid"] == "n_neighbors=[1, 3, 5], weights=[uniform, distance]"
+
+
+def test_runs_unchanged_on_other_28x28_ten_class_images(tmp_path, mnist):
+    """Fashion-MNIST-shaped data (no MNIST-specific constant outside the job file): light
+    backgrounds, transposed shapes and renamed classes, through every ingredient."""
+    rng = np.random.default_rng(1)
+    train, test = rng.choice(60_000, 1500, replace=False), rng.choice(10_000, 200, replace=False)
+    relabel = np.array([3, 8, 0, 5, 9, 1, 7, 2, 6, 4], dtype=np.uint8)
+    other = {
+        "train_images": 255 - mnist["train_images"][train].transpose(0, 2, 1),
+        "train_labels": relabel[mnist["train_labels"][train]],
+        "test_images": 255 - mnist["test_images"][test].transpose(0, 2, 1),
+        "test_labels": relabel[mnist["test_labels"][test]],
+    }
+    source = write_idx_files(tmp_path / "other", other)
+    _, result = run_job(
+        tmp_path,
+        'experiment = "knn_best"\n[params]\ncv = 3\ncv_val_per_fold = 100\nn_neighbors = [1, 3]\n'
+        "pca_sizes = [20]\npca_scale_powers = [0.25]\nidm_candidates = [6]\nidm_warps = [1]\n",
+        source,
+    )
+    table = result["ablation"]
+    assert [row["ingredient"] for row in table] == INGREDIENTS
+    assert [row["train_rows"] for row in table] == [1500] * 4 + [7500, 10_500, 1500]
+    assert all(0.5 < row["cv_score"] <= 1 and 0.5 < row["test_accuracy"] <= 1 for row in table)
+    assert len(result["search"]["candidates"]) == 6 + 2  # one option per ingredient; IDM on +PCA's and +rotations'
 
 
 def test_vote_search_scores_equal_scikit_learn_fitted_on_each_fold(mnist):
