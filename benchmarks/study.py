@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("jobs", nargs="*", help="job files (default: every job in jobs/)")
     parser.add_argument("--source", default=f"idx:{REPO.parent / 'shared' / 'data' / 'mnist'}")
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 1])
-    parser.add_argument("--exclude", action="append", default=["knn_augmented25"])
+    parser.add_argument("--exclude", action="append", default=["knn_augmented25"], help="when no JOB is named")
     parser.add_argument("--keep", help="folder to keep the stores and study folders in (default: a temporary one)")
     args = parser.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mnist-dask-study-"))
@@ -55,7 +55,7 @@ def _study(folder: Path, workers: int, jobs: list[str], source: str, exclude: li
         str(workers),
         "--study-dir",
         str(folder / "study"),
-        *(option for name in exclude for option in ("--exclude", name)),
+        *(option for name in ([] if jobs else exclude) for option in ("--exclude", name)),  # named jobs: just those
     ]
     load = Path("/proc/loadavg").read_text().split()[0]
     started = time.perf_counter()
