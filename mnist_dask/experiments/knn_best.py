@@ -35,7 +35,7 @@ from pydantic import Field, Strict
 
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.params import Count, Float, Positive, Seed, Weights, default_list, parameters
+from mnist_dask.experiments.params import Count, Float, Options, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
 from mnist_dask.neighbors.search import Fold, fold_neighbors, vote_search
@@ -69,20 +69,19 @@ class KNNBestParams:
     cv: Annotated[int, Strict(), Field(ge=2)] = 5
     cv_val_per_fold: Count = 2000
     seed: Seed = 0
-    n_neighbors: list[Positive] = default_list(1, 2, 3, 4, 5, 6, 7, 8, 10)
-    weights: list[Weights] = default_list("uniform", "distance")
-    blur_sigmas: list[Float] = default_list(1.0)
-    pca_sizes: list[Positive] = default_list(40, 50, 60)
-    pca_scale_powers: list[Float] = default_list(0.0, 0.25, 0.5)
+    n_neighbors: Options[Positive] = default_list(1, 2, 3, 4, 5, 6, 7, 8, 10)
+    weights: Options[Weights] = default_list("uniform", "distance")
+    blur_sigmas: Options[Float] = default_list(1.0)
+    pca_sizes: Options[Positive] = default_list(40, 50, 60)
+    pca_scale_powers: Options[Float] = default_list(0.0, 0.25, 0.5)
     shift_radius: Count = 1
     shift_shape: Literal["cross", "square"] = "cross"
-    rotation_degrees: list[Float] = default_list(10.0)
-    idm_warps: list[Positive] = default_list(1, 2)
+    rotation_degrees: Options[Float] = default_list(10.0)
+    idm_warps: Options[Positive] = default_list(1, 2)
     idm_context: Count = 1
-    idm_candidates: list[Positive] = default_list(10, 30)  # nearest rows re-ranked per query (at least max k)
-    idm_bases: list[Literal["+PCA", "+rotations"]] = default_list(
-        "+PCA", "+rotations"
-    )  # rows whose neighbours IDM re-ranks
+    idm_candidates: Options[Positive] = default_list(10, 30)  # nearest rows re-ranked per query (at least max k)
+    # the rows whose nearest training rows IDM re-ranks (on that row's images before PCA)
+    idm_bases: Options[Literal["+PCA", "+rotations"]] = default_list("+PCA", "+rotations")
     train_sample: Count = 0
     test_sample: Count = 0
 

@@ -25,7 +25,7 @@ from mnist_dask.errors import UserError
 from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.common import misclassified_digits
 from mnist_dask.experiments.metrics import classification_metrics
-from mnist_dask.experiments.params import Count, Positive, Weights, as_dict, default_list, nested, parameters
+from mnist_dask.experiments.params import Count, Options, Positive, Weights, as_dict, default_list, nested, parameters
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search, search_problem
 from mnist_dask.report import spec
@@ -59,8 +59,8 @@ Step = Annotated[dict[str, Any], AfterValidator(_transform_step)]
 class KNNGrid:
     """The grid of a k-NN search (each list non-empty); what is left out is scikit-learn's default."""
 
-    n_neighbors: Annotated[list[Positive], Field(min_length=1)] = default_list(DEFAULT_K)
-    weights: Annotated[list[Weights], Field(min_length=1)] = default_list(DEFAULT_WEIGHTS)
+    n_neighbors: Options[Positive] = default_list(DEFAULT_K)
+    weights: Options[Weights] = default_list(DEFAULT_WEIGHTS)
 
 
 @parameters
@@ -86,7 +86,7 @@ class KNNModel:
 class Sweep:
     """Test accuracy for each k (one neighbour search for the largest)."""
 
-    n_neighbors: Annotated[list[Positive], Field(min_length=1)]
+    n_neighbors: Options[Positive]
     weights: Weights = DEFAULT_WEIGHTS
 
 

@@ -24,6 +24,7 @@ Seed = Annotated[int, Strict(), Field(ge=0)]
 Weights = Literal["uniform", "distance"]
 
 T = TypeVar("T")
+Options = Annotated[list[T], Field(min_length=1)]  # the values a search tries: at least one
 _CONFIG = ConfigDict(extra="forbid")
 
 

@@ -81,6 +81,12 @@ KNN = "experiment = 'knn'\n"
             "experiment = 'multilabel'\n[params]\nsample = 2.5",
             "params.sample: Input should be a valid integer (got 2.5)",
         ),
+        (
+            "experiment = 'knn_best'\n[params]\nidm_bases = []",
+            "params.idm_bases: List should have at least 1 item after validation, not 0",
+        ),
+        ("experiment = 'knn_best'\n[params]\nidm_bases = ['+shifts']", "params.idm_bases[0]: Input should be"),
+        ("experiment = 'knn_best'\n[params]\npca_sizes = []", "params.pca_sizes: List should have at least 1 item"),
         ("[model", "not valid TOML"),
     ],
 )
