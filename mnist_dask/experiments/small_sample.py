@@ -20,7 +20,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.common import load_split
-from mnist_dask.experiments.params import Positive, Seed, default_list, parameters
+from mnist_dask.experiments.params import Options, Positive, Seed, default_list, parameters
 from mnist_dask.report import spec
 from mnist_dask.transforms.kernels import downscale_local_mean
 
@@ -34,7 +34,7 @@ class SmallSampleParams:
     sample: Positive = 6000
     split_seed: Seed = 42
     factor: Positive = 3
-    sweep: list[Positive] = default_list(*range(1, 21))
+    sweep: Options[Positive] = default_list(*range(1, 21))
 
 
 @experiment("small_sample", SmallSampleParams)

@@ -18,7 +18,7 @@ from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.common import load_splits
-from mnist_dask.experiments.params import Float, Positive, RowSamples, default_list, parameters
+from mnist_dask.experiments.params import Float, Options, Positive, RowSamples, default_list, parameters
 from mnist_dask.report import spec
 
 DIGITS = np.arange(10)
@@ -28,7 +28,7 @@ DIGITS = np.arange(10)
 class SvmKernelsParams(RowSamples):
     """Row samples (0: all), kernels, poly degree, the extra poly run's VarianceThreshold (0: none), cache MB."""
 
-    kernels: list[Literal["linear", "poly", "rbf", "sigmoid"]] = default_list("poly", "rbf", "sigmoid")
+    kernels: Options[Literal["linear", "poly", "rbf", "sigmoid"]] = default_list("poly", "rbf", "sigmoid")
     degree: Positive = 3
     poly_variance_threshold: Float = 100.0
     cache_size: Positive = 1000

@@ -87,6 +87,8 @@ KNN = "experiment = 'knn'\n"
         ),
         ("experiment = 'knn_best'\n[params]\nidm_bases = ['+shifts']", "params.idm_bases[0]: Input should be"),
         ("experiment = 'knn_best'\n[params]\npca_sizes = []", "params.pca_sizes: List should have at least 1 item"),
+        ("experiment = 'svm_kernels'\n[params]\nkernels = []", "params.kernels: List should have at least 1 item"),
+        ("experiment = 'small_sample'\n[params]\nsweep = []", "params.sweep: List should have at least 1 item"),
         ("[model", "not valid TOML"),
     ],
 )
