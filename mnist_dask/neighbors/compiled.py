@@ -12,8 +12,9 @@ a machine pays the compilation (about 0.3 s per dtype pair).
 The IDM loop (:mod:`mnist_dask.neighbors.idm`) computes, for a block of (query, reference)
 pairs laid out with the pair index innermost, every warp's per-pixel context energies and
 keeps the minimum, all in cache; numpy's version materialises each step as an array and
-is about 4x slower (``benchmarks/idm.py``). Both sum the same float32 terms in the same
-order, so they agree to float32 rounding of the final sum.
+is about 4x slower (``benchmarks/idm.py``). Both compute the same float32 energies, box
+sums and minima; only the order of the final float64 sum over pixels differs, so they
+agree to float32 rounding.
 """
 
 from __future__ import annotations

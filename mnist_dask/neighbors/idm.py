@@ -15,7 +15,7 @@ import numpy as np
 from mnist_dask.neighbors import compiled
 
 _BATCH_PAIRS = 2_048  # (query, candidate) pairs per vectorised numpy step: ~60 MB of float32 temporaries
-_COMPILED_PAIRS = 64  # pairs per compiled call: its working set (~0.5 MB) stays in cache
+_COMPILED_PAIRS = 64  # pairs per compiled call (whole queries, at least one): its working set stays in cache
 
 
 def sobel_gradients(images: np.ndarray) -> np.ndarray:
@@ -37,23 +37,23 @@ def idm_distances(
     ``use_compiled`` picks the compiled loop (default: when numba is available) or numpy.
     """
     n, c = candidates.shape[:2]
-    if compiled.available() if use_compiled is None else use_compiled:
-        pairs_q = np.broadcast_to(queries[:, np.newaxis], candidates.shape).reshape(n * c, *queries.shape[1:])
-        pairs_r = candidates.reshape(n * c, *candidates.shape[2:])
-        flat = np.concatenate(
-            [
-                compiled.idm_sums(pairs_q[s : s + _COMPILED_PAIRS], pairs_r[s : s + _COMPILED_PAIRS], warp, context)
-                for s in range(0, n * c, _COMPILED_PAIRS)
-            ]
-            or [np.empty(0)]
-        )
-        return flat.reshape(n, c)
+    use = compiled.available() if use_compiled is None else use_compiled
+    batch, pairs = (_compiled_batch, _COMPILED_PAIRS) if use else (_idm_batch, _BATCH_PAIRS)
     out = np.empty((n, c), dtype=np.float64)
-    step = max(1, _BATCH_PAIRS // max(1, c))
+    step = max(1, pairs // max(1, c))
     for start in range(0, n, step):
         rows = slice(start, start + step)
-        out[rows] = _idm_batch(queries[rows], candidates[rows], warp, context)
+        out[rows] = batch(queries[rows], candidates[rows], warp, context)
     return out
+
+
+def _compiled_batch(queries: np.ndarray, candidates: np.ndarray, warp: int, context: int) -> np.ndarray:
+    """The compiled loop on a few queries' pairs: each query repeated for its own candidates only."""
+    m, c = candidates.shape[:2]
+    if m * c == 0:
+        return np.empty((m, c), dtype=np.float64)
+    refs = candidates.reshape(m * c, *candidates.shape[2:])
+    return compiled.idm_sums(np.repeat(queries, c, axis=0), refs, warp, context).reshape(m, c)
 
 
 def _idm_batch(queries: np.ndarray, candidates: np.ndarray, warp: int, context: int) -> np.ndarray:

@@ -75,9 +75,12 @@ def test_compiled_and_numpy_rank_real_candidates_alike(mnist):
         assert fast.shape == (20, 7) and (fast > 0).all()
 
 
-def test_no_pairs_give_an_empty_table():
-    empty = np.zeros((0, 3, 2, 6, 6), dtype=np.float32)
-    assert idm_distances(np.zeros((0, 2, 6, 6), dtype=np.float32), empty, use_compiled=_path(True)).shape == (0, 3)
+@pytest.mark.parametrize("use_compiled", PATHS)
+@pytest.mark.parametrize("n, c", [(0, 3), (2, 0)])
+def test_no_pairs_give_an_empty_table(n, c, use_compiled):
+    candidates = np.zeros((n, c, 2, 6, 6), dtype=np.float32)
+    got = idm_distances(np.zeros((n, 2, 6, 6), dtype=np.float32), candidates, use_compiled=_path(use_compiled))
+    assert got.shape == (n, c)
 
 
 def test_sobel_gradients_equal_scipy_image_by_image(mnist):
