@@ -24,6 +24,7 @@ from knn import REPO, load_mnist
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, time both paths per (warp, context), print the table."""
+    import dask
     from threadpoolctl import threadpool_limits
 
     from mnist_dask.neighbors import compiled
@@ -36,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     mnist = load_mnist(args.data)
     train, test = mnist["train_images"], mnist["test_images"][: args.queries]
-    import dask
-
     lazy = kneighbors(test.reshape(len(test), -1), train.reshape(len(train), -1), args.candidates)
     _, nearest = dask.compute(*lazy, scheduler="threads")
     queries = sobel_gradients(test)
