@@ -8,8 +8,11 @@ on that row's images before PCA. Every ingredient's free choices (blur sigma, PC
 feature scaling, rotation angle, IDM base row, candidates and warp) and every row's (k, weights)
 are chosen by the same cross-validation:
 
-* folds are drawn over the *original* training images (stratified, shuffled, seeded), so
-  all copies of an image (its shifts and rotations) sit on the same side of a fold;
+* folds are drawn over the *original* training images (stratified), so all copies of an
+  image (its shifts and rotations) sit on the same side of a fold. They follow the training
+  order unless ``cv_shuffle``: MNIST's training order keeps a writer's digits near one
+  another, and the test set's writers are not the training set's, so shuffled folds (the
+  same writer on both sides) overstate what carries over to the test set;
 * a fold's training rows are every copy of its training images; its validation rows are
   ``cv_val_per_fold`` of its held-out *original* images (no augmented copy is ever a
   validation row);
@@ -35,7 +38,7 @@ from pydantic import Field, Strict
 
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.params import Count, Float, Options, Positive, Seed, Weights, default_list, parameters
+from mnist_dask.experiments.params import Bool, Count, Float, Options, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
 from mnist_dask.neighbors.search import Fold, fold_neighbors, vote_search
@@ -68,6 +71,7 @@ class KNNBestParams:
 
     cv: Annotated[int, Strict(), Field(ge=2)] = 5
     cv_val_per_fold: Count = 2000
+    cv_shuffle: Bool = False  # shuffle the originals before splitting them into folds (seeded)
     seed: Seed = 0
     n_neighbors: Options[Positive] = default_list(1, 2, 3, 4, 5, 6, 7, 8, 10)
     weights: Options[Weights] = default_list("uniform", "distance")
@@ -296,7 +300,7 @@ class _Search:
         y = y.compute()
         source = np.arange(len(y)) if stage == "raw" else self.store.read(f"{stage}/train/source_index").compute()
         copy = _copy_ids(self.store, stage, len(source))
-        folds = group_folds(source, copy, y, self.p.cv, self.p.cv_val_per_fold, self.p.seed)
+        folds = group_folds(source, copy, y, self.p.cv, self.p.cv_val_per_fold, self.p.seed, self.p.cv_shuffle)
         return X, y, folds
 
     def report(self) -> dict[str, Any]:
@@ -304,7 +308,8 @@ class _Search:
         return {
             "protocol": {
                 "cv": self.p.cv,
-                "folds": "stratified over original training images (group folds)",
+                "folds": "stratified over original training images (group folds), "
+                + ("shuffled" if self.p.cv_shuffle else "in training order"),
                 "validation_rows_per_fold": self.p.cv_val_per_fold,
                 "validation_rows": "original images only",
                 "seed": self.p.seed,
@@ -342,18 +347,28 @@ class _Search:
 
 
 def group_folds(
-    source: np.ndarray, copy: np.ndarray, y: np.ndarray, cv: int, val_per_fold: int, seed: int
+    source: np.ndarray,
+    copy: np.ndarray,
+    y: np.ndarray,
+    cv: int,
+    val_per_fold: int,
+    seed: int,
+    shuffle: bool = False,
 ) -> list[Fold]:
     """Folds over original images: all copies of the training images vs. originals of the held-out ones.
 
     ``val_per_fold`` > 0 keeps that many (seeded) held-out originals per fold as validation rows.
+    Unless ``shuffle``, each fold holds out a stretch of the training order (StratifiedKFold's
+    default), which keeps most of a writer's digits on one side.
     """
     from sklearn.model_selection import StratifiedKFold
 
     originals = np.flatnonzero(copy == 0)
     rng = np.random.default_rng(seed)
     folds = []
-    for train_part, val_part in StratifiedKFold(cv, shuffle=True, random_state=seed).split(originals, y[originals]):
+    for train_part, val_part in StratifiedKFold(cv, shuffle=shuffle, random_state=seed if shuffle else None).split(
+        originals, y[originals]
+    ):
         val = originals[val_part]
         if 0 < val_per_fold < len(val):
             val = np.sort(rng.choice(val, val_per_fold, replace=False))

@@ -41,6 +41,18 @@ def test_group_folds_keep_every_copy_of_an_image_on_one_side():
     assert len(np.unique(np.concatenate(seen))) == 5 * 50
 
 
+def test_group_folds_hold_out_stretches_of_the_training_order_unless_shuffled():
+    n = 1000
+    source, copy, y = np.arange(n), np.zeros(n, dtype=int), np.arange(n) % 10
+    in_order = group_folds(source, copy, y, cv=5, val_per_fold=0, seed=0)
+    for fold, (train, val) in enumerate(in_order):  # a writer's neighbouring digits stay on one side
+        assert np.array_equal(val, np.arange(fold * 200, (fold + 1) * 200))
+        assert np.array_equal(train, np.setdiff1d(np.arange(n), val))
+    shuffled = group_folds(source, copy, y, cv=5, val_per_fold=0, seed=0, shuffle=True)
+    assert not np.array_equal(shuffled[0][1], in_order[0][1])
+    assert np.array_equal(np.sort(np.concatenate([val for _, val in shuffled])), np.arange(n))
+
+
 def run_job(tmp_path: Path, job_text: str, source: Path) -> tuple[Path, dict]:
     """``mnist-dask run`` of a knn_best job file on the default local cluster of 2 workers; (run folder, result)."""
     job = tmp_path / "knn_best_small.toml"
