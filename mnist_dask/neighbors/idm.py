@@ -37,10 +37,12 @@ def idm_distances(
     ``use_compiled`` picks the compiled loop (default: when numba is available) or numpy.
     """
     n, c = candidates.shape[:2]
+    out = np.empty((n, c), dtype=np.float64)
+    if out.size == 0:  # no pairs: nothing for either path to compute
+        return out
     use = compiled.available() if use_compiled is None else use_compiled
     batch, pairs = (_compiled_batch, _COMPILED_PAIRS) if use else (_idm_batch, _BATCH_PAIRS)
-    out = np.empty((n, c), dtype=np.float64)
-    step = max(1, pairs // max(1, c))
+    step = max(1, pairs // c)
     for start in range(0, n, step):
         rows = slice(start, start + step)
         out[rows] = batch(queries[rows], candidates[rows], warp, context)
@@ -50,8 +52,6 @@ def idm_distances(
 def _compiled_batch(queries: np.ndarray, candidates: np.ndarray, warp: int, context: int) -> np.ndarray:
     """The compiled loop on a few queries' pairs: each query repeated for its own candidates only."""
     m, c = candidates.shape[:2]
-    if m * c == 0:
-        return np.empty((m, c), dtype=np.float64)
     refs = candidates.reshape(m * c, *candidates.shape[2:])
     return compiled.idm_sums(np.repeat(queries, c, axis=0), refs, warp, context).reshape(m, c)
 
