@@ -26,13 +26,27 @@ _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _ULPS = 8 * 2.0**-52
 
 
+class PrintedFloat(float):
+    """A published number that keeps the digits its job file printed: ``0.9700`` is 0.97 with four decimals."""
+
+    text: str
+
+    def __new__(cls, text: str) -> PrintedFloat:
+        number = super().__new__(cls, text)
+        number.text = text.replace("_", "")
+        return number
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (PrintedFloat, (self.text,))
+
+
 def ledger(expect: dict[str, Any], differs: dict[str, str], result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{key: {published, measured, status, reason?}}`` for every figure of ``expect``."""
     entries = {}
     for key, published in expect.items():
         measured = lookup(result, key)
         status = compare(published, measured)
-        entry: dict[str, Any] = {"published": published, "measured": measured, "status": status}
+        entry: dict[str, Any] = {"published": as_printed(published), "measured": measured, "status": status}
         if status == "differs":
             entry["reason"] = differs.get(key, "unexplained")
         entries[key] = entry
@@ -57,7 +71,7 @@ def compare(published: Any, measured: Any) -> Status:
     if isinstance(published, bool) or isinstance(measured, bool):
         return "exact" if type(published) is type(measured) and published == measured else "differs"
     if isinstance(published, (int, float)) and isinstance(measured, (int, float)):
-        return _compare_number(repr(published) if isinstance(published, float) else str(published), measured)
+        return _compare_number(_printed(published), measured)
     if isinstance(published, str) and isinstance(measured, (int, float)) and _NUMBER.match(published.strip()):
         return _compare_number(published.strip(), measured)
     if isinstance(published, list) and isinstance(measured, (list, tuple)):
@@ -69,6 +83,17 @@ def compare(published: Any, measured: Any) -> Status:
             return "differs"
         return _worst(compare(published[k], measured[k]) for k in published)
     return "exact" if published == measured else "differs"
+
+
+def as_printed(published: Any) -> Any:
+    """The figure for records: a number whose printed digits its float would lose (0.9700) as that text."""
+    if isinstance(published, PrintedFloat) and repr(float(published)) != published.text:
+        return published.text
+    if isinstance(published, list):
+        return [as_printed(item) for item in published]
+    if isinstance(published, dict):
+        return {key: as_printed(value) for key, value in published.items()}
+    return float(published) if isinstance(published, PrintedFloat) else published
 
 
 def counts(entries: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -89,6 +114,13 @@ def _compare_number(printed: str, measured: float) -> Status:
     half_unit = 0.5 * 10.0 ** (exponent - decimals)
     tolerance = half_unit + _ULPS * max(abs(published), abs(measured))
     return "within print precision" if abs(measured - published) <= tolerance else "differs"
+
+
+def _printed(number: float) -> str:
+    """The digits a published number was printed with (a float read from plain TOML keeps them as PrintedFloat)."""
+    if isinstance(number, PrintedFloat):
+        return number.text
+    return repr(number) if isinstance(number, float) else str(number)
 
 
 def _compare_text(published: str, measured: str) -> Status:

@@ -19,6 +19,7 @@ from typing import Any, get_args, get_type_hints
 from pydantic import ValidationError
 
 from mnist_dask.errors import UserError, unreadable
+from mnist_dask.jobs.ledger import PrintedFloat
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_LEVEL = ("name", "description", "experiment", "params", "expect", "differs")
@@ -57,6 +58,8 @@ def load_job(path: str | Path) -> Job:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
+    if isinstance(data.get("expect"), dict):  # published numbers keep their printed digits (0.9700: four decimals)
+        data["expect"] = tomllib.loads(text, parse_float=PrintedFloat)["expect"]
     return parse_job(data, str(path))
 
 

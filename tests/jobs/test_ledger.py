@@ -62,3 +62,19 @@ def test_ledger_gives_reasons_for_differences_and_calls_the_rest_unexplained():
     assert entries["c"]["reason"] == "unexplained"
     assert entries["d"]["status"] == "missing"
     assert counts(entries) == {"exact": 1, "within print precision": 0, "differs": 2, "missing": 1}
+
+
+def test_a_plain_toml_number_keeps_its_printed_digits(tmp_path):
+    """0.9700 in a job file is 0.97 printed with four decimals: 0.9688 differs from it, and the record says 0.9700."""
+    from mnist_dask.jobs.spec import load_job
+
+    job_file = tmp_path / "job.toml"
+    job_file.write_text('experiment = "knn"\n[expect]\ntest_accuracy = 0.9700\ncv_scores = [0.9600, 0.95]\n')
+    expect = load_job(job_file).expect
+    assert compare(expect["test_accuracy"], 0.9688) == "differs"
+    assert compare(expect["test_accuracy"], 0.97004) == "within print precision"
+    assert compare(expect["cv_scores"], [0.96004, 0.95]) == "within print precision"
+    entries = ledger(expect, {}, {"metrics": {"test_accuracy": 0.9688, "cv_scores": [0.96, 0.95]}})
+    assert entries["test_accuracy"]["published"] == "0.9700"
+    assert entries["cv_scores"]["published"] == ["0.9600", 0.95]
+    assert type(entries["cv_scores"]["published"][1]) is float
