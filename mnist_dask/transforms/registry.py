@@ -25,6 +25,7 @@ from mnist_dask.data.stages import produce_stage
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.transforms import kernels
+from mnist_dask.transforms.parameters import PARAMETERS
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
 _STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
@@ -118,7 +119,25 @@ def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, An
             raise UserError(f"transform {transform.name}: {key}={value!r} is not {_KIND_NAMES[kind]}")
         resolved[key] = converted
     transform.check(transform.name, resolved)
+    for key, value in resolved.items():  # what the transform's own checks leave to the option's range
+        _check_range(transform.name, key, value)
     return resolved
+
+
+def _check_range(name: str, key: str, value: Any) -> None:
+    """The value within the range or choices the command line's option allows (one table for both)."""
+    param = PARAMETERS.get(name, {}).get(key)
+    if param is None or isinstance(value, bool):
+        return
+    if param.choices and value not in param.choices:
+        raise _fail(name, f"{key} must be one of {', '.join(param.choices)}, got {value!r}")
+    if isinstance(value, (int, float)):
+        low, high = param.min, param.max
+        too_low = low is not None and (value < low or (param.min_open and value == low))
+        if too_low or (high is not None and value > high) or value != value:
+            interval = f"{'(' if param.min_open else '['}{'-inf' if low is None else f'{low:g}'}, "
+            interval += f"{'inf' if high is None else f'{high:g}'}]"
+            raise _fail(name, f"{key} must lie in {interval}, got {value}")
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
@@ -207,6 +226,7 @@ def _check_degrees(name: str, p: dict[str, Any], low_open: bool) -> None:
 
 
 def _check_shift(name: str, p: dict[str, Any]) -> None:
+    _check_range(name, "radius", p["radius"])
     _offsets(p, name)
     _at_least(name, p, "chunk_size", 1)
     _at_least(name, p, "seed", 0)
@@ -226,6 +246,7 @@ def _check_varthresh(name: str, p: dict[str, Any]) -> None:
 
 
 def _check_augment(name: str, p: dict[str, Any]) -> None:
+    _check_range(name, "radius", p["radius"])
     _offsets(p, name)
     _check_degrees(name, p, low_open=False)
     _at_least(name, p, "chunk_size", 1)

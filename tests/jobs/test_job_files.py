@@ -68,6 +68,10 @@ KNN = "experiment = 'knn'\n"
         (KNN + "[params]\nsteps = [{ transform = 'sharpen' }]", "params.steps[0]: unknown transform 'sharpen'"),
         (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 'two' }]", "radius='two' is not a whole number"),
         (KNN + "[params]\nsteps = [{ transform = 'shift', radious = 2 }]", "unknown parameter 'radious'"),
+        # the same ranges as `mnist-dask transform shift --radius`, checked before any work starts
+        (KNN + "[params]\nsteps = [{ transform = 'shift', radius = 99 }]", "radius must lie in [0, 27], got 99"),
+        (KNN + "[params]\nsteps = [{ transform = 'shift', radius = -1 }]", "radius must lie in [0, 27], got -1"),
+        (KNN + "[params]\nsteps = [{ transform = 'pca', n_components = 900 }]", "n_components must lie in [1, 784]"),
         (KNN + "name = '../../etc'", "name '../../etc' must be letters"),
         (KNN + "description = 3", "description must be a string"),
         ("description = 'no experiment'", "needs experiment = NAME"),
