@@ -6,6 +6,7 @@ Stages already complete in the store are skipped. ``result.json`` is written las
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ def run_job(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(run_dir, job.name):  # a second run of the folder fails here, touching nothing
-        (run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not pass for this run
+        _clear_outputs(run_dir)  # an earlier run's outputs must not pass for this one if it fails
         run_status = status or RunStatus(run_dir, run_dir.name, job.name)
         run_status.running()
 
@@ -58,6 +59,20 @@ def run_job(
             raise
         run_status.finished(result)
     return result
+
+
+#: what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
+OUTPUTS = ("result.json", "report.html", "predictions.zarr")
+
+
+def _clear_outputs(run_dir: Path) -> None:
+    """Remove an earlier run's outputs, so that a failed or interrupted run leaves none looking current."""
+    for name in OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _run_job(

@@ -93,3 +93,26 @@ def test_cli_run_with_a_negative_sample_fails_before_anything_starts(tmp_path):
     done = cli("run", job, "--store", tmp_path / "s.zarr", "--run-dir", tmp_path / "run", cwd=tmp_path)
     assert_user_error(done, f"{job}: params.sample: Input should be greater than or equal to 0 (got -5)")
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "run").exists()
+
+
+def test_cli_run_that_fails_clears_the_earlier_runs_outputs_from_its_folder(tmp_path):
+    """A failed rerun leaves no earlier result.json, report.html or predictions.zarr looking like its own."""
+    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    run_dir = tmp_path / "run"
+    args = ("--store", tmp_path / "s.zarr", "--run-dir", run_dir, "--workers", 1)
+    finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    outputs = ("result.json", "report.html", "predictions.zarr")
+    assert all((run_dir / name).exists() for name in outputs)
+
+    # more neighbours than the sampled training rows: valid on load, fails once it runs
+    job.write_text(
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
+        "[params.model]\nn_neighbors = 5\n"
+    )
+    failed = cli("run", job, *args, cwd=tmp_path)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr
+    assert [name for name in outputs if (run_dir / name).exists()] == []
+    assert '"failed"' in (run_dir / "status.json").read_text()
