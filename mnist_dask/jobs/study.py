@@ -175,8 +175,9 @@ def _entry(
 ) -> dict[str, Any]:
     """One job's line of the study: state, times, its figures, where its report is."""
     result = result or {}
-    # the job file's figures and reasons as they are now (a skipped run may predate an edit of them)
-    expected = ledger(item.job.expect, item.job.differs, result) if result else {}
+    # the job file's figures and reasons as they are now (a skipped run may predate an edit of them);
+    # a failed job's figures all count as missing, so a broken study never reads as a clean table
+    expected = ledger(item.job.expect, item.job.differs, result)
     figures = [{"job": item.job.name, "key": key, **value} for key, value in expected.items()]
     report = item.run_dir / "report.html"
     return {

@@ -47,7 +47,8 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
         f"({study['ledger'].get('exact', 0)} exact, {study['ledger'].get('within print precision', 0)} within print "
         f"precision, {study['ledger'].get('differs', 0)} differ, {study['ledger'].get('missing', 0)} missing); "
         f"{len(study['jobs'])} jobs, {study['jobs_seconds']:.0f} s of job runs{_workers(study)} "
-        f"({study['seconds']:.0f} s in this study; a skipped job counts with its finished run's own time).",
+        f"({study['seconds']:.0f} s in this study; a skipped job counts with its finished run's own time)."
+        + (f" Failed: {', '.join(study['failed'])}." if study.get("failed") else ""),
         "",
         "| job | figures | exact | within print precision | differ | missing | wall time (s) | floor (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -84,6 +85,8 @@ def _wall_time(job: dict[str, Any], digits: int = 1) -> str:
     """A job's wall time in seconds; for a skipped job, the time its finished run took (from its result.json)."""
     if job["state"] == "skipped":
         return f"{job.get('run_seconds', 0.0):.{digits}f} (earlier run)"
+    if job["state"] == "failed":
+        return f"failed after {job['seconds']:.{digits}f}"
     return f"{job['seconds']:.{digits}f}"
 
 

@@ -23,7 +23,7 @@ def _write_jobs(folder: Path, expected_accuracy: float) -> list[Path]:
     )
     (folder / "b_broken.toml").write_text(  # more neighbours than training rows: the job fails once it runs
         "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
-        "[params.model]\nn_neighbors = 5\n"
+        "[params.model]\nn_neighbors = 5\n[expect]\ntest_accuracy = 0.9\n"
     )
     (folder / "c_zero.toml").write_text(
         "experiment = 'zero_detector'\n[params]\nsample = 2000\ntest_sample = 500\n[expect]\ntest_accuracy = 0.5\n"
@@ -54,18 +54,21 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert figures[("a_small_knn", "test_errors")]["status"] == "differs"
     assert figures[("a_small_knn", "test_errors")]["reason"].startswith("a figure this test makes up")
     assert figures[("c_zero", "test_accuracy")]["reason"] == "unexplained"
-    assert record["ledger"] == {"exact": 1, "within print precision": 0, "differs": 2, "missing": 0}
+    assert figures[("b_broken", "test_accuracy")]["status"] == "missing"  # a failed job's figures are not met
+    assert record["ledger"] == {"exact": 1, "within print precision": 0, "differs": 2, "missing": 1}
     assert any("[2/3] b_broken: FAILED" in line for line in lines)
 
     on_disk = json.loads((tmp_path / "study" / "study.json").read_text())
     assert on_disk["ledger"] == record["ledger"] and len(on_disk["jobs"]) == 3
     page = (tmp_path / "study" / "index.html").read_text()
-    assert "1 of 3 published figures reproduced" in page
+    assert "1 of 4 published figures reproduced" in page
     assert 'href="../runs/a_small_knn/report.html"' in page
     assert "<script" not in page and "http://" not in page and "https://" not in page
     summary = (tmp_path / "study" / "figures.md").read_text()
-    assert summary.startswith("1 of 3 published figures reproduced")
+    assert summary.startswith("1 of 4 published figures reproduced")
+    assert "Failed: b_broken." in summary.splitlines()[0]
     assert "| a_small_knn | 2 | 1 | 0 | 1 | 0 |" in summary
+    assert "| b_broken | 1 | 0 | 0 | 0 | 1 | failed after " in summary
     assert "| a_small_knn | test_errors | 1 |" in summary and "a figure this test makes up" in summary
 
     again = run_study(jobs, store, client, tmp_path / "study", log=lines.append)
