@@ -60,11 +60,23 @@ def outcome(record: dict[str, Any]) -> str:
 def headline(result: dict[str, Any]) -> str:
     """One line summarising a run: its test accuracy (and model) when it has one."""
     metrics = result.get("metrics", {})
+    figures = _figures(result.get("ledger"))
     if "test_accuracy" not in metrics:
-        return "done"
+        return f"done{figures}"
     model = result.get("model", {})
     described = f" (model {model['n_neighbors']}-NN {model['weights']})" if "n_neighbors" in model else ""
-    return f"test accuracy {metrics['test_accuracy']:.4f}{described}"
+    return f"test accuracy {metrics['test_accuracy']:.4f}{described}{figures}"
+
+
+def _figures(ledger: dict[str, int] | None) -> str:
+    """``; published figures: 3 of 4 as published (1 missing)`` from a run's ledger counts; empty without one."""
+    if not ledger:
+        return ""
+    met = ledger.get("exact", 0) + ledger.get("within print precision", 0)
+    others = [f"{ledger[status]} {status}" for status in ("differs", "missing") if ledger.get(status)]
+    return f"; published figures: {met} of {sum(ledger.values())} reproduced" + (
+        f" ({', '.join(others)})" if others else ""
+    )
 
 
 def rows(counts: dict[str, int]) -> str:

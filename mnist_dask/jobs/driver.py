@@ -116,6 +116,9 @@ def _finish(
     if job.expect:
         result["expected"] = ledger(job.expect, job.differs, result)
         result["ledger"] = counts(result["expected"])
+        for key, entry in result["expected"].items():
+            if entry["status"] == "missing":
+                log(f"warning: {job.path}: expect.{key}: the result has no figure of that name (a typo?)")
     result["timings_s"] = timings
     write_run_json(run_dir / "result.json", result)
     try:  # after result.json: a report failure must not lose the finished run

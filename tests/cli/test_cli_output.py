@@ -128,3 +128,17 @@ def test_a_task_failing_on_a_local_worker_is_one_line_even_with_verbose_off(smal
     verbose = _cli("ingest", "--source", f"csv:{train},{test}", "--store", tmp_path / "s.zarr", "--workers", "1", "-v")
     assert verbose.returncode == 2 and verbose.stderr.splitlines()[-1] == done.stderr.strip()
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_published_figure_the_result_lacks_is_named_at_the_end_of_the_run(small_store, tmp_path):
+    """A typo in [expect] is not silent: a warning names the key, and the last line counts it missing."""
+    store, _ = small_store
+    job = tmp_path / "typo.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n[expect]\ntest_acuracy = 0.9688\n")
+    done = _cli("run", job, "--store", store, "--run-dir", tmp_path / "run", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert f"[typo] warning: {job}: expect.test_acuracy: the result has no figure of that name (a typo?)" in (
+        done.stderr.splitlines()
+    )
+    assert done.stdout.splitlines()[-1].startswith("typo: test accuracy ")
+    assert "; published figures: 0 of 1 reproduced (1 missing); results in" in done.stdout
