@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -73,17 +75,8 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         )
         cluster = None
     else:
-        cluster = LocalCluster(
-            n_workers=options.workers or os.cpu_count() or 1,
-            threads_per_worker=options.threads_per_worker,
-            memory_limit=options.memory_limit,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=options.dashboard,
-            # a task's error reaches the user as our one line; the workers' own report of it
-            # ("Compute Failed" and a traceback) is log noise unless asked for with --verbose
-            silence_logs=logging.WARNING if options.verbose else logging.CRITICAL,
-        )
+        with _workers_ignore_interrupts():
+            cluster = _local_cluster(options)
         client = Client(cluster)
     if not options.quiet:  # announced with the first real work, so a user error stays one line
         where = address or f"local cluster, {len(client.scheduler_info()['workers'])} worker processes"
@@ -105,6 +98,36 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _local_cluster(options: ClusterOptions) -> LocalCluster:
+    """A LocalCluster of worker processes on 127.0.0.1, as ``options`` ask."""
+    return LocalCluster(
+        n_workers=options.workers or os.cpu_count() or 1,
+        threads_per_worker=options.threads_per_worker,
+        memory_limit=options.memory_limit,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=options.dashboard,
+        # a task's error reaches the user as our one line; the workers' own report of it
+        # ("Compute Failed" and a traceback) is log noise unless asked for with --verbose
+        silence_logs=logging.WARNING if options.verbose else logging.CRITICAL,
+    )
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """Worker processes started here ignore SIGINT: a terminal's Ctrl-C reaches the whole process group,
+    and the command alone should answer it (one line, then it closes the cluster), not each worker
+    with a KeyboardInterrupt traceback. The command's own handler is back once the workers are up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_stage(

@@ -155,3 +155,22 @@ def test_scheduler_loss_fails_fast_with_one_line_and_leaves_the_store_intact(sto
     assert elapsed < 120
     assert not (tmp_path / "result.json").exists()
     assert Store(store).is_complete("raw")
+
+
+def test_ctrl_c_on_the_default_local_cluster_is_one_line_with_no_worker_tracebacks(store, tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the command answers it, its workers stay quiet."""
+    command = [sys.executable, "-m", "mnist_dask", "run", str(REPO / "jobs" / "knn_baseline.toml")]
+    driver = subprocess.Popen(
+        [*command, "--store", store, "--run-dir", str(tmp_path), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job has
+    )
+    _wait_for_predict(driver, tmp_path)
+    os.killpg(driver.pid, signal.SIGINT)
+    _, stderr = driver.communicate(timeout=180)
+    assert driver.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.splitlines()[-1] == "mnist-dask: interrupted"
+    assert not (tmp_path / "result.json").exists()
