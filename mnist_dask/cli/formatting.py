@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mnist_dask.jobs.ledger import MET
+
 LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
     "store: run or submit the job again to resume"
@@ -69,10 +71,10 @@ def headline(result: dict[str, Any]) -> str:
 
 
 def _figures(ledger: dict[str, int] | None) -> str:
-    """``; published figures: 3 of 4 as published (1 missing)`` from a run's ledger counts; empty without one."""
+    """``; published figures: 3 of 4 reproduced (1 missing)`` from a run's ledger counts; empty without one."""
     if not ledger:
         return ""
-    met = ledger.get("exact", 0) + ledger.get("within print precision", 0)
+    met = sum(ledger.get(status, 0) for status in MET)
     others = [f"{ledger[status]} {status}" for status in ("differs", "missing") if ledger.get(status)]
     return f"; published figures: {met} of {sum(ledger.values())} reproduced" + (
         f" ({', '.join(others)})" if others else ""

@@ -87,13 +87,13 @@ def compare(published: Any, measured: Any) -> Status:
 
 def as_printed(published: Any) -> Any:
     """The figure for records: a number whose printed digits its float would lose (0.9700) as that text."""
-    if isinstance(published, PrintedFloat) and repr(float(published)) != published.text:
-        return published.text
+    if isinstance(published, PrintedFloat):
+        return float(published) if repr(float(published)) == published.text else published.text
     if isinstance(published, list):
         return [as_printed(item) for item in published]
     if isinstance(published, dict):
         return {key: as_printed(value) for key, value in published.items()}
-    return float(published) if isinstance(published, PrintedFloat) else published
+    return published
 
 
 def counts(entries: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -132,11 +132,10 @@ def _check_range(name: str, key: str, value: Any) -> None:
     if param.choices and value not in param.choices:
         raise _fail(name, f"{key} must be one of {', '.join(param.choices)}, got {value!r}")
     if isinstance(value, (int, float)):
-        low, high = param.min, param.max
-        too_low = low is not None and (value < low or (param.min_open and value == low))
-        if too_low or (high is not None and value > high) or value != value:
-            interval = f"{'(' if param.min_open else '['}{'-inf' if low is None else f'{low:g}'}, "
-            interval += f"{'inf' if high is None else f'{high:g}'}]"
+        low = -math.inf if param.min is None else param.min
+        high = math.inf if param.max is None else param.max
+        if math.isnan(value) or value < low or value > high or (param.min_open and value == low):
+            interval = f"{'(' if param.min_open else '['}{low:g}, {high:g}]"
             raise _fail(name, f"{key} must lie in {interval}, got {value}")
 
 
