@@ -98,7 +98,15 @@ class RunStatus:
         )
 
     def failed(self, exc: BaseException) -> None:
-        """The run ended with an error: its one-line message, and the stage it happened in."""
+        """The run ended with an error: its one-line message, and the stage it happened in.
+
+        Ctrl-C is no error of the run's: it reads 'interrupted during STAGE', with no traceback.
+        """
+        if isinstance(exc, KeyboardInterrupt):
+            stage = self.record.get("stage")
+            message = f"interrupted during {stage}" if stage else "interrupted"
+            self._write(state="failed", finished=_now(), error=message, traceback_tail="")
+            return
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if not isinstance(exc, UserError):
             message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -174,3 +174,7 @@ def test_ctrl_c_on_the_default_local_cluster_is_one_line_with_no_worker_tracebac
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.splitlines()[-1] == "mnist-dask: interrupted"
     assert not (tmp_path / "result.json").exists()
+    shown = subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "status", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "  error: interrupted during predict" in shown.splitlines(), shown
