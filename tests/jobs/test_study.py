@@ -25,7 +25,7 @@ def _write_jobs(folder: Path, expected_accuracy: float) -> list[Path]:
         "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
         "[params.model]\nn_neighbors = 5\n[expect]\ntest_accuracy = 0.9\n"
     )
-    (folder / "c_zero.toml").write_text(
+    (folder / "zero_detector.toml").write_text(
         "experiment = 'zero_detector'\n[params]\nsample = 2000\ntest_sample = 500\n[expect]\ntest_accuracy = 0.5\n"
     )
     return sorted(folder.glob("*.toml"))
@@ -38,13 +38,14 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     accuracy = float(knn.score(mnist["test_images"][test].reshape(-1, 784), mnist["test_labels"][test]))
 
     jobs = study_jobs(_write_jobs(tmp_path / "jobs", accuracy), tmp_path / "runs")
-    assert [item.job.name for item in jobs] == ["a_small_knn", "b_broken", "c_zero"]  # knn first, then experiments
+    names = [item.job.name for item in jobs]
+    assert names == ["a_small_knn", "b_broken", "zero_detector"]  # knn first, then experiments
     lines: list[str] = []
     record = run_study(jobs, store, client, tmp_path / "study", log=lines.append)
 
     states = {entry["job"]: entry["state"] for entry in record["jobs"]}
-    assert states == {"a_small_knn": "finished", "b_broken": "failed", "c_zero": "finished"}
-    finished = next(entry for entry in record["jobs"] if entry["job"] == "c_zero")
+    assert states == {"a_small_knn": "finished", "b_broken": "failed", "zero_detector": "finished"}
+    finished = next(entry for entry in record["jobs"] if entry["job"] == "zero_detector")
     assert finished["tasks"] >= 1 and 0 < finished["floor_seconds"] <= finished["seconds"] and finished["workers"] == 2
     assert record["failed"] == ["b_broken"]
     broken = next(entry for entry in record["jobs"] if entry["job"] == "b_broken")
@@ -53,10 +54,11 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert figures[("a_small_knn", "test_accuracy")]["status"] == "exact"
     assert figures[("a_small_knn", "test_errors")]["status"] == "differs"
     assert figures[("a_small_knn", "test_errors")]["reason"].startswith("a figure this test makes up")
-    assert figures[("c_zero", "test_accuracy")]["reason"] == "unexplained"
+    assert figures[("zero_detector", "test_accuracy")]["reason"] == "unexplained"
     assert figures[("b_broken", "test_accuracy")]["status"] == "missing"  # a failed job's figures are not met
     assert record["ledger"] == {"exact": 1, "within print precision": 0, "differs": 2, "missing": 1}
     assert any("[2/3] b_broken: FAILED" in line for line in lines)
+    assert "[3/3] zero_detector: fitting the pipeline as one cluster task" in lines  # the job's name said once
 
     on_disk = json.loads((tmp_path / "study" / "study.json").read_text())
     assert on_disk["ledger"] == record["ledger"] and len(on_disk["jobs"]) == 3
@@ -75,10 +77,10 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert {e["job"]: e["state"] for e in again["jobs"]} == {
         "a_small_knn": "skipped",
         "b_broken": "failed",
-        "c_zero": "skipped",
+        "zero_detector": "skipped",
     }
     assert again["ledger"] == record["ledger"]  # the skipped jobs' figures come from their finished runs
-    skipped = next(entry for entry in again["jobs"] if entry["job"] == "c_zero")
+    skipped = next(entry for entry in again["jobs"] if entry["job"] == "zero_detector")
     assert {k: skipped[k] for k in ("tasks", "floor_seconds", "workers")} == {
         k: finished[k] for k in ("tasks", "floor_seconds", "workers")
     }  # a skipped job keeps the cost of the run that finished it
@@ -92,7 +94,7 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert forced["jobs"][0]["state"] == "finished"
 
     # a reason written for the zero detector's figure re-scores the ledger; the finished run stands
-    zero = tmp_path / "jobs" / "c_zero.toml"
+    zero = tmp_path / "jobs" / "zero_detector.toml"
     zero.write_text(zero.read_text() + "[differs]\ntest_accuracy = 'made up by this test'\n")
     explained = run_study(study_jobs([zero], tmp_path / "runs"), store, client, tmp_path / "study", log=lines.append)
     assert explained["jobs"][0]["state"] == "skipped"
@@ -101,5 +103,5 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     rerun = run_study(study_jobs([zero], tmp_path / "runs"), store, client, tmp_path / "study", log=lines.append)
     assert rerun["jobs"][0]["state"] == "finished"
     assert _earlier_cost(jobs[2])["tasks"] == rerun["jobs"][0]["tasks"]
-    (tmp_path / "runs" / "c_zero" / "result.json").write_text("{}")  # a result the kept cost is not for
+    (tmp_path / "runs" / "zero_detector" / "result.json").write_text("{}")  # a result the kept cost is not for
     assert _earlier_cost(jobs[2]) == {}
