@@ -32,8 +32,10 @@ def format_description(description: dict[str, Any]) -> str:
     if not description["stages"]:
         lines.append("  no stages")
     for stage, attrs in description["stages"].items():
-        state = "complete" if attrs.get("complete") else "INCOMPLETE"
-        lines.append(f"  stage {stage}: {state}")
+        if not attrs.get("complete"):  # a write cut short: its arrays are partial, their listing noise
+            lines.append(f"  stage {stage}: INCOMPLETE (its writing was interrupted; run it again or drop it)")
+            continue
+        lines.append(f"  stage {stage}: complete")
         provenance = attrs.get("provenance", {})
         for key in ("source", "params", "completed_at", "package_version"):
             if key in provenance:

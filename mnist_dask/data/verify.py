@@ -20,6 +20,8 @@ from mnist_dask.data import layout
 from mnist_dask.data.checksums import CHUNK_MD5_KEY, ChunkSource, recorded_checksums
 from mnist_dask.data.store import Store, stage_of
 
+INCOMPLETE = "stage is incomplete (its writing was interrupted)"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -38,11 +40,15 @@ def verify_store(store: Store, client: Client) -> tuple[int, list[Problem]]:
     found = layout.scan(store.url, store.storage_options)
     problems = [Problem(path, what) for path, what in found.problems]
     checks = []
+    incomplete: list[str] = []  # stages whose writing was cut short: one line each, not one per array
     for path, document in sorted(found.nodes.items()):
+        if any(path.startswith(f"{stage}/") for stage in incomplete):
+            continue
         if document["node_type"] == "group":
             attrs = document.get("attributes", {}).get(layout.ATTRS_KEY)
             if isinstance(attrs, dict) and not attrs.get("complete"):
-                problems.append(Problem(path, "stage is incomplete"))
+                incomplete.append(path)
+                problems.append(Problem(path, f"{INCOMPLETE}; {layout.remedy(store.url, path)}"))
             elif isinstance(attrs, dict) and isinstance(attrs.get("arrays"), list):
                 gone = [a for a in attrs["arrays"] if _missing(found, f"{path}/{a}")]
                 problems += [Problem(f"{path}/{a}", "array written by the stage is missing") for a in gone]

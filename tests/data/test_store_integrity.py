@@ -24,7 +24,7 @@ from store_damage import DAMAGES, assert_user_error, balanced_small_mnist, cli, 
 from mnist_dask.data.checksums import CHUNK_MD5_KEY
 from mnist_dask.data.info import describe
 from mnist_dask.data.ingest import ingest
-from mnist_dask.data.layout import ROOT_KEY
+from mnist_dask.data.layout import ATTRS_KEY, ROOT_KEY
 from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
 from mnist_dask.data.verify import verify_store
@@ -317,12 +317,29 @@ def test_idx_files_with_zero_images_are_refused_and_nothing_is_written(tmp_path,
 def test_drop_removes_an_incomplete_stage_so_verify_passes_again(copy, client, tmp_path):
     store = Store(str(copy))
     store.begin_stage("derived/down-14")  # what a negative downscale factor used to leave behind
-    assert "stage is incomplete" in [p.what for p in verify_store(store, client)[1]]
+    assert [p.where for p in verify_store(store, client)[1]] == ["derived/down-14"]
     done = cli("drop", "derived/down-14", "--store", copy, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{copy}: dropped derived/down-14\n"
     assert verify_store(store, client)[1] == []
     assert store.stages() == ["derived/deskew", "raw"]
+
+
+def test_a_stage_whose_write_was_cut_short_is_one_line_in_info_and_verify(copy, tmp_path):
+    """Its arrays hold partial data and no checksums yet: naming each of them would only be noise."""
+    group = zarr.open_group(str(copy / "derived/deskew"), mode="r+")
+    group.attrs[ATTRS_KEY] = {**group.attrs[ATTRS_KEY], "complete": False}  # what Ctrl-C mid-write leaves
+    shown = cli("info", copy, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    deskew = [line for line in shown.stdout.splitlines() if "derived/deskew" in line]
+    assert deskew == ["  stage derived/deskew: INCOMPLETE (its writing was interrupted; run it again or drop it)"]
+    checked = cli("verify", copy, "--workers", 1, cwd=tmp_path)
+    assert checked.returncode == 2
+    assert checked.stdout.splitlines() == [
+        f"derived/deskew: stage is incomplete (its writing was interrupted); "
+        f"drop the stage with 'mnist-dask drop derived/deskew --store {copy}'; the next run re-creates it"
+    ]
+    assert ": 1 problem(s) found in " in checked.stderr.splitlines()[-1]  # the stage once, not once per array
 
 
 def test_drop_refuses_a_stage_others_were_computed_from_unless_asked(copy, tmp_path):
