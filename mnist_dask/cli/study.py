@@ -43,8 +43,8 @@ def study(
     others go on (exit status 1 at the end). A job whose run folder holds a finished run of the same job file
     on the same store is skipped unless --force. Writes study.json, a self-contained index.html and figures.md."""
     from mnist_dask.cluster import announce_dashboard, connect
-    from mnist_dask.jobs.records import new_run_id, runs_root
-    from mnist_dask.jobs.study import run_study, study_jobs
+    from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root
+    from mnist_dask.jobs.study import STUDY_FILE, run_study, study_jobs
 
     paths = list(jobs) or sorted(JOBS_FOLDER.glob("*.toml"))
     if not paths:
@@ -59,12 +59,14 @@ def study(
         from mnist_dask.jobs.submit import submit_study
 
         folder = study_dir or runs_root(store.url) / new_run_id("study")
+        check_own_folder(folder, "--study-dir", STUDY_FILE)
         with connect(cluster.options(quiet=True)) as client:
             run_id = submit_study(items, store.open(), client, folder, force=force)
         click.echo(f"submitted the study ({len(items)} jobs): follow it with 'mnist-dask status {run_id}'", err=True)
         click.echo(run_id)
         return
     folder = study_dir or runs_root(store.url).parent / "study"
+    check_own_folder(folder, "--study-dir", STUDY_FILE)
     options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with connect(cluster.options()) as client:

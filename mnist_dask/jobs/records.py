@@ -122,6 +122,24 @@ class RunStatus:
                 self.client.set_metadata([METADATA_KEY, self.record["run_id"]], self.record)
 
 
+def check_own_folder(folder: Path, option: str, *markers: str) -> None:
+    """Refuse an output folder that holds files but none of ours (``markers``, or ``status.json``).
+
+    A run replaces its outputs in its folder (result.json, report.html, ...): it must never
+    do that to a folder of the user's own files that a mistyped --run-dir pointed at.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or any((folder / name).exists() for name in (STATUS_FILE, *markers)):
+        return
+    found = sorted(entry.name for entry in folder.iterdir() if entry.name != ".run.lock")
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        raise UserError(
+            f"{folder}: holds files of its own ({found[0]}{more}) and no earlier run's; "
+            f"pass a new or empty folder to {option}"
+        )
+
+
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The record in a run folder; a user error when there is none, it is unreadable or it is not a run's."""
     path = Path(run_dir) / STATUS_FILE

@@ -404,6 +404,12 @@ ENVIRONMENT_CASES = [
         lambda ws: [str(ws.file)],
         store=_untouched("file-run"),
     ),
+    Case(  # a run replaces result.json, report.html, ... in its folder: never in a folder of the user's files
+        "run-dir-holds-the-users-files",
+        lambda ws: ["run", JOB, "--store", ws.copy("users-files-run"), "--run-dir", ws.root, "--workers", "1"],
+        lambda ws: [str(ws.root), "holds files of its own", "--run-dir"],
+        store=_untouched("users-files-run"),
+    ),
     Case("runs-dir-missing", lambda ws: ["runs", "--runs-dir", "/nonexistent"], _names("/nonexistent")),
     Case("runs-dir-is-a-file", lambda ws: ["runs", "--runs-dir", ws.file], lambda ws: [str(ws.file)]),
     Case(
