@@ -22,8 +22,10 @@ from PIL import Image
 
 # -- small generated inputs (IDX and CSV files written byte by byte) ------------------------
 # A progress line a command may print on stderr before its one error line: the dashboard notice,
-# a computing stage starting or done, or a job's ``[name] ...`` log line.
-PROGRESS_LINE = re.compile(r"^(Dask: .*; dashboard http\S+|[\w.+/-]+: (started|done in \d+\.\d s)|\[[\w.-]+\] .+)$")
+# a computing stage starting, done or warning, or a job's ``[name] ...`` log line.
+PROGRESS_LINE = re.compile(
+    r"^(Dask: .*; dashboard http\S+|[\w.+/-]+: (started|done in \d+\.\d s|warning: .+)|\[[\w.-]+\] .+)$"
+)
 
 IDX_STEMS = {
     "train-images": "train-images-idx3-ubyte",

@@ -11,14 +11,19 @@ marks the stage complete last. ``mnist-dask verify`` recomputes those checksums.
 from __future__ import annotations
 
 import contextlib
+import math
+import shutil
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
+from dask.utils import format_bytes
 from distributed import Client, Lock
 
-from mnist_dask.cluster import run_stage
+from mnist_dask.cluster import announce_dashboard, run_stage
 from mnist_dask.data.checksums import CHUNK_MD5_KEY, block_md5
 from mnist_dask.data.store import Store
 
@@ -34,15 +39,38 @@ def write_stage(
     provenance: dict[str, Any],
 ) -> None:
     """Write ``arrays`` (paths relative to the stage) as the complete stage ``stage``."""
+    label = f"write-{stage.removeprefix('derived/')}"
+    _warn_if_it_may_not_fit(client, store, label, sum(float(array.nbytes) for array in arrays.values()))
     store.begin_stage(stage)
     writes, checksums = [], []
     for path, array in arrays.items():
         writes.append(array.to_zarr(**store.write_target(f"{stage}/{path}"), compute=False))
         checksums.append([dask.delayed(block_md5)(block) for block in array.to_delayed().ravel()])
-    results = run_stage(client, f"write-{stage.removeprefix('derived/')}", [*writes, *checksums])
+    results = run_stage(client, label, [*writes, *checksums])
     for path, sums in zip(arrays, results[len(writes) :]):
         store.set_array_attr(f"{stage}/{path}", CHUNK_MD5_KEY, list(sums))
     store.complete_stage(stage, fingerprint, provenance, arrays=list(arrays))
+
+
+def _warn_if_it_may_not_fit(client: Client, store: Store, label: str, nbytes: float) -> None:
+    """Say before a long write when a local store's disk has less room than the stage's uncompressed size.
+
+    Only a warning: Zstd stores MNIST-like arrays 3-5x smaller. A disk that does fill
+    up is still the one-line error, with the stage left incomplete.
+    """
+    if math.isnan(nbytes) or ("://" in store.url and not store.url.startswith("file://")):
+        return  # a size not known before computing (nan), or an object store's room
+    place = Path(store.url.removeprefix("file://")).absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:  # not ours to judge: the write itself names any real problem
+        return
+    if nbytes > free:
+        room = f"{format_bytes(int(nbytes))} before compression, {format_bytes(free)} free on the disk of {store.url}"
+        announce_dashboard(client)  # the cluster's line first, as when the stage starts
+        print(f"{label}: warning: {room}; it may not fit", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

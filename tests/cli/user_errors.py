@@ -226,6 +226,7 @@ class Case:
     needs: str = ""  # "mount": needs the tmpfs mounts
     timeout: float = 120
     mid_work: bool = False  # fails while a stage runs: our progress lines may precede the error line
+    progress: tuple[str, ...] = ()  # fragments the progress lines before the error line must hold
 
 
 def _new(ws: Workspace) -> Path:
@@ -383,6 +384,7 @@ ENVIRONMENT_CASES = [
         needs="mount",
         timeout=180,
         mid_work=True,
+        progress=("write-raw: warning: 52.40 MiB before compression, ", " free on the disk of "),
     ),
     Case(
         "run-dir-on-read-only-fs",
@@ -681,6 +683,7 @@ def check(case: Case, ws: Workspace, done: subprocess.CompletedProcess[str], sna
     *progress, line = lines
     if case.mid_work:
         assert all(PROGRESS_LINE.match(p) for p in progress), shown
+        assert all(fragment in "\n".join(progress) for fragment in case.progress), shown
     else:
         assert not progress, shown  # the whole stderr is the one line
     assert line.startswith("mnist-dask: error: "), shown
