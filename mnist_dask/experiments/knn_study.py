@@ -26,6 +26,7 @@ from mnist_dask.experiments import Context, Result, experiment
 from mnist_dask.experiments.common import misclassified_digits
 from mnist_dask.experiments.metrics import classification_metrics
 from mnist_dask.experiments.params import Count, Options, Positive, Weights, as_dict, default_list, nested, parameters
+from mnist_dask.jobs.records import PREDICTIONS
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search, search_problem
 from mnist_dask.report import spec
@@ -276,7 +277,7 @@ def _check_model_fits(p: KNNStudyParams, dataset: str, train_rows: int) -> None:
 
 def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, client: Client) -> np.ndarray:
     """Predict chunk by chunk on the workers, writing probabilities and labels to predictions.zarr."""
-    target = run_dir / "predictions.zarr"
+    target = run_dir / PREDICTIONS
     shutil.rmtree(target, ignore_errors=True)
     proba = model.predict_proba(X_test)
     predicted = da.map_blocks(

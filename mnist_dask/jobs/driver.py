@@ -21,7 +21,7 @@ from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS, Context
 from mnist_dask.jobs.ledger import counts, ledger
-from mnist_dask.jobs.records import RunStatus, read_result, write_run_json
+from mnist_dask.jobs.records import RESULT_FILE, RUN_OUTPUTS, RunStatus, read_result, write_run_json
 from mnist_dask.jobs.run_lock import run_folder_lock
 from mnist_dask.jobs.spec import Job
 
@@ -61,13 +61,9 @@ def run_job(
     return result
 
 
-#: what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
-OUTPUTS = ("result.json", "report.html", "predictions.zarr")
-
-
 def _clear_outputs(run_dir: Path) -> None:
     """Remove an earlier run's outputs, so that a failed or interrupted run leaves none looking current."""
-    for name in OUTPUTS:
+    for name in RUN_OUTPUTS:
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -120,7 +116,7 @@ def _finish(
             if entry["status"] == "missing":
                 log(f"warning: {job.path}: expect.{key}: the result has no figure of that name (a typo?)")
     result["timings_s"] = timings
-    write_run_json(run_dir / "result.json", result)
+    write_run_json(run_dir / RESULT_FILE, result)
     try:  # after result.json: a report failure must not lose the finished run
         from mnist_dask.report.render import write_report  # matplotlib only when a report is written
 

@@ -22,6 +22,11 @@ from typing import Any
 from mnist_dask.errors import UserError
 
 STATUS_FILE = "status.json"
+# what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
+RESULT_FILE = "result.json"
+REPORT_FILE = "report.html"
+PREDICTIONS = "predictions.zarr"
+RUN_OUTPUTS = (RESULT_FILE, REPORT_FILE, PREDICTIONS)
 METADATA_KEY = "mnist-dask-runs"
 SPAN_TAG = "mnist-dask-run"
 LOG_LINES = 20  # log lines kept in the record
@@ -164,7 +169,7 @@ def write_run_json(path: Path, value: dict[str, Any]) -> None:
 def read_result(run_dir: Path) -> dict[str, Any]:
     """A finished run's result.json, or a one-line UserError when the folder holds no finished run."""
     return read_run_json(
-        Path(run_dir) / "result.json", "no result.json (not a finished run folder)", "cannot read the run's result"
+        Path(run_dir) / RESULT_FILE, f"no {RESULT_FILE} (not a finished run folder)", "cannot read the run's result"
     )
 
 

@@ -26,7 +26,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, UserError
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.ledger import MET, STATUSES, ledger
-from mnist_dask.jobs.records import RunStatus, read_run_json, write_run_json
+from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
 STUDY_FILE = "study.json"
@@ -155,7 +155,7 @@ def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any
 
     Only what the job computes counts: editing its [expect] or [differs] re-scores the ledger, not the run.
     """
-    path = item.run_dir / "result.json"
+    path = item.run_dir / RESULT_FILE
     if not path.is_file():
         return None
     try:
@@ -179,7 +179,7 @@ def _entry(
     # a failed job's figures all count as missing, so a broken study never reads as a clean table
     expected = ledger(item.job.expect, item.job.differs, result)
     figures = [{"job": item.job.name, "key": key, **value} for key, value in expected.items()]
-    report = item.run_dir / "report.html"
+    report = item.run_dir / REPORT_FILE
     return {
         "job": item.job.name,
         "job_file": item.job.path,
@@ -220,7 +220,7 @@ def _floor(stream: list[dict[str, Any]], client: Client) -> dict[str, Any]:
 
 def _keep_cost(item: StudyJob, cost: dict[str, Any]) -> None:
     """Keep the job's cluster cost beside its result, so that a later study that skips the job still shows it."""
-    result = (item.run_dir / "result.json").read_bytes()
+    result = (item.run_dir / RESULT_FILE).read_bytes()
     write_run_json(item.run_dir / COST_FILE, {**cost, "result_sha256": hashlib.sha256(result).hexdigest()})
 
 
@@ -228,7 +228,7 @@ def _earlier_cost(item: StudyJob) -> dict[str, Any]:
     """The cluster cost kept with the finished run being skipped; nothing when it is missing or for another result."""
     try:
         cost = read_run_json(item.run_dir / COST_FILE, "no cost", "unreadable cost")
-        result = (item.run_dir / "result.json").read_bytes()
+        result = (item.run_dir / RESULT_FILE).read_bytes()
     except (UserError, OSError):
         return {}
     if cost.pop("result_sha256", None) != hashlib.sha256(result).hexdigest():

@@ -17,9 +17,9 @@ import jinja2
 import numpy as np
 
 from mnist_dask.data.store import Store
+from mnist_dask.jobs.records import REPORT_FILE
 from mnist_dask.report import figures, spec
 
-REPORT_NAME = "report.html"
 RUN_KEYS = ("job", "description", "experiment", "job_file", "params", "store", "package_version")
 INLINE_VALUES = 12  # lists up to this long are shown in full
 _TEMPLATES = jinja2.Environment(
@@ -52,8 +52,8 @@ def write_report(result: dict[str, Any], run_dir: Path, store: Store | None = No
     page = _TEMPLATES.get_template("report.html.j2").render(
         title=str(result.get("job", run_dir.name)), sections=sections
     )
-    target = Path(run_dir) / REPORT_NAME
-    partial = target.with_name(REPORT_NAME + ".part")
+    target = Path(run_dir) / REPORT_FILE
+    partial = target.with_name(REPORT_FILE + ".part")
     partial.write_text(page, encoding="utf-8")
     partial.replace(target)
     return target
