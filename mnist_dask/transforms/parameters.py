@@ -64,7 +64,7 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "fit_on": Param(
             "fit on 'all' training rows, or only the 'originals' of an augmented input", choices=("all", "originals")
         ),
-        "svd_solver": Param("dask-ml PCA solver", choices=("full", "tsqr", "randomized", "auto")),
+        "svd_solver": Param("dask-ml PCA solver", choices=("auto", "full", "tsqr", "randomized")),
         "seed": Param("random state of the randomized solver", min=0),
         "chunk_size": _CHUNK,
     },

@@ -32,15 +32,11 @@ _STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
 IMAGES, FEATURES = "images", "features"  # what a dataset stage holds per split, beside its labels
 
 
-def _no_check(name: str, p: dict[str, Any]) -> None:
-    """Parameters of a transform that has none to check."""
-
-
 @dataclass(frozen=True)
 class Transform:
     """A named transform: its default parameters, output name and lazy array builder.
 
-    ``check`` refuses bad parameter values before anything is read or written; ``needs``
+    Its parameters' ranges and choices are in :data:`PARAMETERS`. ``needs``
     is what its input dataset must hold (images or features) and ``gives`` what its output
     holds (None: not a dataset, e.g. ``mean``), so a chain that cannot work is refused up front.
     """
@@ -50,7 +46,6 @@ class Transform:
     output_name: Callable[[dict[str, Any]], str]
     build: Callable[[Store, str, dict[str, Any]], Arrays]
     help: str
-    check: Callable[[str, dict[str, Any]], None] = _no_check
     needs: frozenset[str] = frozenset({IMAGES})
     gives: str | None = IMAGES
 
@@ -118,25 +113,32 @@ def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, An
         if converted is None:
             raise UserError(f"transform {transform.name}: {key}={value!r} is not {_KIND_NAMES[kind]}")
         resolved[key] = converted
-    transform.check(transform.name, resolved)
-    for key, value in resolved.items():  # what the transform's own checks leave to the option's range
+    for key, value in resolved.items():
         _check_range(transform.name, key, value)
     return resolved
 
 
 def _check_range(name: str, key: str, value: Any) -> None:
-    """The value within the range or choices the command line's option allows (one table for both)."""
+    """The value within the range or choices of :data:`PARAMETERS`, the one table that the command
+    line's options and job files' steps share."""
     param = PARAMETERS.get(name, {}).get(key)
     if param is None or isinstance(value, bool):
         return
     if param.choices and value not in param.choices:
         raise _fail(name, f"{key} must be one of {', '.join(param.choices)}, got {value!r}")
-    if isinstance(value, (int, float)):
-        low = -math.inf if param.min is None else param.min
-        high = math.inf if param.max is None else param.max
-        if math.isnan(value) or value < low or value > high or (param.min_open and value == low):
-            interval = f"{'(' if param.min_open else '['}{low:g}, {high:g}]"
-            raise _fail(name, f"{key} must lie in {interval}, got {value}")
+    if not isinstance(value, (int, float)):
+        return
+    low = -math.inf if param.min is None else param.min
+    high = math.inf if param.max is None else param.max
+    if math.isfinite(value) and low <= value <= high and not (param.min_open and value == low):
+        return
+    if param.max is not None:
+        interval = f"{'(' if param.min_open else '['}{low:g}, {high:g}]"
+        raise _fail(name, f"{key} must lie in {interval}, got {value:g}")
+    if isinstance(value, int):
+        raise _fail(name, f"{key} must be {low:g} or more, got {value}")
+    bound = f" of at least {low:g}" if param.min is not None else ""
+    raise _fail(name, f"{key} must be a finite number{bound}, got {value}")
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
@@ -203,76 +205,6 @@ def _check_input(store: Store, transform: Transform, input_stage: str) -> None:
 # -- parameter checks: every bad value is refused before any stage is touched -------------
 def _fail(name: str, message: str) -> UserError:
     return UserError(f"transform {name}: {message}")
-
-
-def _at_least(name: str, p: dict[str, Any], key: str, low: int) -> None:
-    if p[key] < low:
-        raise _fail(name, f"{key} must be {low} or more, got {p[key]}")
-
-
-def _finite(name: str, p: dict[str, Any], key: str, low: float | None = None) -> None:
-    value = p[key]
-    if not math.isfinite(value) or (low is not None and value < low):
-        bound = f" of at least {low:g}" if low is not None else ""
-        raise _fail(name, f"{key} must be a finite number{bound}, got {value}")
-
-
-def _check_degrees(name: str, p: dict[str, Any], low_open: bool) -> None:
-    degrees = p["degrees"]
-    if not math.isfinite(degrees) or degrees < 0 or degrees > 180 or (low_open and degrees == 0):
-        interval = "(0, 180]" if low_open else "[0, 180]"
-        raise _fail(name, f"degrees must lie in {interval}, got {degrees:g}")
-
-
-def _check_shift(name: str, p: dict[str, Any]) -> None:
-    _check_range(name, "radius", p["radius"])
-    _offsets(p, name)
-    _at_least(name, p, "chunk_size", 1)
-    _at_least(name, p, "seed", 0)
-
-
-def _check_downscale(name: str, p: dict[str, Any]) -> None:
-    if not 1 <= p["factor"] <= 28:
-        raise _fail(name, f"factor must be a whole number from 1 to 28, got {p['factor']}")
-
-
-def _check_blur(name: str, p: dict[str, Any]) -> None:
-    _finite(name, p, "sigma", 0.0)
-
-
-def _check_varthresh(name: str, p: dict[str, Any]) -> None:
-    _finite(name, p, "threshold")
-
-
-def _check_augment(name: str, p: dict[str, Any]) -> None:
-    _check_range(name, "radius", p["radius"])
-    _offsets(p, name)
-    _check_degrees(name, p, low_open=False)
-    _at_least(name, p, "chunk_size", 1)
-
-
-def _check_rotate(name: str, p: dict[str, Any]) -> None:
-    _check_degrees(name, p, low_open=True)
-    _at_least(name, p, "chunk_size", 1)
-
-
-def _check_sample(name: str, p: dict[str, Any]) -> None:
-    for key in ("train", "test", "seed"):
-        _at_least(name, p, key, 0)
-
-
-_PCA_SOLVERS = ("auto", "full", "tsqr", "randomized")
-
-
-def _check_pca(name: str, p: dict[str, Any]) -> None:
-    _at_least(name, p, "n_components", 1)
-    _finite(name, p, "scale_power", 0.0)
-    if p["fit_on"] not in ("all", "originals"):
-        raise _fail(name, f"fit_on must be 'all' or 'originals', got {p['fit_on']!r}")
-    if p["svd_solver"] not in _PCA_SOLVERS:
-        raise _fail(name, f"svd_solver must be one of {', '.join(_PCA_SOLVERS)}, got {p['svd_solver']!r}")
-    _at_least(name, p, "chunk_size", 1)
-    _at_least(name, p, "seed", 0)
 
 
 def output_stage(name: str, params: dict[str, Any], input_stage: str) -> str:
@@ -526,8 +458,6 @@ def _build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     fit_rows = flat["train"]
     if p["fit_on"] == "originals" and store.has(f"{input_stage}/train/copy"):
         fit_rows = fit_rows[np.flatnonzero(store.read(f"{input_stage}/train/copy").compute() == 0)]
-    elif p["fit_on"] not in ("all", "originals"):
-        raise UserError(f"transform pca: fit_on must be 'all' or 'originals', got {p['fit_on']!r}")
     pca = PCA(
         n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"], random_state=p["seed"]
     ).fit(fit_rows.rechunk({0: p["chunk_size"]}))
@@ -624,7 +554,6 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"shift{len(_offsets(p))}x",
             _build_shift,
             "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
-            check=_check_shift,
         ),
         Transform(
             "downscale",
@@ -632,7 +561,6 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"down{-(-28 // p['factor'])}",
             _build_downscale,
             "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
-            check=_check_downscale,
         ),
         Transform(
             "deskew", {}, lambda p: "deskew", _per_image(kernels.deskew, _same, np.uint8), "second-moment affine deskew"
@@ -643,7 +571,6 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"blur{p['sigma']:g}",
             _per_image(kernels.gaussian_blur, _same, np.uint8, params=("sigma",)),
             "Gaussian blur",
-            check=_check_blur,
         ),
         Transform(
             "scale", {}, lambda p: "scaled", _build_scale, "dask-ml StandardScaler fitted on train", gives=FEATURES
@@ -654,7 +581,6 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"varthresh{p['threshold']:g}",
             _build_variance_threshold,
             "variance-threshold feature selection (fitted on train)",
-            check=_check_varthresh,
             gives=FEATURES,
         ),
         Transform("mean", {}, lambda p: "mean", _build_mean, "mean image, overall and per digit", gives=None),
@@ -665,7 +591,6 @@ TRANSFORMS: dict[str, Transform] = {
             _build_augment,
             "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
             "copy-major, with copy/offset/angle/source_index per row",
-            check=_check_augment,
         ),
         Transform(
             "rotate",
@@ -673,7 +598,6 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"rot{p['degrees']:g}x3",
             _build_rotate,
             "training set plus copies rotated by -degrees and +degrees (3x)",
-            check=_check_rotate,
         ),
         Transform(
             "sample",
@@ -681,7 +605,6 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"sample{p['train']}-{p['test']}",
             _build_sample,
             "seeded random subset of the training and test rows (for quick runs)",
-            check=_check_sample,
         ),
         Transform(
             "pca",
@@ -698,7 +621,6 @@ TRANSFORMS: dict[str, Transform] = {
             _build_pca,
             "dask-ml PCA fitted on the training split only (float32 features; "
             "optional whitening, or partial whitening by explained_variance ** -scale_power)",
-            check=_check_pca,
             needs=frozenset({IMAGES, FEATURES}),
             gives=FEATURES,
         ),
