@@ -125,7 +125,7 @@ def _check_range(name: str, key: str, value: Any) -> None:
     if param is None or isinstance(value, bool):
         return
     if param.choices and value not in param.choices:
-        raise _fail(name, f"{key} must be one of {', '.join(param.choices)}, got {value!r}")
+        raise UserError(f"transform {name}: {key} must be one of {', '.join(param.choices)}, got {value!r}")
     if not isinstance(value, (int, float)):
         return
     low = -math.inf if param.min is None else param.min
@@ -134,11 +134,11 @@ def _check_range(name: str, key: str, value: Any) -> None:
         return
     if param.max is not None:
         interval = f"{'(' if param.min_open else '['}{low:g}, {high:g}]"
-        raise _fail(name, f"{key} must lie in {interval}, got {value:g}")
+        raise UserError(f"transform {name}: {key} must lie in {interval}, got {value:g}")
     if isinstance(value, int):
-        raise _fail(name, f"{key} must be {low:g} or more, got {value}")
+        raise UserError(f"transform {name}: {key} must be {low:g} or more, got {value}")
     bound = f" of at least {low:g}" if param.min is not None else ""
-    raise _fail(name, f"{key} must be a finite number{bound}, got {value}")
+    raise UserError(f"transform {name}: {key} must be a finite number{bound}, got {value}")
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
@@ -200,11 +200,6 @@ def _check_input(store: Store, transform: Transform, input_stage: str) -> None:
             f"transform {transform.name}: needs images, but --input {input_stage} holds features "
             f"(from pca, scale or varthresh); apply {transform.name} before that step"
         )
-
-
-# -- parameter checks: every bad value is refused before any stage is touched -------------
-def _fail(name: str, message: str) -> UserError:
-    return UserError(f"transform {name}: {message}")
 
 
 def output_stage(name: str, params: dict[str, Any], input_stage: str) -> str:
