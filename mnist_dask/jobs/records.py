@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_dask.errors import UserError
+from mnist_dask.jobs.run_lock import LOCK_NAME
 
 STATUS_FILE = "status.json"
 # what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
@@ -136,7 +137,7 @@ def check_own_folder(folder: Path, option: str, *markers: str) -> None:
     folder = Path(folder)
     if not folder.is_dir() or any((folder / name).exists() for name in (STATUS_FILE, *markers)):
         return
-    found = sorted(entry.name for entry in folder.iterdir() if entry.name != ".run.lock")
+    found = sorted(entry.name for entry in folder.iterdir() if entry.name != LOCK_NAME)
     if found:
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
         raise UserError(

@@ -19,7 +19,31 @@ import pytest
 from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
 
 from mnist_dask.errors import UserError
+from mnist_dask.jobs.records import check_own_folder
 from mnist_dask.jobs.run_lock import LOCK_NAME, run_folder_lock
+
+
+def test_an_output_folder_is_new_empty_or_an_earlier_runs_never_the_users(tmp_path):
+    check_own_folder(tmp_path / "new", "--run-dir")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / LOCK_NAME).touch()  # all a run killed at its very start leaves
+    check_own_folder(crashed, "--run-dir")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my own page")
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(UserError) as exc:
+        check_own_folder(mine, "--study-dir", "study.json")
+    assert str(exc.value) == (
+        f"{mine}: holds files of its own (notes.txt and 1 more) and no earlier run's; "
+        "pass a new or empty folder to --study-dir"
+    )
+    (mine / "study.json").write_text("{}")  # an earlier study's folder
+    check_own_folder(mine, "--study-dir", "study.json")
+    (mine / "study.json").unlink()
+    (mine / "status.json").write_text("{}")  # an earlier run's folder
+    check_own_folder(mine, "--run-dir")
 
 
 def test_a_held_run_folder_refuses_a_second_run_naming_the_holder(tmp_path):
