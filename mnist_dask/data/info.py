@@ -8,6 +8,8 @@ import zarr
 
 from mnist_dask.data.store import ATTRS_KEY, Store
 
+INCOMPLETE_WHY = "being written now, or its writing was interrupted"
+
 
 def describe(store: Store) -> dict[str, Any]:
     """A JSON-ready description of every stage and array in ``store``."""
@@ -32,8 +34,10 @@ def format_description(description: dict[str, Any]) -> str:
     if not description["stages"]:
         lines.append("  no stages")
     for stage, attrs in description["stages"].items():
-        if not attrs.get("complete"):  # a write cut short: its arrays are partial, their listing noise
-            lines.append(f"  stage {stage}: INCOMPLETE (its writing was interrupted; run it again or drop it)")
+        if not attrs.get("complete"):  # being written, or a write cut short: its arrays are partial
+            lines.append(
+                f"  stage {stage}: INCOMPLETE ({INCOMPLETE_WHY}; if no run is writing it, run it again or drop it)"
+            )
             continue
         lines.append(f"  stage {stage}: complete")
         provenance = attrs.get("provenance", {})

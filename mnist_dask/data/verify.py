@@ -18,9 +18,8 @@ from distributed import Client
 from mnist_dask.cluster import run_stage
 from mnist_dask.data import layout
 from mnist_dask.data.checksums import CHUNK_MD5_KEY, ChunkSource, recorded_checksums
+from mnist_dask.data.info import INCOMPLETE_WHY
 from mnist_dask.data.store import Store, stage_of
-
-INCOMPLETE = "stage is incomplete (its writing was interrupted)"
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,10 @@ def verify_store(store: Store, client: Client) -> tuple[int, list[Problem]]:
             attrs = document.get("attributes", {}).get(layout.ATTRS_KEY)
             if isinstance(attrs, dict) and not attrs.get("complete"):
                 incomplete.append(path)
-                problems.append(Problem(path, f"{INCOMPLETE}; {layout.remedy(store.url, path)}"))
+                remedy = layout.remedy(store.url, path)
+                problems.append(
+                    Problem(path, f"stage is incomplete ({INCOMPLETE_WHY}); if no run is writing it, {remedy}")
+                )
             elif isinstance(attrs, dict) and isinstance(attrs.get("arrays"), list):
                 gone = [a for a in attrs["arrays"] if _missing(found, f"{path}/{a}")]
                 problems += [Problem(f"{path}/{a}", "array written by the stage is missing") for a in gone]

@@ -110,7 +110,8 @@ class RunStatus:
         """
         if isinstance(exc, KeyboardInterrupt):
             stage = self.record.get("stage")
-            message = f"interrupted during {stage}" if stage else "interrupted"
+            when = "after" if stage in self.record["stages"] else "during"  # a stage done, the next not begun
+            message = f"interrupted {when} {stage}" if stage else "interrupted"
             self._write(state="failed", finished=_now(), error=message, traceback_tail="")
             return
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -135,13 +136,14 @@ def check_own_folder(folder: Path, option: str, *markers: str) -> None:
     do that to a folder of the user's own files that a mistyped --run-dir pointed at.
     """
     folder = Path(folder)
-    if not folder.is_dir() or any((folder / name).exists() for name in (STATUS_FILE, *markers)):
+    ours = [name for marker in (STATUS_FILE, *markers) for name in (marker, f"{marker}.part")]  # .part: cut short
+    if not folder.is_dir() or any((folder / name).exists() for name in ours):
         return
     found = sorted(entry.name for entry in folder.iterdir() if entry.name != LOCK_NAME)
     if found:
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
         raise UserError(
-            f"{folder}: holds files of its own ({found[0]}{more}) and no earlier run's; "
+            f"{folder.absolute()}: holds other files ({found[0]}{more}) and no earlier run's; "
             f"pass a new or empty folder to {option}"
         )
 

@@ -102,7 +102,7 @@ def run_study(
         job_started = time.perf_counter()
         try:
             with span("study", item.job.name), get_task_stream(client=client) as stream:
-                result = run_job(item.job, store, client, item.run_dir, log=_prefixed(log, prefix, item.job.name))
+                result = run_job(item.job, store, client, item.run_dir, log=_prefixed(log, prefix, item.job))
         except (ClusterLostError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a failing job is reported; the others go on
@@ -257,10 +257,11 @@ def _also_to(status: RunStatus, log: Callable[[str], None]) -> Callable[[str], N
     return both
 
 
-def _prefixed(log: Callable[[str], None], prefix: str, name: str) -> Callable[[str], None]:
-    """A logger that puts the job's number and name before each line (once: a line that starts
-    with the name already, as an experiment's own lines do, loses that start)."""
-    return lambda line: log(f"{prefix}: {line.removeprefix(f'{name}: ')}")
+def _prefixed(log: Callable[[str], None], prefix: str, job: Job) -> Callable[[str], None]:
+    """A logger that puts the job's number and name before each line. An experiment starts its own
+    lines with its name: for a job of the same name, that start goes, so the name is said once."""
+    same = f"{job.name}: " if job.name == job.experiment else None
+    return lambda line: log(f"{prefix}: {line.removeprefix(same) if same else line}")
 
 
 def _now() -> str:

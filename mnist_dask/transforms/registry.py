@@ -130,11 +130,13 @@ def _check_range(name: str, key: str, value: Any) -> None:
         return
     low = -math.inf if param.min is None else param.min
     high = math.inf if param.max is None else param.max
-    if math.isfinite(value) and low <= value <= high and not (param.min_open and value == low):
+    finite = not isinstance(value, float) or math.isfinite(value)  # an integer is; isfinite overflows on huge ones
+    if finite and low <= value <= high and not (param.min_open and value == low):
         return
     if param.max is not None:
         interval = f"{'(' if param.min_open else '['}{low:g}, {high:g}]"
-        raise UserError(f"transform {name}: {key} must lie in {interval}, got {value:g}")
+        shown = f"{value:g}" if isinstance(value, float) else value
+        raise UserError(f"transform {name}: {key} must lie in {interval}, got {shown}")
     if isinstance(value, int):
         raise UserError(f"transform {name}: {key} must be {low:g} or more, got {value}")
     bound = f" of at least {low:g}" if param.min is not None else ""
@@ -483,7 +485,7 @@ def _build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     for split in SPLITS:
         labels = store.read(f"{input_stage}/{split}/labels")
         size = p[split]
-        if size < 0 or size > labels.shape[0]:
+        if size > labels.shape[0]:  # its lower bound is in PARAMETERS
             raise UserError(f"transform sample: {split}={size} must lie in [0, {labels.shape[0]}]")
         rows = np.sort(rng.choice(labels.shape[0], size, replace=False)) if size else np.arange(labels.shape[0])
         for path, array in _copy_split(store, input_stage, split).items():

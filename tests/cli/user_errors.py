@@ -409,8 +409,14 @@ ENVIRONMENT_CASES = [
     Case(  # a run replaces result.json, report.html, ... in its folder: never in a folder of the user's files
         "run-dir-holds-the-users-files",
         lambda ws: ["run", JOB, "--store", ws.copy("users-files-run"), "--run-dir", ws.root, "--workers", "1"],
-        lambda ws: [str(ws.root), "holds files of its own", "--run-dir"],
+        lambda ws: [str(ws.root), "holds other files", "--run-dir"],
         store=_untouched("users-files-run"),
+    ),
+    Case(  # a study writes study.json, index.html and figures.md into its folder
+        "study-dir-holds-the-users-files",
+        lambda ws: ["study", JOB, "--store", ws.copy("users-files-study"), "--study-dir", ws.root, "--workers", "1"],
+        lambda ws: [str(ws.root), "holds other files", "--study-dir"],
+        store=_untouched("users-files-study"),
     ),
     Case("runs-dir-missing", lambda ws: ["runs", "--runs-dir", "/nonexistent"], _names("/nonexistent")),
     Case("runs-dir-is-a-file", lambda ws: ["runs", "--runs-dir", ws.file], lambda ws: [str(ws.file)]),

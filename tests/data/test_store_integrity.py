@@ -332,12 +332,16 @@ def test_a_stage_whose_write_was_cut_short_is_one_line_in_info_and_verify(copy, 
     shown = cli("info", copy, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     deskew = [line for line in shown.stdout.splitlines() if "derived/deskew" in line]
-    assert deskew == ["  stage derived/deskew: INCOMPLETE (its writing was interrupted; run it again or drop it)"]
+    assert deskew == [
+        "  stage derived/deskew: INCOMPLETE (being written now, or its writing was interrupted; "
+        "if no run is writing it, run it again or drop it)"
+    ]
     checked = cli("verify", copy, "--workers", 1, cwd=tmp_path)
     assert checked.returncode == 2
     assert checked.stdout.splitlines() == [
-        f"derived/deskew: stage is incomplete (its writing was interrupted); "
-        f"drop the stage with 'mnist-dask drop derived/deskew --store {copy}'; the next run re-creates it"
+        "derived/deskew: stage is incomplete (being written now, or its writing was interrupted); "
+        f"if no run is writing it, drop the stage with 'mnist-dask drop derived/deskew --store {copy}'; "
+        "the next run re-creates it"
     ]
     assert ": 1 problem(s) found in " in checked.stderr.splitlines()[-1]  # the stage once, not once per array
 

@@ -19,7 +19,7 @@ import pytest
 from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
 
 from mnist_dask.errors import UserError
-from mnist_dask.jobs.records import check_own_folder
+from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status
 from mnist_dask.jobs.run_lock import LOCK_NAME, run_folder_lock
 
 
@@ -36,14 +36,30 @@ def test_an_output_folder_is_new_empty_or_an_earlier_runs_never_the_users(tmp_pa
     with pytest.raises(UserError) as exc:
         check_own_folder(mine, "--study-dir", "study.json")
     assert str(exc.value) == (
-        f"{mine}: holds files of its own (notes.txt and 1 more) and no earlier run's; "
+        f"{mine}: holds other files (notes.txt and 1 more) and no earlier run's; "
         "pass a new or empty folder to --study-dir"
     )
+    (mine / "status.json.part").write_text("{")  # a run killed while writing its first record
+    check_own_folder(mine, "--run-dir")
+    (mine / "status.json.part").unlink()
     (mine / "study.json").write_text("{}")  # an earlier study's folder
     check_own_folder(mine, "--study-dir", "study.json")
     (mine / "study.json").unlink()
     (mine / "status.json").write_text("{}")  # an earlier run's folder
     check_own_folder(mine, "--run-dir")
+
+
+def test_ctrl_c_is_recorded_as_interrupted_during_or_after_a_stage_without_a_traceback(tmp_path):
+    status = RunStatus(tmp_path, "r1", "knn_baseline")
+    status.running()
+    errors = []
+    for step in (lambda: None, lambda: status.stage("predict"), lambda: status.stage_done("predict", 1.0)):
+        step()
+        status.failed(KeyboardInterrupt())
+        record = read_status(tmp_path)
+        assert record["state"] == "failed" and record["traceback_tail"] == ""
+        errors.append(record["error"])
+    assert errors == ["interrupted", "interrupted during predict", "interrupted after predict"]
 
 
 def test_a_held_run_folder_refuses_a_second_run_naming_the_holder(tmp_path):

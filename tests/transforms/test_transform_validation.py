@@ -35,16 +35,19 @@ def store(tmp_path_factory, client) -> Store:
 BAD_PARAMETERS = [
     ("downscale", {"factor": 0}, "transform downscale: factor must lie in [1, 28], got 0"),
     ("downscale", {"factor": -2}, "transform downscale: factor must lie in [1, 28], got -2"),
+    ("downscale", {"factor": 1_000_000}, "transform downscale: factor must lie in [1, 28], got 1000000"),
     ("downscale", {"factor": 2.5}, "transform downscale: factor=2.5 is not a whole number"),
     ("downscale", {"factor": True}, "transform downscale: factor=True is not a whole number"),
     ("rotate", {"degrees": 400.0}, "transform rotate: degrees must lie in (0, 180], got 400"),
     ("rotate", {"degrees": 0.0}, "transform rotate: degrees must lie in (0, 180], got 0"),
     ("augment", {"degrees": -3.0}, "transform augment: degrees must lie in [0, 180], got -3"),
+    ("augment", {"degrees": float("nan")}, "transform augment: degrees must lie in [0, 180], got nan"),
     ("augment", {"radius": -1}, "transform augment: radius must lie in [0, 27], got -1"),
     ("shift", {"radius": 28}, "transform shift: radius must lie in [0, 27], got 28"),
     ("shift", {"shape": "circle"}, "transform shift: shape must be one of cross, square, got 'circle'"),
     ("shift", {"chunk_size": 0}, "transform shift: chunk_size must be 1 or more, got 0"),
     ("shift", {"seed": -1}, "transform shift: seed must be 0 or more, got -1"),
+    ("shift", {"seed": "-1" + "0" * 400}, "transform shift: seed must be 0 or more, got -1000"),
     ("blur", {"sigma": -1.0}, "transform blur: sigma must be a finite number of at least 0, got -1.0"),
     ("blur", {"sigma": float("nan")}, "transform blur: sigma must be a finite number of at least 0, got nan"),
     (
@@ -54,6 +57,7 @@ BAD_PARAMETERS = [
     ),
     ("sample", {"train": -5}, "transform sample: train must be 0 or more, got -5"),
     ("pca", {"n_components": 0}, "transform pca: n_components must lie in [1, 784], got 0"),
+    ("pca", {"scale_power": float("inf")}, "transform pca: scale_power must be a finite number of at least 0, got inf"),
     ("pca", {"fit_on": "some"}, "transform pca: fit_on must be one of all, originals, got 'some'"),
     ("pca", {"svd_solver": "magic"}, "transform pca: svd_solver must be one of auto, full, tsqr, randomized"),
 ]
