@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_dask.jobs.ledger import MET
+from mnist_dask.jobs.ledger import MET, STATUSES
 
 LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
@@ -75,7 +75,7 @@ def _figures(ledger: dict[str, int] | None) -> str:
     if not ledger:
         return ""
     met = sum(ledger.get(status, 0) for status in MET)
-    others = [f"{ledger[status]} {status}" for status in ("differs", "missing") if ledger.get(status)]
+    others = [f"{ledger[status]} {status}" for status in STATUSES if status not in MET and ledger.get(status)]
     return f"; published figures: {met} of {sum(ledger.values())} reproduced" + (
         f" ({', '.join(others)})" if others else ""
     )

@@ -22,8 +22,10 @@ import dask
 import dask.array as da
 from dask.utils import format_bytes
 from distributed import Client, Lock
+from fsspec.implementations.local import LocalFileSystem
 
 from mnist_dask.cluster import announce_dashboard, run_stage
+from mnist_dask.data import layout
 from mnist_dask.data.checksums import CHUNK_MD5_KEY, block_md5
 from mnist_dask.data.store import Store
 
@@ -58,9 +60,10 @@ def _warn_if_it_may_not_fit(client: Client, store: Store, label: str, nbytes: fl
     Only a warning: Zstd stores MNIST-like arrays 3-5x smaller. A disk that does fill
     up is still the one-line error, with the stage left incomplete.
     """
-    if math.isnan(nbytes) or ("://" in store.url and not store.url.startswith("file://")):
+    location = layout.Location.of(store.url, store.storage_options)
+    if math.isnan(nbytes) or not isinstance(location.fs, LocalFileSystem):
         return  # a size not known before computing (nan), or an object store's room
-    place = Path(store.url.removeprefix("file://")).absolute()
+    place = Path(location.root)
     while not place.exists() and place != place.parent:
         place = place.parent
     try:

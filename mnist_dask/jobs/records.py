@@ -108,16 +108,16 @@ class RunStatus:
 
         Ctrl-C is no error of the run's: it reads 'interrupted during STAGE', with no traceback.
         """
+        tail: list[str] = []
         if isinstance(exc, KeyboardInterrupt):
             stage = self.record.get("stage")
             when = "after" if stage in self.record["stages"] else "during"  # a stage done, the next not begun
             message = f"interrupted {when} {stage}" if stage else "interrupted"
-            self._write(state="failed", finished=_now(), error=message, traceback_tail="")
-            return
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if not isinstance(exc, UserError):
-            message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-        tail = traceback.format_exception(exc)[-3:] if not isinstance(exc, UserError) else []
+        else:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if not isinstance(exc, UserError):
+                message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+                tail = traceback.format_exception(exc)[-3:]
         self._write(state="failed", finished=_now(), error=message, traceback_tail="".join(tail)[-2000:])
 
     def _write(self, **fields: Any) -> None:
