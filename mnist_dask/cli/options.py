@@ -22,6 +22,7 @@ from mnist_dask.cli.errors import Circumstances
 from mnist_dask.cli.types import KeyValue, MemorySize, Seconds, SourceText, StoreLocation
 from mnist_dask.cluster_options import ClusterOptions
 from mnist_dask.data.defaults import DEFAULT_STORE, SOURCE_ENV, STORE_ENV
+from mnist_dask.locations import local_path
 
 if TYPE_CHECKING:
     from mnist_dask.data.sources import Source
@@ -89,7 +90,7 @@ class StoreChoice:
 
     def check(self) -> None:
         """Refuse fsspec options for a local path (the local filesystem takes none)."""
-        if self.storage_options and ("://" not in self.url or self.url.startswith("file://")):
+        if self.storage_options and local_path(self.url) is not None:
             raise click.BadParameter(
                 f"{', '.join(self.storage_options)}: fsspec options apply to a store URL (s3://...), "
                 f"not to the local path {self.url}",
@@ -113,8 +114,9 @@ def store_options(function: F) -> F:
         choice = StoreChoice(store, dict(storage_options), given)
         choice.check()
         Circumstances.of().store = choice.url
-        if "://" not in choice.url or choice.url.startswith("file://"):
-            writes_to(choice.url.removeprefix("file://"))
+        local = local_path(choice.url)
+        if local is not None:
+            writes_to(str(local))
         return function(*args, store=choice, **kwargs)
 
     with_store = click.option(
@@ -147,9 +149,10 @@ class SourceChoice:
     def check_here(self) -> None:
         """Refuse a local folder or file that does not exist (checked only where the workers run, i.e. here)."""
         kind, locations = self.source.kind, self.source.locations
-        local = [loc for loc in locations if "://" not in loc or loc.startswith("file://")]
-        for location in local:
-            path = Path(location.removeprefix("file://"))
+        for location in locations:
+            path = local_path(location)
+            if path is None:
+                continue
             if kind == "idx" and not path.is_dir():
                 what = "not a folder" if path.exists() else "no such folder"
             elif kind == "csv" and not path.is_file():

@@ -4,12 +4,12 @@ MNIST sources, finite durations. Each refuses a bad value at parse time with one
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import click
 
 from mnist_dask.errors import UserError
+from mnist_dask.locations import local_path
 
 MIN_WORKER_MEMORY = 256 * 2**20  # a worker process with the study's libraries loaded takes ~160 MB
 
@@ -62,12 +62,13 @@ class StoreLocation(click.ParamType):
         text = str(value)
         if not text.strip():
             self.fail("empty; give a folder path or a URL", param, ctx)
-        if "://" in text and not text.startswith("file://"):
+        local = local_path(text)
+        if local is None:
             problem = _unusable_protocol(text)
             if problem:
                 self.fail(f"{text}: {problem}", param, ctx)
             return text
-        path = Path(text.removeprefix("file://")).expanduser()
+        path = local.expanduser()
         for ancestor in (path, *path.parents):
             if ancestor.exists():
                 if not ancestor.is_dir():

@@ -18,6 +18,7 @@ import numpy as np
 from mnist_dask.data import download, idx
 from mnist_dask.data.defaults import DEFAULT_SOURCE, SOURCE_ENV
 from mnist_dask.errors import UserError, unreadable
+from mnist_dask.locations import local_path
 
 SPLITS = ("train", "test")
 OPENML_NAME, OPENML_VERSION, OPENML_TRAIN = "mnist_784", 1, 60_000
@@ -146,7 +147,7 @@ def _is_number(text: str) -> bool:
 
 def _locate_idx(locations: tuple[str, ...], stem: str) -> str:
     """Find one IDX file: a local folder is read as is, a URL is downloaded and MD5-checked."""
-    if len(locations) == 1 and _is_local(locations[0]):
+    if len(locations) == 1 and local_path(locations[0]) is not None:
         folder = Path(locations[0])
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder")
@@ -194,7 +195,7 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _md5_of(path: str) -> str:
-    if _is_local(path):
+    if local_path(path) is not None:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
         return download.content_md5(path)
@@ -208,10 +209,7 @@ def _arrays_md5(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _is_local(location: str) -> bool:
-    return "://" not in location or location.startswith("file://")
-
-
 def _absolute(location: str) -> str:
     """Make local paths absolute so remote workers with another cwd resolve them alike."""
-    return location if not _is_local(location) else os.path.abspath(Path(location.removeprefix("file://")).expanduser())
+    path = local_path(location)
+    return location if path is None else os.path.abspath(path.expanduser())

@@ -21,6 +21,7 @@ from typing import Any
 
 from mnist_dask.errors import UserError
 from mnist_dask.jobs.run_lock import LOCK_NAME
+from mnist_dask.locations import local_path
 
 STATUS_FILE = "status.json"
 # what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
@@ -37,9 +38,8 @@ _DONE_STATES = ("memory", "released", "forgotten", "erred")
 def runs_root(store_url: str) -> Path:
     """Where run folders go by default: 'runs' beside a local store (storage/runs for the default
     store), else storage/runs under the current folder."""
-    if "://" in store_url and not store_url.startswith("file://"):
-        return Path("storage/runs")
-    return Path(store_url.removeprefix("file://")).parent / "runs"
+    path = local_path(store_url)
+    return Path("storage/runs") if path is None else path.parent / "runs"
 
 
 def new_run_id(job_name: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from mnist_dask.data import download
 from mnist_dask.data.sources import SOURCE_ENV, Source, parse_source, read_csv
 from mnist_dask.errors import UserError
+from mnist_dask.locations import local_path
 
 
 def assert_one_line(exc: pytest.ExceptionInfo, *fragments: str) -> None:
@@ -51,6 +53,22 @@ def test_idx_folder_source_is_made_absolute(tmp_path, monkeypatch):
 
 def test_idx_file_url_source_is_a_local_path(tmp_path):
     assert parse_source(f"idx:file://{tmp_path}") == Source("idx", (str(tmp_path),))
+
+
+@pytest.mark.parametrize(
+    ("location", "path"),
+    [
+        ("storage/mnist.zarr", "storage/mnist.zarr"),
+        ("/data/mnist", "/data/mnist"),
+        ("file:///data/mnist", "/data/mnist"),
+        ("~/mnist", "~/mnist"),
+        ("s3://bucket/mnist.zarr", None),
+        ("memory://mnist.zarr", None),
+        ("https://example.org/mnist/", None),
+    ],
+)
+def test_local_path_tells_a_local_location_from_a_remote_url(location, path):
+    assert local_path(location) == (None if path is None else Path(path))
 
 
 def test_idx_http_url_source_is_kept_as_given():

@@ -1,0 +1,18 @@
+"""Whether a location the user typed is a local path or a remote fsspec URL: one rule for every command.
+
+A plain path and a ``file://`` URL name the local filesystem; any other ``PROTOCOL://`` is remote.
+Free of heavy imports, so the command line can use it before loading fsspec, Zarr or Dask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FILE_SCHEME = "file://"
+
+
+def local_path(location: str) -> Path | None:
+    """The local path that ``location`` names (``file://`` removed), or None for a remote URL such as ``s3://...``."""
+    if "://" in location and not location.startswith(FILE_SCHEME):
+        return None
+    return Path(location.removeprefix(FILE_SCHEME))
