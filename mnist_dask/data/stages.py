@@ -42,8 +42,8 @@ def write_stage(
 ) -> None:
     """Write ``arrays`` (paths relative to the stage) as the complete stage ``stage``."""
     label = f"write-{stage.removeprefix('derived/')}"
+    store.begin_stage(stage)  # first, so that a --force rewrite's old arrays no longer count against the room
     _warn_if_it_may_not_fit(client, store, label, sum(float(array.nbytes) for array in arrays.values()))
-    store.begin_stage(stage)
     writes, checksums = [], []
     for path, array in arrays.items():
         writes.append(array.to_zarr(**store.write_target(f"{stage}/{path}"), compute=False))
