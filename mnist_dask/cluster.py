@@ -36,6 +36,7 @@ __all__ = ["ClusterOptions", "connect", "run_stage", "scheduler_address"]
 #: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
 _PENDING_ANNOUNCEMENTS: dict[str, str] = {}
 _CHATTY_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio")
+WORKER_SETUP = "mnist_dask.worker_setup"  # the preload each local worker runs as it starts
 
 
 def scheduler_address(given: str | None) -> str | None:
@@ -112,14 +113,23 @@ def _local_cluster(options: ClusterOptions) -> LocalCluster:
         # a task's error reaches the user as our one line; the workers' own report of it
         # ("Compute Failed" and a traceback) is log noise unless asked for with --verbose
         silence_logs=logging.WARNING if options.verbose else logging.CRITICAL,
+        preload=[*_configured_worker_preloads(), WORKER_SETUP],  # a restarted worker ignores Ctrl-C too
     )
+
+
+def _configured_worker_preloads() -> list[str]:
+    """The worker preloads dask.config names (``distributed.worker.preload``), kept beside ours."""
+    configured = dask.config.get("distributed.worker.preload", default=[]) or []
+    return [configured] if isinstance(configured, str) else list(configured)
 
 
 @contextlib.contextmanager
 def _workers_ignore_interrupts() -> Iterator[None]:
-    """Worker processes started here ignore SIGINT: a terminal's Ctrl-C reaches the whole process group,
-    and the command alone should answer it (one line, then it closes the cluster), not each worker
-    with a KeyboardInterrupt traceback. The command's own handler is back once the workers are up."""
+    """Worker processes started here ignore SIGINT from their first instruction: a terminal's Ctrl-C
+    reaches the whole process group, and the command alone should answer it (one line, then it closes
+    the cluster), not each worker with a KeyboardInterrupt traceback. The command's own handler is
+    back once the workers are up; a worker its nanny restarts later ignores SIGINT by the
+    :mod:`mnist_dask.worker_setup` preload."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

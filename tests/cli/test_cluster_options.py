@@ -26,3 +26,39 @@ def test_unreachable_scheduler_fails_within_the_connect_timeout():
         with connect(ClusterOptions(scheduler="tcp://127.0.0.1:1", connect_timeout=2)):
             pass
     assert time.monotonic() - started < 30
+
+
+def _sigint_ignored() -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_a_local_worker_its_nanny_restarts_still_ignores_ctrl_c():
+    """Ctrl-C is the command's to answer: a worker restarted after a crash must not answer it too."""
+    import os
+    import signal
+
+    with connect(ClusterOptions(workers=1, dashboard="127.0.0.1:0", quiet=True)) as client:
+        assert set(client.run(_sigint_ignored).values()) == {True}
+        ((address, first),) = client.run(os.getpid).items()
+        os.kill(first, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        deadline = time.monotonic() + 60
+        while list(client.scheduler_info()["workers"]) in ([], [address]):
+            assert time.monotonic() < deadline, "the nanny did not restart its worker"
+            time.sleep(0.2)
+        assert set(client.run(_sigint_ignored).values()) == {True}
+        (restarted,) = client.run(os.getpid).values()
+        os.kill(restarted, signal.SIGINT)
+        time.sleep(1)
+        assert set(client.run(os.getpid).values()) == {restarted}, "the restarted worker died of Ctrl-C"
+
+
+@pytest.mark.parametrize(("configured", "kept"), [(None, []), ("my.preload", ["my.preload"]), (["a", "b"], ["a", "b"])])
+def test_our_worker_preload_keeps_those_dask_config_names(configured, kept):
+    import dask
+
+    from mnist_dask.cluster import _configured_worker_preloads
+
+    with dask.config.set({"distributed.worker.preload": configured}):
+        assert _configured_worker_preloads() == kept
