@@ -113,14 +113,22 @@ def _local_cluster(options: ClusterOptions) -> LocalCluster:
         # a task's error reaches the user as our one line; the workers' own report of it
         # ("Compute Failed" and a traceback) is log noise unless asked for with --verbose
         silence_logs=logging.WARNING if options.verbose else logging.CRITICAL,
-        preload=[*_configured_worker_preloads(), WORKER_SETUP],  # a restarted worker ignores Ctrl-C too
+        **_worker_preloads(),  # a worker its nanny restarts ignores Ctrl-C too
     )
 
 
-def _configured_worker_preloads() -> list[str]:
-    """The worker preloads dask.config names (``distributed.worker.preload``), kept beside ours."""
+def _worker_preloads() -> dict[str, list[Any]]:
+    """``preload`` and ``preload_argv`` for the local workers: those dask.config names, then ours.
+
+    Per-preload argument lists (a list of lists) get an empty one for ours; a flat list is
+    given to every preload by distributed, and ours ignores it.
+    """
     configured = dask.config.get("distributed.worker.preload", default=[]) or []
-    return [configured] if isinstance(configured, str) else list(configured)
+    argv = list(dask.config.get("distributed.worker.preload-argv", default=[]) or [])
+    if argv and not isinstance(argv[0], str):
+        argv.append([])
+    preloads = [configured] if isinstance(configured, str) else list(configured)
+    return {"preload": [*preloads, WORKER_SETUP], "preload_argv": argv}
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from mnist_dask.cli.errors import Circumstances
 from mnist_dask.cli.types import KeyValue, MemorySize, Seconds, SourceText, StoreLocation
 from mnist_dask.cluster_options import ClusterOptions
 from mnist_dask.data.defaults import DEFAULT_STORE, SOURCE_ENV, STORE_ENV
-from mnist_dask.locations import local_path
+from mnist_dask.locations import FILE_SCHEME, local_path
 
 if TYPE_CHECKING:
     from mnist_dask.data.sources import Source
@@ -114,9 +114,8 @@ def store_options(function: F) -> F:
         choice = StoreChoice(store, dict(storage_options), given)
         choice.check()
         Circumstances.of().store = choice.url
-        local = local_path(choice.url)
-        if local is not None:
-            writes_to(str(local))
+        if local_path(choice.url) is not None:
+            writes_to(choice.url.removeprefix(FILE_SCHEME))  # as typed, for the disk-full line
         return function(*args, store=choice, **kwargs)
 
     with_store = click.option(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -147,8 +146,8 @@ def _is_number(text: str) -> bool:
 
 def _locate_idx(locations: tuple[str, ...], stem: str) -> str:
     """Find one IDX file: a local folder is read as is, a URL is downloaded and MD5-checked."""
-    if len(locations) == 1 and local_path(locations[0]) is not None:
-        folder = Path(locations[0])
+    folder = local_path(locations[0]) if len(locations) == 1 else None
+    if folder is not None:
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder")
         for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
@@ -195,10 +194,11 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _md5_of(path: str) -> str:
-    if local_path(path) is not None:
-        if not Path(path).is_file():
+    local = local_path(path)
+    if local is not None:
+        if not local.is_file():
             raise UserError(f"{path}: no such file")
-        return download.content_md5(path)
+        return download.content_md5(str(local))
     return hashlib.md5(_read_bytes(path)).hexdigest()
 
 

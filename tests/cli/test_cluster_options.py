@@ -54,11 +54,24 @@ def test_a_local_worker_its_nanny_restarts_still_ignores_ctrl_c():
         assert set(client.run(os.getpid).values()) == {restarted}, "the restarted worker died of Ctrl-C"
 
 
-@pytest.mark.parametrize(("configured", "kept"), [(None, []), ("my.preload", ["my.preload"]), (["a", "b"], ["a", "b"])])
-def test_our_worker_preload_keeps_those_dask_config_names(configured, kept):
+@pytest.mark.parametrize(
+    ("configured", "argv", "preload_argv"),
+    [
+        (None, None, []),
+        ("my.preload", [], []),
+        (["a", "b"], ["--x", "1"], ["--x", "1"]),  # one flat list: distributed gives it to every preload
+        (["a"], [["--x", "1"]], [["--x", "1"], []]),  # one list per preload: ours takes none
+    ],
+)
+def test_our_worker_preload_comes_after_those_dask_config_names_with_their_arguments(configured, argv, preload_argv):
     import dask
+    from distributed.preloading import process_preloads
 
-    from mnist_dask.cluster import _configured_worker_preloads
+    from mnist_dask.cluster import WORKER_SETUP, _worker_preloads
 
-    with dask.config.set({"distributed.worker.preload": configured}):
-        assert _configured_worker_preloads() == kept
+    with dask.config.set({"distributed.worker.preload": configured, "distributed.worker.preload-argv": argv}):
+        given = _worker_preloads()
+    kept = [configured] if isinstance(configured, str) else list(configured or [])
+    assert given == {"preload": [*kept, WORKER_SETUP], "preload_argv": preload_argv}
+    names = [preload.name for preload in process_preloads(None, [WORKER_SETUP] * len(given["preload"]), preload_argv)]
+    assert len(names) == len(given["preload"])  # distributed pairs each preload with its arguments

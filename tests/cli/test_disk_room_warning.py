@@ -31,7 +31,7 @@ def small_disk(tmp_path) -> Iterator[Path]:
 
 def test_a_forced_rewrite_counts_the_room_its_old_stage_frees(tmp_path, small_disk):
     ws = Workspace(tmp_path)  # for its clean-environment CLI runner only
-    idx = SmallMnist(n_train=400, n_test=100).write_idx(tmp_path / "idx")
+    idx = SmallMnist(n_train=400, n_test=100).write_idx(tmp_path / "idx-500")
     store = small_disk / "s.zarr"
     ingest = ("ingest", "--source", f"idx:{idx}", "--store", store, "--workers", "1", "--chunk-size", "100")
     first = ws.cli(*ingest)
