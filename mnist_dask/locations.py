@@ -12,7 +12,8 @@ FILE_SCHEME = "file://"
 
 
 def local_path(location: str) -> Path | None:
-    """The local path that ``location`` names (``file://`` removed), or None for a remote URL such as ``s3://...``."""
+    """The local path that ``location`` names (``file://`` removed, ``~`` expanded), or None for a remote URL
+    such as ``s3://...``. A ``~`` the shell did not expand ($MNIST_DASK_STORE=~/...) still means home."""
     if "://" in location and not location.startswith(FILE_SCHEME):
         return None
-    return Path(location.removeprefix(FILE_SCHEME))
+    return Path(location.removeprefix(FILE_SCHEME)).expanduser()

@@ -180,7 +180,7 @@ _REMOTE_PROBLEMS = {
 def _culprit(code: int | None, known: Circumstances) -> str | None:
     """Which of the command's writable local paths lies on a full (or read-only) filesystem."""
     for path in known.writes:
-        existing = Path(path)
+        existing = Path(path).expanduser()
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         try:

@@ -62,13 +62,12 @@ class StoreLocation(click.ParamType):
         text = str(value)
         if not text.strip():
             self.fail("empty; give a folder path or a URL", param, ctx)
-        local = local_path(text)
-        if local is None:
+        path = local_path(text)
+        if path is None:
             problem = _unusable_protocol(text)
             if problem:
                 self.fail(f"{text}: {problem}", param, ctx)
             return text
-        path = local.expanduser()
         for ancestor in (path, *path.parents):
             if ancestor.exists():
                 if not ancestor.is_dir():

@@ -212,4 +212,4 @@ def _arrays_md5(*arrays: np.ndarray) -> str:
 def _absolute(location: str) -> str:
     """Make local paths absolute so remote workers with another cwd resolve them alike."""
     path = local_path(location)
-    return location if path is None else os.path.abspath(path.expanduser())
+    return location if path is None else os.path.abspath(path)

@@ -1,11 +1,13 @@
-"""The 'it may not fit' warning counts the room a --force rewrite frees: the old stage is cleared first.
+"""A local disk with little room, on a real tmpfs: the warning before a write, and the disk a full one names.
 
-A real tmpfs holds a store whose raw stage (random pixels, which do not compress) fills most of it;
-rewriting that stage with ``ingest --force`` fits in the room the old arrays leave, so no warning.
+The 'it may not fit' warning counts the room a --force rewrite frees (the old stage is cleared
+first): a raw stage of random pixels, which do not compress, fills most of the disk, and rewriting
+it with ``ingest --force`` fits in the room the old arrays leave.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 from support import SmallMnist
 from user_errors import Workspace, mount_tmpfs, unmount
+
+from mnist_dask.cli.errors import Circumstances, _culprit
 
 ROOM_LEFT = 64 * 1024  # bytes left free after the first ingest: far less than the stage's 392,000
 
@@ -45,3 +49,10 @@ def test_a_forced_rewrite_counts_the_room_its_old_stage_frees(tmp_path, small_di
 
     assert again.returncode == 0, again.stderr
     assert "may not fit" not in again.stderr, again.stderr
+
+
+def test_a_full_disk_is_found_behind_a_tilde_the_shell_did_not_expand(small_disk, monkeypatch):
+    """$MNIST_DASK_STORE=~/s.zarr reaches us with its '~': the full disk is the home folder's."""
+    monkeypatch.setenv("HOME", str(small_disk))
+    known = Circumstances(store="the store", writes=["~/s.zarr"])
+    assert _culprit(errno.ENOSPC, known) == "~/s.zarr"

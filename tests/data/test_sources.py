@@ -61,7 +61,7 @@ def test_idx_file_url_source_is_a_local_path(tmp_path):
         ("storage/mnist.zarr", "storage/mnist.zarr"),
         ("/data/mnist", "/data/mnist"),
         ("file:///data/mnist", "/data/mnist"),
-        ("~/mnist", "~/mnist"),
+        ("~/mnist", str(Path.home() / "mnist")),
         ("s3://bucket/mnist.zarr", None),
         ("memory://mnist.zarr", None),
         ("https://example.org/mnist/", None),

@@ -14,13 +14,27 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
 
 from mnist_dask.errors import UserError
-from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status
+from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status, runs_root
 from mnist_dask.jobs.run_lock import LOCK_NAME, run_folder_lock
+
+
+@pytest.mark.parametrize(
+    ("store", "runs"),
+    [
+        ("storage/mnist.zarr", Path("storage/runs")),
+        ("file:///data/mnist.zarr", Path("/data/runs")),
+        ("~/mnist.zarr", Path.home() / "runs"),  # $MNIST_DASK_STORE=~/...: no folder named '~' in the working one
+        ("s3://bucket/mnist.zarr", Path("storage/runs")),
+    ],
+)
+def test_run_folders_go_beside_a_local_store_else_under_storage(store, runs):
+    assert runs_root(store) == runs
 
 
 def test_an_output_folder_is_new_empty_or_an_earlier_runs_never_the_users(tmp_path):
