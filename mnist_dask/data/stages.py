@@ -15,7 +15,6 @@ import math
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -63,11 +62,8 @@ def _warn_if_it_may_not_fit(client: Client, store: Store, label: str, nbytes: fl
     location = layout.Location.of(store.url, store.storage_options)
     if math.isnan(nbytes) or not isinstance(location.fs, LocalFileSystem):
         return  # a size not known before computing (nan), or an object store's room
-    place = Path(location.root)
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    try:
-        free = shutil.disk_usage(place).free
+    try:  # the store's folder exists: the stage was begun in it
+        free = shutil.disk_usage(location.root).free
     except OSError:  # not ours to judge: the write itself names any real problem
         return
     if nbytes > free:
