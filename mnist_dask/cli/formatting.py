@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_dask.jobs.ledger import MET, STATUSES
+from mnist_dask.jobs.ledger import MET, STATUSES, reproduced
 
 LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
@@ -74,7 +74,7 @@ def _figures(ledger: dict[str, int] | None) -> str:
     """``; published figures: 3 of 4 reproduced (1 missing)`` from a run's ledger counts; empty without one."""
     if not ledger:
         return ""
-    met = sum(ledger.get(status, 0) for status in MET)
+    met = reproduced(ledger)
     others = [f"{ledger[status]} {status}" for status in STATUSES if status not in MET and ledger.get(status)]
     return f"; published figures: {met} of {sum(ledger.values())} reproduced" + (
         f" ({', '.join(others)})" if others else ""

@@ -43,6 +43,7 @@ def study(
     others go on (exit status 1 at the end). A job whose run folder holds a finished run of the same job file
     on the same store is skipped unless --force. Writes study.json, a self-contained index.html and figures.md."""
     from mnist_dask.cluster import announce_dashboard, connect
+    from mnist_dask.jobs.ledger import reproduced
     from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root
     from mnist_dask.jobs.study import STUDY_FILE, run_study, study_jobs
 
@@ -78,7 +79,7 @@ def study(
         record = run_study(
             items, store.open(), client, folder, source=source.source if source else None, force=force, log=log
         )
-    met = record["ledger"]["exact"] + record["ledger"]["within print precision"]
+    met = reproduced(record["ledger"])
     click.echo(
         f"study: {met} of {len(record['figures'])} published figures reproduced; {len(items)} jobs in "
         f"{record['seconds']:.0f} s; {folder}/index.html"

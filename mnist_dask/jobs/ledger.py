@@ -101,6 +101,11 @@ def counts(entries: dict[str, dict[str, Any]]) -> dict[str, int]:
     return {status: sum(1 for e in entries.values() if e["status"] == status) for status in STATUSES}
 
 
+def reproduced(status_counts: dict[str, int]) -> int:
+    """How many figures of :func:`counts` are as published (exact or within print precision)."""
+    return sum(status_counts.get(status, 0) for status in MET)
+
+
 def _compare_number(printed: str, measured: float) -> Status:
     """A number against its printed text: exact, or equal to the printed digits."""
     published = float(printed)

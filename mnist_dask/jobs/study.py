@@ -25,7 +25,7 @@ from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, UserError
 from mnist_dask.jobs.driver import run_job
-from mnist_dask.jobs.ledger import MET, STATUSES, ledger
+from mnist_dask.jobs.ledger import STATUSES, ledger, reproduced
 from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
@@ -243,7 +243,7 @@ def _summary(entry: dict[str, Any]) -> str:
         parts.append(f"test accuracy {entry['test_accuracy']:.4f}")
     total = sum(entry["ledger"].values())
     if total:
-        parts.append(f"figures {sum(entry['ledger'][s] for s in MET)}/{total} as published")
+        parts.append(f"figures {reproduced(entry['ledger'])}/{total} as published")
     return (", " + ", ".join(parts)) if parts else ""
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import jinja2
 
+from mnist_dask.jobs.ledger import reproduced
+
 PAGE = "index.html"
 SUMMARY = "figures.md"
 _ENVIRONMENT = jinja2.Environment(
@@ -25,7 +27,7 @@ def write_study_page(study: dict[str, Any], folder: Path) -> Path:
     jobs = [
         {**job, "link": _relative(job.get("report"), folder), "wall_time": _wall_time(job)} for job in study["jobs"]
     ]
-    met = study["ledger"].get("exact", 0) + study["ledger"].get("within print precision", 0)
+    met = reproduced(study["ledger"])
     html = _ENVIRONMENT.get_template("study.html.j2").render(
         study=study, jobs=jobs, figures=study["figures"], met=met, total=len(study["figures"]), show=_show
     )
@@ -41,7 +43,7 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
 
     The README's table of figures is this file's content, pasted from a study run.
     """
-    met = study["ledger"].get("exact", 0) + study["ledger"].get("within print precision", 0)
+    met = reproduced(study["ledger"])
     lines = [
         f"{met} of {len(study['figures'])} published figures reproduced "
         f"({study['ledger'].get('exact', 0)} exact, {study['ledger'].get('within print precision', 0)} within print "
