@@ -53,7 +53,7 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
 def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_json: bool) -> None:
     """List runs (from --runs-dir, and from the scheduler with --scheduler)."""
     from mnist_dask.cluster import connect
-    from mnist_dask.jobs.records import list_runs, scheduler_runs, submitted_driver_alive, with_state
+    from mnist_dask.jobs.records import list_runs, scheduler_runs, with_scheduler_state, with_state
 
     root = runs_root_of(store, runs_dir)
     found = list_runs(root) if runs_dir is not None or root.is_dir() else []  # no default folder yet: no runs
@@ -61,7 +61,7 @@ def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_j
     if not cluster.local:
         with connect(cluster.options(quiet=True)) as client:
             for run_id, record in scheduler_runs(client).items():
-                records[run_id] = with_state(record, submitted_driver_alive(client, record))
+                records[run_id] = with_scheduler_state(client, record)
     ordered = sorted(records.values(), key=lambda r: str(r.get("submitted") or r.get("started") or ""))
     if as_json:
         click.echo(json.dumps(ordered, indent=2))

@@ -269,7 +269,20 @@ def scheduler_record(client: Any, run: str) -> tuple[dict[str, Any] | None, dict
     record = scheduler_runs(client).get(Path(run).name)
     if not isinstance(record, dict):
         return None, None
-    return with_state(record, submitted_driver_alive(client, record)), stage_progress(client, record["run_id"])
+    return with_scheduler_state(client, record), stage_progress(client, record["run_id"])
+
+
+def with_scheduler_state(client: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """A record read from the scheduler, with its state decided by whether its driver is still there.
+
+    A driver that left the scheduler after the record was read may have finished meanwhile: its last
+    write to the scheduler comes before its task ends, so the record is read again before 'lost'.
+    """
+    alive = submitted_driver_alive(client, record)
+    if alive is False:
+        newer = scheduler_runs(client).get(str(record.get("run_id")))
+        record = newer if isinstance(newer, dict) else record
+    return with_state(record, alive)
 
 
 def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | None:

@@ -162,3 +162,18 @@ def test_a_running_record_whose_process_is_gone_is_lost(tmp_path):
     assert run_state(status.record) == "lost"
     assert listed.returncode == 0 and "lost" in listed.stdout.splitlines()[1]
     assert shown.returncode == 0 and "lost" in shown.stdout and "the job again to resume" in shown.stdout
+
+
+def test_a_driver_that_finished_after_its_record_was_read_is_not_called_lost(dask_processes):
+    """status reads the record, then asks whether the driver is still there: a driver that finished in
+    between has written 'finished' before leaving the scheduler, and that is what status must say."""
+    from distributed import Client
+
+    from mnist_dask.jobs.records import METADATA_KEY, with_scheduler_state
+
+    read_earlier = {"run_id": "r-1", "job": "knn_baseline", "state": "running", "driver_key": "driver-r-1-gone"}
+    with Client(dask_processes.address) as client:
+        client.set_metadata([METADATA_KEY, "r-1"], {**read_earlier, "state": "finished"})  # its last write
+        assert with_scheduler_state(client, read_earlier)["state"] == "finished"
+        client.set_metadata([METADATA_KEY, "r-1"], read_earlier)  # a driver that died without a word
+        assert with_scheduler_state(client, read_earlier)["state"] == "lost"
