@@ -16,7 +16,6 @@ import posixpath
 import re
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
@@ -28,6 +27,7 @@ from mnist_dask.data.checksums import ChunkSource, checked_array, recorded_check
 from mnist_dask.data.defaults import DEFAULT_STORE
 from mnist_dask.data.layout import ATTRS_KEY, ROOT_KEY, Location
 from mnist_dask.errors import UserError
+from mnist_dask.locations import local_path
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -40,7 +40,8 @@ class Store:
     """A Zarr v3 store at a local path or any fsspec URL (``s3://...``)."""
 
     def __init__(self, url: str = DEFAULT_STORE, storage_options: dict[str, Any] | None = None):
-        self.url = url if "://" in url else str(Path(url).expanduser().resolve())
+        path = local_path(url)  # file:// and ~ name local paths too (the same rule as the command line's)
+        self.url = url if path is None else str(path.resolve())
         self.storage_options = storage_options or None
         self._ours = False  # set once the location is known to hold an mnist-dask store
 

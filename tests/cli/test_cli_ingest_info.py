@@ -268,6 +268,17 @@ def test_csv_without_header_is_ingested(small, ingest, tmp_path):
     assert_arrays_equal(stored(store), expected_arrays(small.arrays))
 
 
+def test_a_file_url_store_under_a_tilde_is_written_in_the_home_folder(small, ingest, tmp_path, monkeypatch):
+    """``--store file://~/s.zarr`` names the same folder as ``~/s.zarr`` (it used to fail: 'cannot create')."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    result = ingest(f"idx:{small.write_idx(tmp_path / 'idx')}", "file://~/s.zarr")
+    assert_ok(result)
+    assert result.stdout.startswith(f"{home / 's.zarr'}: ingested idx:")
+    assert_arrays_equal(stored(home / "s.zarr"), expected_arrays(small.arrays))
+
+
 def test_concurrent_ingests_on_one_scheduler_keep_their_own_data(small, ingest, tmp_path):
     datasets = [type(small)(seed=100 + i, n_train=30 + i, n_test=10 + i) for i in range(3)]
     sources = [f"idx:{d.write_idx(tmp_path / f'idx{i}')}" for i, d in enumerate(datasets)]
