@@ -30,7 +30,8 @@ from mnist_dask.jobs.records import PREDICTIONS
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search, search_problem
 from mnist_dask.report import spec
-from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, resolve_params, run_transform
+from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, run_transform
+from mnist_dask.transforms.validation import resolve_params
 
 DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
 DEFAULT_WEIGHTS: Weights = "uniform"

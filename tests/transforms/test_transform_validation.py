@@ -18,7 +18,8 @@ from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.jobs.spec import parse_job
-from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, resolve_params, run_transform
+from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, run_transform
+from mnist_dask.transforms.validation import resolve_params
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,96 @@
+"""Builders fitted on the training split only, then applied to both: StandardScaler, variance
+threshold, PCA (dask-ml), and the mean images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from mnist_dask.data.sources import SPLITS
+from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
+from mnist_dask.transforms.arrays import Arrays, as_rows, carry_labels
+
+
+def build_scale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """dask-ml StandardScaler fitted on the training split only, applied to both (float32)."""
+    from dask_ml.preprocessing import StandardScaler
+
+    flat = {split: as_rows(store.read(f"{input_stage}/{split}/images")).astype(np.float64) for split in SPLITS}
+    scaler = StandardScaler().fit(flat["train"])
+    arrays: Arrays = {}
+    for split in SPLITS:
+        arrays[f"{split}/features"] = scaler.transform(flat[split]).astype(np.float32)
+        arrays.update(carry_labels(store, input_stage, split))
+    arrays["mean"] = da.from_array(np.asarray(scaler.mean_))
+    arrays["scale"] = da.from_array(np.asarray(scaler.scale_))
+    return arrays
+
+
+def build_variance_threshold(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """Keep the pixels whose training-set variance exceeds the threshold (as sklearn's VarianceThreshold)."""
+    flat = {split: as_rows(store.read(f"{input_stage}/{split}/images")) for split in SPLITS}
+    variance = flat["train"].astype(np.float64).var(axis=0).compute()
+    keep = variance > p["threshold"]
+    if not keep.any():
+        raise UserError(f"transform varthresh: no pixel has variance above {p['threshold']}")
+    arrays: Arrays = {"selected": da.from_array(keep), "variance": da.from_array(variance)}
+    for split in SPLITS:
+        arrays[f"{split}/features"] = flat[split][:, keep]
+        arrays.update(carry_labels(store, input_stage, split))
+    return arrays
+
+
+def build_mean(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """The mean training image overall and per digit (float64)."""
+    images = store.read(f"{input_stage}/train/images").astype(np.float64)
+    labels = store.read(f"{input_stage}/train/labels")
+    per_class = da.stack([images[(labels == digit).compute()].mean(axis=0) for digit in range(10)])
+    return {"mean_image": images.mean(axis=0), "per_class": per_class}
+
+
+def build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """dask-ml PCA fitted on the input's training rows only (``fit_on``: all, or the originals of an
+    augmented input); both splits projected (float32).
+
+    With ``scale_power`` p > 0 each feature is multiplied by explained_variance ** -p
+    (partial whitening; p = 0.5 on unwhitened PCA equals ``whiten``). Also stores
+    ``components`` (n_components, d), ``mean``, ``explained_variance`` and
+    carries labels, ``source_index`` and (from an augmented input) ``copy``.
+    """
+    from dask_ml.decomposition import PCA
+
+    flat = {
+        split: as_rows(store.read_xy(input_stage, split)[0]).rechunk({0: p["chunk_size"], 1: -1}).astype(np.float32)
+        for split in SPLITS
+    }
+    if not 1 <= p["n_components"] <= flat["train"].shape[1]:
+        raise UserError(
+            f"transform pca: n_components must be between 1 and {flat['train'].shape[1]}, got {p['n_components']}"
+        )
+    fit_rows = flat["train"]
+    if p["fit_on"] == "originals" and store.has(f"{input_stage}/train/copy"):
+        fit_rows = fit_rows[np.flatnonzero(store.read(f"{input_stage}/train/copy").compute() == 0)]
+    pca = PCA(
+        n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"], random_state=p["seed"]
+    ).fit(fit_rows.rechunk({0: p["chunk_size"]}))
+    arrays: Arrays = {
+        "components": da.from_array(np.asarray(pca.components_, dtype=np.float32)),
+        "mean": da.from_array(np.asarray(pca.mean_, dtype=np.float32)),
+        "explained_variance": da.from_array(np.asarray(pca.explained_variance_)),
+    }
+    scale = (np.asarray(pca.explained_variance_) ** -p["scale_power"]).astype(np.float32)
+    for split in SPLITS:
+        arrays[f"{split}/features"] = pca.transform(flat[split]).astype(np.float32) * scale
+        arrays.update(carry_labels(store, input_stage, split))
+    if store.has(f"{input_stage}/train/copy"):
+        arrays["train/copy"] = store.read(f"{input_stage}/train/copy")
+    return arrays
+
+
+def pca_name(p: dict[str, Any]) -> str:
+    """``pca<n>``, ``w`` when whitened, ``p<power>`` when partially whitened."""
+    power = f"p{p['scale_power']:g}" if p["scale_power"] else ""
+    return f"pca{p['n_components']}" + ("w" if p["whiten"] else "") + power

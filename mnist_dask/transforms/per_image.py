@@ -1,0 +1,83 @@
+"""Builders that keep the rows: a kernel applied image by image (deskew, blur, downscale) and a
+seeded subset of rows (sample)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from mnist_dask.data.sources import SPLITS
+from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
+from mnist_dask.transforms import kernels
+from mnist_dask.transforms.arrays import Arrays, carry_labels, copy_split
+
+
+def per_image(
+    function: Callable[..., np.ndarray],
+    out_shape: Callable[[tuple[int, ...]], tuple[int, ...]],
+    dtype: Any,
+    params: tuple[str, ...] = (),
+) -> Callable[[Store, str, dict[str, Any]], Arrays]:
+    """Builder for transforms applied image by image to both splits, chunk by chunk."""
+
+    def build(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+        arrays: Arrays = {}
+        for split in SPLITS:
+            images = store.read(f"{input_stage}/{split}/images")
+            shape = out_shape(images.shape[1:])
+            args = {key: p[key] for key in params}
+            arrays[f"{split}/images"] = da.map_blocks(
+                function,
+                images,
+                **args,
+                dtype=dtype,
+                chunks=(images.chunks[0], *shape),
+                name=f"{function.__name__}-{split}-{tokenize(images.name, args)}",
+            )
+            arrays.update(carry_labels(store, input_stage, split))
+        return arrays
+
+    return build
+
+
+def _downscaled_shape(factor: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
+    return lambda shape: tuple(-(-s // factor) for s in shape)
+
+
+def _downscale(images: np.ndarray, factor: int) -> np.ndarray:
+    return kernels.downscale_local_mean(images, factor).astype(np.float32)
+
+
+def build_downscale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """Each image's ``factor`` x ``factor`` local means, both splits (float32)."""
+    return per_image(_downscale, _downscaled_shape(p["factor"]), np.float32, params=("factor",))(store, input_stage, p)
+
+
+def same_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape of a kernel that keeps each image's size."""
+    return shape
+
+
+def build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    """A seeded random subset of ``train`` training and ``test`` test rows (0 keeps a split whole), in order."""
+    arrays: Arrays = {}
+    rng = np.random.default_rng(p["seed"])
+    for split in SPLITS:
+        labels = store.read(f"{input_stage}/{split}/labels")
+        size = p[split]
+        if size > labels.shape[0]:  # its lower bound is in PARAMETERS
+            raise UserError(f"transform sample: {split}={size} must lie in [0, {labels.shape[0]}]")
+        rows = np.sort(rng.choice(labels.shape[0], size, replace=False)) if size else np.arange(labels.shape[0])
+        for path, array in copy_split(store, input_stage, split).items():
+            arrays[path] = array[rows]
+    return arrays
+
+
+# the two kernels that keep each image's size and dtype
+build_deskew = per_image(kernels.deskew, same_shape, np.uint8)
+build_blur = per_image(kernels.gaussian_blur, same_shape, np.uint8, params=("sigma",))
