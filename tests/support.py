@@ -120,7 +120,15 @@ def free_port() -> int:
 class DaskProcesses:
     """A real ``dask scheduler`` and ``dask worker --nworkers N`` (with nannies) on 127.0.0.1."""
 
-    def __init__(self, n_workers: int = 2, memory_limit: str = "4GB"):
+    def __init__(
+        self,
+        n_workers: int = 2,
+        memory_limit: str = "4GB",
+        cwd: Path | None = None,
+        worker_prefix: tuple[str, ...] = (),
+    ):
+        """``cwd``: the folder the processes start in (where they resolve relative paths); ``worker_prefix``:
+        a command the workers' command is handed to (``unshare ...`` for a disk of their own)."""
         import subprocess
         import sys
 
@@ -139,9 +147,11 @@ class DaskProcesses:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=cwd,
         )
         self.workers = subprocess.Popen(
             [
+                *worker_prefix,
                 dask,
                 "worker",
                 self.address,
@@ -157,6 +167,7 @@ class DaskProcesses:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=cwd,
         )
         self.wait_for_workers(n_workers)
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import dask.array as da
 import numpy as np
+import zarr
 from dask.base import tokenize
 from distributed import Client, span
 from pydantic import AfterValidator, Field, Strict, field_validator
@@ -297,7 +298,21 @@ def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, clie
             predicted.to_zarr(str(target), component="predicted", overwrite=True, compute=False),
         ],
     )
+    _check_all_written(target, "proba")
     return da.from_zarr(str(target), component="predicted").compute()
+
+
+def _check_all_written(target: Path, component: str) -> None:
+    """Refuse predictions some of whose chunks this process cannot see: the workers wrote them to a disk
+    of their own, and zarr would read the missing chunks as zeros. Every chunk of probabilities holds
+    rows that sum to 1, so none may be left out as empty."""
+    array = zarr.open_array(str(target), path=component, mode="r")
+    if array.nchunks_initialized < array.nchunks:
+        raise UserError(
+            f"{target}: {array.nchunks - array.nchunks_initialized} of {array.nchunks} chunks the workers wrote "
+            "are missing here; the run folder must be on a disk this machine and the workers share "
+            "(choose one with --run-dir)"
+        )
 
 
 def _argmax_class(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ def run_job(
     holds ``run_dir`` exclusively (mnist_dask.jobs.run_lock): a second run of the same folder
     at the same time fails with one line before touching anything in it.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()  # workers would resolve a relative one in their own folders
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(run_dir, job.name):  # a second run of the folder fails here, touching nothing
         _clear_outputs(run_dir)  # an earlier run's outputs must not pass for this one if it fails
