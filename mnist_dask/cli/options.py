@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 
 from mnist_dask.cli.errors import Circumstances
-from mnist_dask.cli.types import KeyValue, MemorySize, Seconds, SourceText, StoreLocation
+from mnist_dask.cli.types import KeyValue, LocalFolder, MemorySize, Seconds, SourceText, StoreLocation
 from mnist_dask.cluster_options import ClusterOptions
 from mnist_dask.data.defaults import DEFAULT_STORE, SOURCE_ENV, STORE_ENV
 from mnist_dask.locations import FILE_SCHEME, local_path
@@ -258,7 +258,7 @@ def runs_dir_option(function: F) -> F:
     """``--runs-dir`` (an existing folder), handed to the command as ``runs_dir: Path | None``."""
     return click.option(
         "--runs-dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        type=LocalFolder(exists=True),
         help="folder holding the run folders  [default: runs/ beside a local --store: storage/runs]",
     )(function)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from mnist_dask.cli.options import StoreChoice, command, store_options
+from mnist_dask.cli.types import LocalFolder
 
-RUN_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+RUN_FOLDER = LocalFolder(exists=True)
 
 
 @command("report")

@@ -10,10 +10,11 @@ import click
 from mnist_dask.cli import options
 from mnist_dask.cli.formatting import headline
 from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
+from mnist_dask.cli.types import LocalFolder
 from mnist_dask.errors import UserError
 
 JOB = click.argument("job", metavar="JOB", type=click.Path(exists=True, dir_okay=False))
-RUN_DIR = click.Path(file_okay=False, path_type=Path)
+RUN_DIR = LocalFolder()
 
 
 @options.command("run")

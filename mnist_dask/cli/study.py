@@ -9,6 +9,7 @@ import click
 
 from mnist_dask.cli import options
 from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
+from mnist_dask.cli.types import LocalFolder
 from mnist_dask.errors import JobsFailed, UserError
 
 JOBS_FOLDER = Path("jobs")
@@ -23,7 +24,7 @@ JOBS_FOLDER = Path("jobs")
 @click.option("--force", is_flag=True, help="run jobs again even when their run folder holds a finished run of them")
 @click.option(
     "--study-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LocalFolder(),
     help="folder for study.json, index.html and figures.md  [default: study/ beside a local store: storage/study]",
 )
 @click.option("--submit", is_flag=True, help="hand the whole study to the cluster (--scheduler) and return at once")

@@ -4,6 +4,7 @@ MNIST sources, finite durations. Each refuses a bad value at parse time with one
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import click
@@ -75,6 +76,22 @@ class StoreLocation(click.ParamType):
                     self.fail(f"{text}: {where}, not a Zarr store folder; choose a new or empty folder", param, ctx)
                 break
         return text
+
+
+class LocalFolder(click.Path):
+    """A folder on this machine's disk (a run or study folder): ``~`` and ``file://`` as for a store, by
+    :func:`~mnist_dask.locations.local_path`; a remote URL is refused."""
+
+    def __init__(self, exists: bool = False) -> None:
+        super().__init__(exists=exists, file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The folder as a Path (``~`` expanded), once click's checks pass."""
+        text = str(value)
+        path = local_path(text)
+        if path is None:
+            self.fail(f"{text}: a folder on this machine is needed here, not a URL", param, ctx)
+        return super().convert(path, param, ctx)
 
 
 class SourceText(click.ParamType):

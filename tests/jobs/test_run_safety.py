@@ -141,6 +141,24 @@ def test_cli_run_into_a_folder_another_run_holds_fails_in_one_line_and_touches_n
     assert after == before
 
 
+def test_cli_run_folder_under_a_tilde_is_in_home_and_a_url_is_refused(tmp_path, monkeypatch):
+    """``--run-dir '~/r'`` (a tilde the shell left alone) means home, as for --store; it made a folder named '~'."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    store = tmp_path / "s.zarr"
+    done = cli(
+        "run", job, "--source", f"idx:{folder}", "--store", store, "--run-dir", "~/r", "--workers", 1, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert (home / "r" / "result.json").is_file() and not (tmp_path / "~").exists()
+    refused = cli("run", job, "--store", store, "--run-dir", "s3://bucket/r", cwd=tmp_path)
+    assert_user_error(refused, "--run-dir: s3://bucket/r: a folder on this machine is needed here, not a URL")
+
+
 def test_cli_run_with_a_negative_sample_fails_before_anything_starts(tmp_path):
     job = tmp_path / "svm.toml"
     job.write_text("experiment = 'svm_kernels'\n[params]\nsample = -5\n")
