@@ -199,7 +199,7 @@ class Store:
         """
         if not STAGE_NAME.match(stage) or ".." in stage:
             raise UserError(f"{stage}: not a stage name; use raw or derived/<name> (see 'mnist-dask info')")
-        self._group("a")  # refuses anything that is not an mnist-dask store
+        self._group("r")  # refuses a missing store (creating none) and anything not an mnist-dask store
         if stage not in self.stages():
             known = ", ".join(self.stages()) or "none"
             raise UserError(f"{self.url}: no stage {stage} to drop (stages: {known})")

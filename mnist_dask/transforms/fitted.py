@@ -66,13 +66,15 @@ def build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
         split: as_rows(store.read_xy(input_stage, split)[0]).rechunk({0: p["chunk_size"], 1: -1}).astype(np.float32)
         for split in SPLITS
     }
-    if not 1 <= p["n_components"] <= flat["train"].shape[1]:
-        raise UserError(
-            f"transform pca: n_components must be between 1 and {flat['train'].shape[1]}, got {p['n_components']}"
-        )
     fit_rows = flat["train"]
     if p["fit_on"] == "originals" and store.has(f"{input_stage}/train/copy"):
         fit_rows = fit_rows[np.flatnonzero(store.read(f"{input_stage}/train/copy").compute() == 0)]
+    rows, features = fit_rows.shape
+    if not 1 <= p["n_components"] <= min(rows, features):
+        limit = (
+            f"{features} (the input's features)" if features <= rows else f"{rows} (the training rows it is fitted on)"
+        )
+        raise UserError(f"transform pca: n_components must be between 1 and {limit}, got {p['n_components']}")
     pca = PCA(
         n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"], random_state=p["seed"]
     ).fit(fit_rows.rechunk({0: p["chunk_size"]}))

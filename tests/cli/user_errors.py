@@ -599,6 +599,12 @@ MESSAGE_CASES = [
         lambda ws: ["verify", ws.root / "missing.zarr", "--workers", "1"],
         lambda ws: [str(ws.root / "missing.zarr")],
     ),
+    Case(
+        "drop-on-a-missing-store",
+        lambda ws: ["drop", "raw", "--store", _new(ws)],
+        lambda ws: [f"{_new(ws)}: no Zarr store here"],
+        store=NO_STORE,
+    ),
     Case("status-unknown-run", lambda ws: ["status", "no-such-run", "--runs-dir", ws.root], _names("no-such-run")),
     Case(
         "submit-without-scheduler",

@@ -98,6 +98,17 @@ def test_an_input_the_transform_cannot_use_is_refused_up_front(store, client, na
     assert store.stages() == before
 
 
+def test_pca_with_more_components_than_training_rows_is_one_line(store, client):
+    """40 training rows: 50 components cannot be fitted (it was an internal error from scikit-learn)."""
+    before = store.stages()
+    with pytest.raises(UserError) as exc:
+        run_transform(store, client, "pca", {"n_components": 50})
+    assert str(exc.value) == (
+        "transform pca: n_components must be between 1 and 40 (the training rows it is fitted on), got 50"
+    )
+    assert store.stages() == before
+
+
 def test_pca_takes_features_too(store, client):
     assert run_transform(store, client, "pca", {"n_components": 3}, input_stage="derived/pca5").action == "written"
 
