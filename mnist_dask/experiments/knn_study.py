@@ -298,15 +298,15 @@ def _predict_to_zarr(model: KNNClassifier, X_test: da.Array, run_dir: Path, clie
             predicted.to_zarr(str(target), component="predicted", overwrite=True, compute=False),
         ],
     )
-    _check_all_written(target, "proba")
+    _check_every_chunk_is_here(target)
     return da.from_zarr(str(target), component="predicted").compute()
 
 
-def _check_all_written(target: Path, component: str) -> None:
+def _check_every_chunk_is_here(target: Path) -> None:
     """Refuse predictions some of whose chunks this process cannot see: the workers wrote them to a disk
-    of their own, and zarr would read the missing chunks as zeros. Every chunk of probabilities holds
-    rows that sum to 1, so none may be left out as empty."""
-    array = zarr.open_array(str(target), path=component, mode="r")
+    of their own, and zarr would read the missing chunks as zeros. The probabilities are the array
+    checked: each of their rows sums to 1, so no chunk of them is ever left out as empty."""
+    array = zarr.open_array(str(target), path="proba", mode="r")
     if array.nchunks_initialized < array.nchunks:
         raise UserError(
             f"{target}: {array.nchunks - array.nchunks_initialized} of {array.nchunks} chunks the workers wrote "
