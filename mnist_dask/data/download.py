@@ -23,11 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
+from fsspec.core import OpenFile
 
 from mnist_dask.errors import UserError
 
 GZIP_MAGIC = b"\x1f\x8b"
 _BLOCK = 1 << 20
+_RETRY_STATUSES = (408, 429)  # request timeout, too many requests: worth another try
+#: aiohttp failures of the connection itself (a dropped server, a truncated body), named so that
+#: a non-HTTP source need not import aiohttp
+_TRANSIENT_AIOHTTP = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError"}
+
+
+class RemoteFileMissing(UserError):
+    """The server (or filesystem) answered that the file does not exist: another name or mirror may have it."""
 
 
 @dataclass(frozen=True)
@@ -73,28 +82,32 @@ def fetch(
 ) -> Path:
     """Return a local copy of ``url`` in the cache, downloading it if needed.
 
-    A cached file is reused only if it passes ``checksum``. Network errors are retried
-    ``attempts`` times with exponential backoff; a checksum mismatch is not retried
-    (the server sent the wrong bytes) and leaves nothing in the cache.
+    A cached file is reused only if it passes ``checksum``. Transient network errors (lost
+    connections, timeouts, HTTP 5xx) are tried ``attempts`` times with exponential backoff;
+    an answer that cannot change (404, 403, a checksum mismatch) is not retried and leaves
+    nothing in the cache.
     """
     cache = cache or cache_dir()
-    target = cache / url.rstrip("/").rsplit("/", 1)[-1]
-    if target.exists() and (checksum is None or checksum.check(target) is None):
-        return target
+    good = cached(url, checksum, cache)
+    if good is not None:
+        return good
+    target = _cache_path(url, cache)
     cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     for attempt in range(1, attempts + 1):
         try:
-            with fsspec.open(url, "rb") as src, open(partial, "wb") as dst:
+            with _open_stream(url) as src, open(partial, "wb") as dst:
                 while block := src.read(_BLOCK):
                     dst.write(block)
             break
-        except Exception as exc:  # any transport failure (aiohttp, fsspec, OS) is retried
+        except Exception as exc:  # transport failures come as aiohttp, fsspec and OS errors
             partial.unlink(missing_ok=True)
             if _missing(exc):  # the server answered: no such file (HTTP 404); retrying will not help
-                raise UserError(f"{url}: {_not_found(url)}") from None
+                raise RemoteFileMissing(f"{url}: {not_found(url)}") from None
+            cause = exc.__cause__ if isinstance(exc, FileNotFoundError) and exc.__cause__ else exc
+            if not _transient(cause):  # e.g. 403 or a refused request: the same answer again
+                raise UserError(f"{url}: download failed ({_one_line(cause)})") from None
             if attempt == attempts:
-                cause = exc.__cause__ if isinstance(exc, FileNotFoundError) and exc.__cause__ else exc
                 raise UserError(f"{url}: download failed after {attempts} attempts ({_one_line(cause)})") from None
             time.sleep(backoff * 2 ** (attempt - 1))
     problem = checksum.check(partial) if checksum is not None else None
@@ -103,6 +116,17 @@ def fetch(
         raise UserError(f"{url}: checksum mismatch ({problem}); file not kept")
     partial.replace(target)
     return target
+
+
+def cached(url: str, checksum: Checksum | None, cache: Path | None = None) -> Path | None:
+    """The cached copy of ``url`` when there is one that passes ``checksum``, without touching the network."""
+    target = _cache_path(url, cache or cache_dir())
+    return target if target.exists() and (checksum is None or checksum.check(target) is None) else None
+
+
+def _cache_path(url: str, cache: Path) -> Path:
+    """Where ``url`` is kept: the cache folder and the URL's last path part."""
+    return cache / url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def file_md5(path: Path | str) -> str:
@@ -134,6 +158,30 @@ def _md5(blocks: Iterator[bytes]) -> str:
     return digest.hexdigest()
 
 
+def _open_stream(url: str) -> OpenFile:
+    """Open ``url`` for one sequential read.
+
+    HTTP is opened as a stream (``block_size=0``): fsspec's default random-access HTTP file
+    needs range requests, which simple servers (``python -m http.server``) do not support.
+    """
+    if url.startswith(("http://", "https://")):
+        return fsspec.open(url, "rb", block_size=0)
+    return fsspec.open(url, "rb")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether trying again may help: a lost, refused or timed-out connection, or a server-side
+    HTTP status (5xx, 408, 429); not a client-side status (403, ...) or a refused request."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status >= 500 or status in _RETRY_STATUSES
+    if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(exc, (OSError, TimeoutError)):  # includes aiohttp's connector errors and socket errors
+        return True
+    return any(kind.__name__ in _TRANSIENT_AIOHTTP for kind in type(exc).__mro__)
+
+
 def _missing(exc: BaseException) -> bool:
     """Whether the failure says the file does not exist (fsspec also raises FileNotFoundError, chained
     to the real cause, when it cannot reach the server at all)."""
@@ -145,7 +193,7 @@ def _missing(exc: BaseException) -> bool:
     )
 
 
-def _not_found(url: str) -> str:
+def not_found(url: str) -> str:
     """How to say that ``url`` does not exist."""
     return "not found (the server answered 404)" if url.startswith(("http://", "https://")) else "no such file"
 

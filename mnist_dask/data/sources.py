@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -154,14 +155,32 @@ def _locate_idx(locations: tuple[str, ...], stem: str) -> str:
             if (folder / name).is_file():
                 return str(folder / name)
         raise UserError(f"{folder}: missing file {stem}[.gz]")
+    checksum = download.MNIST_CHECKSUMS[stem + ".gz"]  # the content MD5 holds for the uncompressed file too
     errors = []
     for base in locations:  # mirrors, in order
         try:
-            url = base.rstrip("/") + "/" + stem + ".gz"
-            return str(download.fetch(url, download.MNIST_CHECKSUMS[stem + ".gz"]))
+            return str(_fetch_idx(base.rstrip("/") + "/" + stem, checksum))
         except UserError as exc:
             errors.append(str(exc))
     raise UserError("; ".join(errors))
+
+
+def _fetch_idx(url: str, checksum: download.Checksum) -> Path:
+    """Download ``URL.gz``, or the uncompressed ``URL`` when the server has no ``.gz``; a cached copy of either
+    is used first, so a finished download needs no network."""
+    names = (url + ".gz", url)
+    for name in names:
+        copy = download.cached(name, checksum)
+        if copy is not None:
+            return copy
+    try:
+        return download.fetch(names[0], checksum)
+    except download.RemoteFileMissing:
+        pass
+    try:
+        return download.fetch(names[1], checksum)
+    except download.RemoteFileMissing:
+        raise download.RemoteFileMissing(f"{url}[.gz]: {download.not_found(url)}") from None
 
 
 def _openml_arrays() -> tuple[np.ndarray, np.ndarray]:

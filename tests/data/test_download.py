@@ -1,14 +1,18 @@
 """Tests for mnist_dask.data.download and the IDX URL source, against a real HTTP server on 127.0.0.1.
 
 The server runs in a thread of the test process, serves files from a folder (with HEAD and
-Range support, as fsspec's HTTP filesystem expects), logs every request, and can be told to
-answer the next GETs of a path with an error status.
+Range support), logs every request, and can be told to answer the next GETs of a path with an
+error status. A real ``python -m http.server`` (no range requests) checks what users run.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,6 +134,32 @@ def mnist_server(mnist_dir, tmp_path_factory) -> Iterator[FileServer]:
     yield from _serve(root)
 
 
+@pytest.fixture(scope="module")
+def plain_http_server(mnist_dir, tmp_path_factory) -> Iterator[str]:
+    """``python -m http.server`` (no HTTP range requests) in a subprocess, serving copies of the real MNIST
+    files: /gz/ the four .gz files, /plain/ the two test files uncompressed only. Yields its base URL."""
+    root = tmp_path_factory.mktemp("plain-www")
+    (root / "gz").mkdir()
+    (root / "plain").mkdir()
+    for path in mnist_dir.glob("*.gz"):
+        (root / "gz" / path.name).write_bytes(path.read_bytes())
+        if path.name.startswith("t10k"):
+            (root / "plain" / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        banner = server.stdout.readline() if server.stdout else ""  # "Serving HTTP on 127.0.0.1 port 43211 (...)"
+        port = int(banner.split(" port ")[1].split()[0])
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 PAYLOAD = np.random.default_rng(3).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 PAYLOAD_SUM = download.Checksum(PAYLOAD_MD5)
@@ -217,6 +247,18 @@ def test_server_always_failing_gives_up_after_the_given_attempts(server, cache, 
     assert message.startswith(f"{server.url}data.bin: download failed after {attempts} attempts")
     assert "500" in message
     assert server.gets("/data.bin") == attempts
+    assert list(cache.iterdir()) == []
+
+
+def test_a_client_error_status_is_not_retried(server, cache):
+    (server.root / "data.bin").write_bytes(PAYLOAD)
+    server.always_fail["/data.bin"] = 403
+    with pytest.raises(UserError) as exc:
+        download.fetch(server.url + "data.bin", PAYLOAD_SUM, attempts=3, backoff=0)
+    message = str(exc.value)
+    assert message.startswith(f"{server.url}data.bin: download failed (") and "403" in message
+    assert "attempts" not in message and "\n" not in message
+    assert server.gets("/data.bin") == 1  # the same answer would come again
     assert list(cache.iterdir()) == []
 
 
@@ -314,4 +356,37 @@ def test_idx_url_source_names_every_failed_mirror(mnist_server, cache):
     assert "\n" not in message
     assert f"{first}t10k-images-idx3-ubyte.gz: checksum mismatch" in message
     assert f"{second}t10k-images-idx3-ubyte.gz: checksum mismatch" in message
+    assert list(cache.iterdir()) == []
+
+
+# -- a plain `python -m http.server` (no range requests) -------------------------------------
+def test_ingest_from_a_plain_http_server_through_the_cli(plain_http_server, tmp_path, mnist):
+    """What a user types: the default path (own LocalCluster), a server that does not do range requests."""
+    from mnist_dask.data.store import Store
+
+    env = {**os.environ, "MNIST_DASK_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "ingest", "--source", f"idx:{plain_http_server}gz",
+         "--store", str(tmp_path / "mnist.zarr"), "--workers", "2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "train 60,000, test 10,000 images" in done.stdout
+    X, y = Store(str(tmp_path / "mnist.zarr")).read_xy("raw", "test")
+    np.testing.assert_array_equal(X.compute().reshape(-1, 28, 28), mnist["test_images"])
+    np.testing.assert_array_equal(y.compute(), mnist["test_labels"])
+
+
+def test_idx_url_source_takes_the_uncompressed_file_when_there_is_no_gz(plain_http_server, cache, mnist):
+    images, labels = Source("idx", (plain_http_server + "plain",)).load_split("test")
+    np.testing.assert_array_equal(images, mnist["test_images"])
+    np.testing.assert_array_equal(labels, mnist["test_labels"])
+    assert sorted(p.name for p in cache.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def test_idx_url_source_with_neither_file_names_both_in_one_line(plain_http_server, cache):
+    with pytest.raises(UserError) as exc:
+        Source("idx", (plain_http_server + "plain",)).load_split("train")
+    expected = f"{plain_http_server}plain/train-images-idx3-ubyte[.gz]: not found (the server answered 404)"
+    assert str(exc.value) == expected
     assert list(cache.iterdir()) == []
