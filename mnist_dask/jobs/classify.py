@@ -1,6 +1,7 @@
 """Classify a user's own digit images with a finished run's k-NN model.
 
-Images are preprocessed the way MNIST was made: grayscale, inverted when dark-on-light,
+Images are read upright (EXIF orientation), as grey levels (16-bit scaled, transparency
+composited), then preprocessed the way MNIST was made: inverted when dark-on-light,
 cropped to the ink's bounding box, scaled into a 20x20 box keeping the aspect ratio, and
 centred by centre of mass in a 28x28 field.
 """
@@ -11,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from mnist_dask.data.store import Store
@@ -57,7 +58,7 @@ def load_digit(path: str | Path) -> np.ndarray:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise UserError(f"{path}: image too large ({width}x{height}; at most {MAX_PIXELS:,} pixels)")
-                gray = np.asarray(image.convert("L"), dtype=float)
+                gray = grey_levels(ImageOps.exif_transpose(image))  # upright as a phone or viewer shows it
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -69,6 +70,36 @@ def load_digit(path: str | Path) -> np.ndarray:
     except OSError as exc:
         raise UserError(f"{path}: cannot read the image ({exc})") from None
     return mnist_style(gray, str(path))
+
+
+def grey_levels(image: Image.Image) -> np.ndarray:
+    """An image's grey levels as floats 0-255, whatever its mode.
+
+    16-bit grey (modes ``I;16*``, and ``I`` holding 0-65535) is scaled by its bit depth rather
+    than clipped at 255. Transparency is composited onto a background contrasting with the
+    ink (the opaque pixels), so ink drawn on a transparent background is kept, whatever its colour.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=float)
+        top = 65535.0 if image.mode != "I" or values.max() <= 65535 else float(values.max())
+        return np.clip(values, 0, None) / max(top, 1.0) * 255
+    if image.mode == "F":
+        values = np.asarray(image, dtype=float)
+        return np.clip(values, 0, None) / max(float(values.max()), 1.0) * 255
+    if not _has_transparency(image):
+        return np.asarray(image.convert("L"), dtype=float)
+    levels = np.asarray(image.convert("RGBA").convert("LA"), dtype=float)
+    grey, alpha = levels[..., 0], levels[..., 1] / 255
+    if alpha.sum() == 0:
+        return np.zeros_like(grey)  # all transparent: no ink
+    ink = float((grey * alpha).sum() / alpha.sum())  # the opaque pixels' mean level
+    background = 255.0 if ink < 128 else 0.0  # dark ink on white, light ink on black
+    return grey * alpha + background * (1 - alpha)
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    """Whether the image has an alpha channel or a transparent colour (palette or ``tRNS``)."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
 
 
 def mnist_style(gray: np.ndarray, name: str = "image") -> np.ndarray:

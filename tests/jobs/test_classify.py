@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_dask.jobs.classify import mnist_style
+from mnist_dask.jobs.classify import load_digit, mnist_style
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,12 +50,18 @@ def test_preprocessing_an_mnist_image_gives_it_back(mnist):
     assert np.median(correlations) > 0.95 and np.mean(correlations) > 0.9
 
 
+def _redrawn(digit: np.ndarray) -> np.ndarray:
+    """A real MNIST digit redrawn dark-on-light: scaled to 100x100 on a 140x130 white page."""
+    big = np.asarray(Image.fromarray(255 - digit).resize((100, 100), Image.Resampling.BICUBIC))
+    page = np.full((140, 130), 255, np.uint8)
+    page[25:125, 10:110] = big
+    return page
+
+
 def test_classifies_redrawn_test_digits(run_dir, mnist, tmp_path):
     paths, labels = [], []
     for i in range(10):
-        big = np.asarray(Image.fromarray(255 - mnist["test_images"][i]).resize((100, 100), Image.Resampling.BICUBIC))
-        page = np.full((140, 130), 255, np.uint8)
-        page[25:125, 10:110] = big
+        page = _redrawn(mnist["test_images"][i])
         path = tmp_path / f"digit{i}.{('png', 'jpg', 'bmp')[i % 3]}"
         Image.fromarray(page).save(path)
         paths.append(path)
@@ -91,3 +97,82 @@ def test_bad_inputs_are_one_line_naming_the_file(run_dir, tmp_path):
         done = _cli("classify", *args)
         assert done.returncode == 2, (args, done.stderr)
         assert name in done.stderr and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+# -- image files as phones and drawing programs write them ---------------------------------------
+ORIENTATION = 0x0112  # the EXIF tag: how a viewer must turn the stored pixels to show them upright
+#: EXIF orientation -> how the pixels are stored so that turning them as the tag says shows the digit upright
+STORED_TURNED = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+INKS = {"black": (0, 0, 0), "blue": (20, 40, 200), "white": (255, 255, 255)}
+ODD_DIGITS = range(10, 40)
+
+
+def _rotated_with_exif(page: np.ndarray, orientation: int, path: Path) -> None:
+    """Save the page turned, tagged with the EXIF orientation that turns it back (as a phone camera does)."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    Image.fromarray(page).transpose(STORED_TURNED[orientation]).save(path, exif=exif)
+
+
+def _sixteen_bit(page: np.ndarray, path: Path) -> None:
+    """Save the page as a 16-bit greyscale PNG (the same levels, times 257)."""
+    image = Image.fromarray(page.astype(np.uint16) * 257)
+    assert image.mode == "I;16"
+    image.save(path)
+
+
+def _ink_on_transparent(page: np.ndarray, ink: tuple[int, int, int], path: Path) -> None:
+    """Save the page's ink as coloured strokes on a fully transparent background (RGBA, transparent = 0,0,0,0)."""
+    alpha = 255 - page
+    rgba = np.zeros((*page.shape, 4), np.uint8)
+    rgba[..., :3] = np.where(alpha[..., None] > 0, np.array(ink, np.uint8), 0)
+    rgba[..., 3] = alpha
+    Image.fromarray(rgba).save(path)
+
+
+@pytest.fixture(scope="module")
+def odd_files(run_dir, mnist, tmp_path_factory) -> dict[str, list[tuple[Path, int, int]]]:
+    """Real test digits written three ways, classified in one CLI call: kind -> (file, true label, predicted)."""
+    folder = tmp_path_factory.mktemp("odd-images")
+    files: dict[str, list[tuple[Path, int]]] = {"rotated": [], "16-bit": [], "transparent": []}
+    for n, i in enumerate(ODD_DIGITS):
+        page, label = _redrawn(mnist["test_images"][i]), int(mnist["test_labels"][i])
+        orientation = (3, 6, 8)[n % 3]
+        _rotated_with_exif(page, orientation, folder / f"rotated{i}-{orientation}.jpg")
+        _sixteen_bit(page, folder / f"grey16-{i}.png")
+        ink = list(INKS)[n % 3]
+        _ink_on_transparent(page, INKS[ink], folder / f"ink{i}-{ink}.png")
+        files["rotated"].append((folder / f"rotated{i}-{orientation}.jpg", label))
+        files["16-bit"].append((folder / f"grey16-{i}.png", label))
+        files["transparent"].append((folder / f"ink{i}-{ink}.png", label))
+    done = _cli("classify", *(path for group in files.values() for path, _ in group), "--run", run_dir)
+    assert done.returncode == 0, done.stderr
+    predicted = {line.split(": ")[0]: int(line.split(": ")[1].split()[0]) for line in done.stdout.splitlines()}
+    return {kind: [(path, label, predicted[str(path)]) for path, label in group] for kind, group in files.items()}
+
+
+@pytest.mark.parametrize("kind", ["rotated", "16-bit", "transparent"])
+def test_classifies_phone_rotated_16_bit_and_transparent_images(odd_files, kind):
+    """EXIF-rotated JPEGs (orientations 3, 6, 8), 16-bit grey PNGs and black/blue/white ink on transparent
+    PNGs are read as the digit a viewer shows: at least 27 of 30 real test digits right, as upright files are."""
+    results = odd_files[kind]
+    wrong = [f"{path.name}: {predicted} (true {label})" for path, label, predicted in results if predicted != label]
+    assert len(results) == len(ODD_DIGITS) and len(wrong) <= 3, wrong
+
+
+def test_exif_orientation_16_bit_and_transparency_give_the_same_digit_as_the_plain_file(mnist, tmp_path):
+    """The preprocessing unit: each way of writing the page is read back as the plain 8-bit upright PNG."""
+    page = _redrawn(mnist["test_images"][0])
+    Image.fromarray(page).save(tmp_path / "plain.png")
+    expected = load_digit(tmp_path / "plain.png")
+    for orientation in STORED_TURNED:
+        _rotated_with_exif(page, orientation, tmp_path / f"turned{orientation}.png")  # PNG: lossless, exact
+        np.testing.assert_array_equal(load_digit(tmp_path / f"turned{orientation}.png"), expected)
+    _sixteen_bit(page, tmp_path / "grey16.png")
+    np.testing.assert_array_equal(load_digit(tmp_path / "grey16.png"), expected)
+    for ink, colour in INKS.items():  # coloured ink has less contrast than black: the same shape, not the same levels
+        _ink_on_transparent(page, colour, tmp_path / f"{ink}.png")
+        read = load_digit(tmp_path / f"{ink}.png")
+        assert np.corrcoef(read.ravel(), expected.ravel())[0, 1] > 0.99, ink
+        if ink != "blue":  # float compositing: levels within 1
+            assert np.abs(read.astype(int) - expected).max() <= 1, ink
