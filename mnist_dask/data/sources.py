@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 
 import fsspec
 import numpy as np
@@ -188,11 +190,17 @@ def _openml_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import fetch_openml
 
     try:
-        bunch = fetch_openml(
-            OPENML_NAME, version=OPENML_VERSION, as_frame=False, data_home=str(download.cache_dir() / "openml")
-        )
+        with warnings.catch_warnings():  # its "network error ... Retrying" lines: the one error line below says it
+            warnings.filterwarnings("ignore", message="A network error occurred", category=UserWarning)
+            bunch = fetch_openml(
+                OPENML_NAME, version=OPENML_VERSION, as_frame=False, data_home=str(download.cache_dir() / "openml")
+            )
     except Exception as exc:  # urllib, HTTP and parse errors all mean: no usable download
-        raise UserError(f"openml:{OPENML_NAME}: could not fetch the dataset ({exc})") from None
+        reason = exc.reason if isinstance(exc, URLError) else exc  # not "<urlopen error ...>"
+        raise UserError(
+            f"openml:{OPENML_NAME}: could not fetch the dataset ({reason}); "
+            "for a local copy of the IDX files use --source idx:DIR"
+        ) from None
     pixels = np.asarray(bunch.data)
     if pixels.shape != (70_000, 784) or pixels.min() < 0 or pixels.max() > 255:
         raise UserError(f"openml:{OPENML_NAME}: unexpected data of shape {pixels.shape}")

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"  # beside the checkout, as conftest finds it
 JOB = str(REPO / "jobs" / "knn_baseline.toml")
 CLEAN_ENV = ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE", "MNIST_DASK_STORE", "AWS_ACCESS_KEY_ID")
+UNREACHABLE = "http://127.0.0.1:1"  # nothing listens on port 1: connection refused at once
 DASK_LOG_LINE = re.compile(r"^(distributed|bokeh|tornado|asyncio)\.|\s-\s(distributed|bokeh|tornado)[.\s]")
 
 
@@ -580,6 +581,14 @@ MESSAGE_CASES = [
         lambda ws: ["ingest", "--store", _new(ws), "--workers", "1"],
         _names("MNIST_DASK_SOURCE", "/nonexistent/mnist"),
         env={"MNIST_DASK_SOURCE": "idx:/nonexistent/mnist"},
+        store=NO_STORE,
+    ),
+    Case(  # the default source with no way to openml.org: a proxy on a closed port makes the fetch fail for real,
+        # online or not; scikit-learn's retry warnings must not come before the one line, which points to idx:DIR
+        "openml-unreachable",
+        lambda ws: ["ingest", "--store", _new(ws), "--workers", "1"],
+        _names("openml:mnist_784", "could not fetch", "--source idx:DIR"),
+        env={"https_proxy": UNREACHABLE, "HTTPS_PROXY": UNREACHABLE, "no_proxy": "", "NO_PROXY": ""},
         store=NO_STORE,
     ),
     Case(
