@@ -23,6 +23,7 @@ from mnist_dask.errors import UserError, unreadable
 from mnist_dask.locations import local_path
 
 SPLITS = ("train", "test")
+UTF8_BOM = b"\xef\xbb\xbf"  # what Excel and Notepad put before "UTF-8" CSV text
 OPENML_NAME, OPENML_VERSION, OPENML_TRAIN = "mnist_784", 1, 60_000
 
 _IDX_STEMS = {
@@ -97,46 +98,65 @@ def parse_source(text: str | None) -> Source:
 
 
 def read_csv(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse ``label,pixel1..pixel784`` rows (optional header) into validated arrays."""
+    """Parse ``label,pixel1..pixel784`` rows (optional header) into validated arrays.
+
+    Plain CSV as spreadsheets write it is accepted: a UTF-8 byte-order mark, quoted numbers
+    (``"5","0",...``), blank lines, and ``;`` as the separator (as Excel writes CSV where the
+    decimal mark is a comma; with integer cells the two cannot be confused). Line numbers in
+    errors count every line of the file, as an editor does.
+    """
     if not raw.strip():
         raise UserError(f"{name}: empty file")
     try:
-        text = raw.decode("ascii")
+        text = raw.removeprefix(UTF8_BOM).decode("ascii")
     except UnicodeDecodeError:
         raise UserError(f"{name}: not a text CSV file (non-ASCII bytes)") from None
-    lines = text.splitlines()
-    skip = 0 if _is_number(lines[0].split(",")[0]) else 1  # a header's first field is a name, not a number
-    if skip and len(lines) == 1:
+    rows = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not rows:
+        raise UserError(f"{name}: empty file")
+    first = rows[0][1]
+    sep = ";" if "," not in first and ";" in first else ","
+    skip = 0 if _is_number(_cell(first.split(sep)[0])) else 1  # a header's first field is a name, not a number
+    data = rows[skip:]
+    if not data:
         raise UserError(f"{name}: header only, no data rows")
-    for number, line in enumerate(lines[skip:], start=skip + 1):
-        if line.count(",") != 784:
+    for number, line in data:
+        if line.count(sep) != 784:
             raise UserError(
-                f"{name}: line {number} has {line.count(',') + 1} columns, expected 785 (label + 784 pixels)"
+                f"{name}: line {number} has {line.count(sep) + 1} columns, expected 785 (label + 784 pixels)"
             )
     try:
-        table = np.loadtxt(lines, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2, comments=None)
+        table = np.loadtxt(
+            [line for _, line in data], delimiter=sep, quotechar='"', dtype=np.int64, ndmin=2, comments=None
+        )
     except ValueError:
-        raise UserError(f"{name}: {_first_non_integer(lines, skip)}") from None
+        raise UserError(f"{name}: {_first_non_integer(data, sep)}") from None
     pixels, labels = table[:, 1:], table[:, 0]
     bad = np.argwhere((pixels < 0) | (pixels > 255))
     if bad.size:
         row, col = bad[0]
         raise UserError(
-            f"{name}: pixel {int(pixels[row, col])} at line {row + skip + 1}, column {col + 2} is outside 0-255"
+            f"{name}: pixel {int(pixels[row, col])} at line {data[row][0]}, column {col + 2} is outside 0-255"
         )
     if (labels < 0).any() or (labels > 9).any():
         row = int(np.flatnonzero((labels < 0) | (labels > 9))[0])
-        raise UserError(f"{name}: label {int(labels[row])} at line {row + skip + 1} is outside 0-9")
+        raise UserError(f"{name}: label {int(labels[row])} at line {data[row][0]} is outside 0-9")
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
 
 
-def _first_non_integer(lines: list[str], skip: int) -> str:
+def _first_non_integer(data: list[tuple[int, str]], sep: str) -> str:
     """Where the first cell that is not an integer is, by file line (as an editor counts) and column."""
-    for number, line in enumerate(lines[skip:], start=skip + 1):
-        for column, cell in enumerate(line.split(","), start=1):
-            if not cell.strip().lstrip("+-").isdigit():
+    for number, line in data:
+        for column, cell in enumerate(line.split(sep), start=1):
+            if not _cell(cell).lstrip("+-").isdigit():
                 return f"non-integer value {cell.strip()!r} at line {number}, column {column}"
     return "non-integer value"
+
+
+def _cell(text: str) -> str:
+    """A cell's text without surrounding blanks and quotes."""
+    text = text.strip()
+    return text[1:-1].strip() if len(text) >= 2 and text[0] == text[-1] == '"' else text
 
 
 def _is_number(text: str) -> bool:

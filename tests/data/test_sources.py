@@ -232,6 +232,69 @@ def test_csv_with_crlf_line_ends_and_no_final_newline_is_read(small):
     assert_split_equals(read_csv(text.encode(), "t.csv"), small.arrays["test_images"], small.arrays["test_labels"])
 
 
+def _quoted(text: str) -> str:
+    return "\n".join(",".join(f'"{cell}"' for cell in line.split(",")) for line in text.splitlines()) + "\n"
+
+
+def _blank_lines(text: str) -> str:
+    """Blank lines first, between rows (one of them spaces only) and at the end."""
+    lines = text.splitlines()
+    return "\n\n" + "\n".join(lines[:3]) + "\n\n   \n" + "\n".join(lines[3:]) + "\n\n"
+
+
+SPREADSHEET_CSV = {  # what spreadsheets and editors write: all plain CSV, all read as the same arrays
+    "utf8-bom": lambda text: "\ufeff" + text,
+    "quoted-numbers": _quoted,
+    "blank-lines": _blank_lines,
+    "semicolons": lambda text: text.replace(",", ";"),
+    "all-at-once": lambda text: "\ufeff" + _blank_lines(_quoted(text)).replace(",", ";").replace("\n", "\r\n"),
+}
+
+
+@pytest.mark.parametrize("header", [False, True], ids=["no-header", "header"])
+@pytest.mark.parametrize("case", list(SPREADSHEET_CSV))
+def test_csv_as_spreadsheets_write_it_is_read(small, case, header):
+    text = small.csv_text(small.arrays["test_images"], small.arrays["test_labels"], header=header)
+    raw = SPREADSHEET_CSV[case](text).encode("utf-8")
+    assert_split_equals(read_csv(raw, "t.csv"), small.arrays["test_images"], small.arrays["test_labels"])
+
+
+def test_csv_line_numbers_count_blank_lines_and_quoted_cells_are_checked(small):
+    text = _blank_lines(_quoted(small.csv_text(small.arrays["test_images"], small.arrays["test_labels"])))
+    lines = text.splitlines()  # two blank lines, three rows, two blank lines: file line 8 is the fourth row
+    lines[7] = '"11"' + lines[7][lines[7].index(",") :]
+    with pytest.raises(UserError) as exc:
+        read_csv("\n".join(lines).encode(), "q.csv")
+    assert_one_line(exc, "q.csv", "label 11 at line 8 is outside 0-9")
+    lines[7] = '"x"' + lines[7][lines[7].index(",") :]
+    with pytest.raises(UserError) as exc:
+        read_csv("\n".join(lines).encode(), "q.csv")
+    assert_one_line(exc, "q.csv", "non-integer value '\"x\"' at line 8, column 1")
+
+
+def test_ingest_of_spreadsheet_csv_files_through_the_cli(small, tmp_path):
+    """What the user runs: ``ingest --source csv:TRAIN,TEST`` on the default path (its own LocalCluster)."""
+    import subprocess
+    import sys
+
+    from mnist_dask.data.store import Store
+
+    train_csv, test_csv = small.write_csv(tmp_path / "csv", header=True)
+    for path in (train_csv, test_csv):
+        path.write_bytes(SPREADSHEET_CSV["all-at-once"](path.read_text()).encode("utf-8"))
+    store = tmp_path / "mnist.zarr"
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "ingest", "--source", f"csv:{train_csv},{test_csv}",
+         "--store", str(store), "--workers", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for split in ("train", "test"):
+        X, y = Store(str(store)).read_xy("raw", split)
+        np.testing.assert_array_equal(X.compute().reshape(-1, 28, 28), small.arrays[f"{split}_images"])
+        np.testing.assert_array_equal(y.compute(), small.arrays[f"{split}_labels"])
+
+
 def test_csv_input_checksums_are_md5s_of_the_two_files(small, tmp_path):
     train_csv, test_csv = small.write_csv(tmp_path)
     checksums = Source("csv", (str(train_csv), str(test_csv))).input_checksums()
