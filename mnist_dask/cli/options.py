@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from mnist_dask.cli.errors import Circumstances
 from mnist_dask.cli.types import KeyValue, LocalFolder, MemorySize, Seconds, SourceText, StoreLocation
 from mnist_dask.cluster_options import ClusterOptions
-from mnist_dask.data.defaults import DEFAULT_STORE, SOURCE_ENV, STORE_ENV
+from mnist_dask.data.defaults import CACHE_ENV, DEFAULT_STORE, SOURCE_ENV, STORE_ENV
 from mnist_dask.locations import FILE_SCHEME, local_path
 
 if TYPE_CHECKING:
@@ -177,7 +177,8 @@ def source_option(function: F) -> F:
         type=SourceText(),
         envvar=SOURCE_ENV,
         show_envvar=True,
-        help="openml | idx[:DIR_OR_URL] | csv:TRAIN,TEST (default openml)",
+        help=f"openml | idx[:DIR_OR_URL] | csv:TRAIN,TEST (default openml); downloads are kept in ${CACHE_ENV} "
+        "(default ~/.cache/mnist-dask)",
     )(with_source)
 
 

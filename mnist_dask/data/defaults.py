@@ -7,4 +7,5 @@ DEFAULT_STORE = "storage/mnist.zarr"
 STORE_ENV = "MNIST_DASK_STORE"
 DEFAULT_SOURCE = "openml"
 SOURCE_ENV = "MNIST_DASK_SOURCE"
+CACHE_ENV = "MNIST_DASK_CACHE"  # the download cache folder (default $XDG_CACHE_HOME/mnist-dask)
 DEFAULT_CHUNK = 5000  # images per Zarr chunk of the raw stage

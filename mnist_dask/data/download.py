@@ -25,6 +25,7 @@ from pathlib import Path
 import fsspec
 from fsspec.core import OpenFile
 
+from mnist_dask.data.defaults import CACHE_ENV
 from mnist_dask.errors import UserError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -71,8 +72,8 @@ IDX_MIRRORS = (
 
 def cache_dir() -> Path:
     """The download cache: ``$MNIST_DASK_CACHE``, else ``$XDG_CACHE_HOME/mnist-dask``."""
-    if "MNIST_DASK_CACHE" in os.environ:
-        return Path(os.environ["MNIST_DASK_CACHE"])
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "mnist-dask"
 

@@ -42,6 +42,15 @@ def test_version_and_help_load_no_dask(args):
         assert re.fullmatch(r"mnist-dask \S+\n", done.stdout)
 
 
+@pytest.mark.parametrize("command", ["ingest", "run", "study"])
+def test_source_help_names_the_download_cache_variable(command):
+    """--source may download: its help says where the files are kept and which variable moves them."""
+    done = _cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split()).replace("- ", "-")  # click wraps lines, at hyphens too
+    assert "$MNIST_DASK_CACHE (default ~/.cache/mnist-dask)" in text, text
+
+
 def test_dask_mnist_is_the_same_cli_inside_dasks_own():
     listed = subprocess.run([BIN / "dask", "--help"], capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and re.search(r"^\s+mnist\s", listed.stdout, re.M), listed.stdout
