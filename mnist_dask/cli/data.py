@@ -52,7 +52,7 @@ def ingest(
     from mnist_dask.data.ingest import ingest as ingest_source
 
     with connect(cluster.options()) as client:
-        outcome = ingest_source(chosen, target, client, chunk_size=chunk_size, force=force)
+        outcome = ingest_source(chosen, target, client, chunk_size=chunk_size, force=force, ingest_command=True)
     if outcome.action == "skipped":
         click.echo(_up_to_date(target, outcome.rows))
     else:

@@ -10,6 +10,7 @@ numpy kernels of :mod:`~mnist_dask.transforms.kernels`.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +60,12 @@ def run_transform(
     params: dict[str, Any] | None = None,
     input_stage: str = "raw",
     force: bool = False,
+    transform_command: bool = False,
 ) -> StageOutcome:
-    """Run one transform as a stage: skip if complete with the same inputs and parameters."""
+    """Run one transform as a stage: skip if complete with the same inputs and parameters.
+
+    ``transform_command``: the caller is ``mnist-dask transform`` (whose --force a refusal may advise), not
+    a job."""
     transform = TRANSFORMS.get(name)
     if transform is None:
         raise UserError(f"transform {name!r}: unknown; choose from {', '.join(sorted(TRANSFORMS))}")
@@ -80,12 +85,22 @@ def run_transform(
     }
 
     def conflict() -> None:
-        raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
+        if transform_command:
+            raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
+        raise UserError(
+            f"{store}: '{stage}' exists, computed with other parameters or inputs; {drop_advice(store, stage)}"
+        )
 
     def build() -> tuple[Arrays, dict[str, Any]]:
         return transform.build(store, input_stage, params), {"transform": name, "params": params, "input": input_stage}
 
     return StageOutcome(produce_stage(store, client, stage, fingerprint, force, build, conflict), stage)
+
+
+def drop_advice(store: Store, stage: str) -> str:
+    """How to have a job compute ``stage`` again: the ``drop`` command that deletes it (and its dependents)."""
+    dependents = " --dependents" if store.dependents(stage) else ""
+    return f"drop it to compute it again: mnist-dask drop --store {shlex.quote(str(store))} {stage}{dependents}"
 
 
 def chain_problem(names: list[str]) -> str | None:

@@ -193,6 +193,15 @@ class Workspace:
             shutil.copytree(self.store, target)
         return target
 
+    def with_stage(self, name: str, *transform: object) -> Path:
+        """A private copy of the small store with one ``mnist-dask transform ...`` run on it (made on first use)."""
+        target = self.root / "copies" / name / "mnist.zarr"
+        if not target.exists():
+            shutil.copytree(self.store, target)
+            done = self.cli("transform", *transform, "--store", target, "--workers", "1")
+            assert done.returncode == 0, done.stderr
+        return target
+
     def run_folder(self, name: str, status: str | None = None, result: str | None = None) -> Path:
         folder = self.root / "runs" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -568,6 +577,22 @@ MESSAGE_CASES = [
         absent=("other inputs",),
         store=_untouched("chunks"),
     ),
+    Case(  # run has no --chunk-size or --force: the remedy is to give no --source, or an ingest command
+        "run-source-other-chunk-size",
+        lambda ws: ["run", JOB, "--store", ws.copy("run-chunks"), "--source", f"idx:{ws.idx}", "--workers", "1"],
+        lambda ws: ["chunks of 16", "give no --source", f"mnist-dask ingest --store {ws.copy('run-chunks')} --source"],
+        absent=("--chunk-size", "use --force", "pass"),
+        store=_untouched("run-chunks"),
+        mid_work=True,
+    ),
+    Case(  # the job's stage is taken by the user's own transform (another --chunk-size): run has no --force
+        "run-stage-with-other-parameters",
+        lambda ws: ["run", REPO / "jobs" / "knn_augmented.toml", "--store", _shifted(ws), "--workers", "1"],
+        lambda ws: ["derived/shift5x", f"mnist-dask drop --store {_shifted(ws)} derived/shift5x"],
+        absent=("--force",),
+        store=("untouched", lambda ws: _shifted(ws)),
+        mid_work=True,
+    ),
     Case(
         "source-from-environment",
         lambda ws: ["ingest", "--store", _new(ws), "--workers", "1"],
@@ -613,6 +638,11 @@ MESSAGE_CASES = [
         store=NO_STORE,
     ),
 ]
+
+
+def _shifted(ws: Workspace) -> Path:
+    """The small store with ``derived/shift5x`` in chunks of 7 rows (a job's step uses 5000)."""
+    return ws.with_stage("shifted", "shift", "--chunk-size", "7")
 
 
 def _s3(ws: Workspace, *options: str, bucket: str = "study") -> list[object]:
