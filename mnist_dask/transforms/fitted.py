@@ -14,6 +14,7 @@ from mnist_dask.data.sources import SPLITS
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.transforms.arrays import Arrays, as_rows, carry_labels
+from mnist_dask.transforms.names import number
 from mnist_dask.transforms.randomized_pca import fit_randomized_pca
 
 
@@ -112,6 +113,7 @@ def resolve_solver(solver: str, n_components: int, rows: int, features: int) -> 
 
 
 def pca_name(p: dict[str, Any]) -> str:
-    """``pca<n>``, ``w`` when whitened, ``p<power>`` when partially whitened."""
-    power = f"p{p['scale_power']:g}" if p["scale_power"] else ""
+    """``pca<n>``, ``w`` when whitened, ``p<power>`` when partially whitened (solver, seed and fit_on: marks,
+    see registry)."""
+    power = f"p{number(p['scale_power'])}" if p["scale_power"] else ""
     return f"pca{p['n_components']}" + ("w" if p["whiten"] else "") + power

@@ -13,12 +13,12 @@ from mnist_dask.transforms.kernels import deskew, rotate_images, shift_images, s
 from mnist_dask.transforms.registry import run_transform
 
 SAMPLE = {"train": 2000, "test": 300, "seed": 3}
-SAMPLED = "derived/sample2000-300"
+SAMPLED = "derived/sample2000-300-seed3"  # a seed other than the default is in the name
 
 
 @pytest.fixture(scope="module")
 def store(store, client) -> Store:
-    """conftest's store (real MNIST in ``raw``) plus a seeded sample in ``derived/sample2000-300``."""
+    """conftest's store (real MNIST in ``raw``) plus a seeded sample in ``derived/sample2000-300-seed3``."""
     run_transform(store, client, "sample", SAMPLE)
     return store
 
@@ -35,6 +35,17 @@ def test_sample_keeps_seeded_rows_in_order_with_their_source_index(store, mnist)
     assert np.array_equal(_array(store, f"{SAMPLED}/train/labels"), mnist["train_labels"][source])
     test_rows = np.sort(rng.choice(10_000, 300, replace=False))
     assert np.array_equal(_array(store, f"{SAMPLED}/test/images"), mnist["test_images"][test_rows])
+
+
+def test_variants_of_other_seeds_live_side_by_side(store, client):
+    """Another seed is another stage (the name says which), not a clash with the first or a rewrite of it."""
+    before = _array(store, f"{SAMPLED}/train/source_index")
+    assert run_transform(store, client, "sample", {**SAMPLE, "seed": 4}).stage == "derived/sample2000-300-seed4"
+    assert run_transform(store, client, "sample", SAMPLE).action == "skipped"
+    assert not np.array_equal(_array(store, "derived/sample2000-300-seed4/train/source_index"), before)
+    shifted = {seed: run_transform(store, client, "shift", {"seed": seed}, input_stage=SAMPLED) for seed in (42, 7)}
+    assert [outcome.stage for outcome in shifted.values()] == [f"{SAMPLED}+shift5x", f"{SAMPLED}+shift5x-seed7"]
+    assert {outcome.action for outcome in shifted.values()} == {"written"}
 
 
 def test_augment_rows_are_shifts_and_rotations_of_their_source_images(store, client, mnist):
