@@ -81,7 +81,7 @@ def run_transform(
         raise UserError(f"--input {input_stage}: not a dataset stage; use raw or derived/<name>")
     input_attrs = store.stage_attrs(input_stage)
     if not input_attrs or not input_attrs.get("complete"):
-        raise UserError(f"{store}: input stage '{input_stage}' is missing or incomplete; run it first")
+        raise UserError(_missing_input(store, input_stage, input_attrs is not None))
     _check_input(store, transform, input_stage)
     stage = output_stage(name, params, input_stage, store.has(f"{input_stage}/train/copy"))
     fingerprint = {
@@ -102,6 +102,15 @@ def run_transform(
         return transform.build(store, input_stage, params), {"transform": name, "params": params, "input": input_stage}
 
     return StageOutcome(produce_stage(store, client, stage, fingerprint, force, build, conflict), stage)
+
+
+def _missing_input(store: Store, input_stage: str, begun: bool) -> str:
+    """Why the input stage cannot be read, and the command that makes it: ``ingest`` for raw."""
+    state = "is incomplete (its writing was interrupted, or is under way)" if begun else "is missing"
+    if input_stage == "raw":
+        ingest = f"mnist-dask ingest --store {shlex.quote(str(store))}"
+        return f"{store}: no MNIST here yet (stage raw {state}); run '{ingest}' first"
+    return f"{store}: input stage '{input_stage}' {state}; compute it first with 'mnist-dask transform'"
 
 
 def drop_advice(store: Store, stage: str) -> str:

@@ -349,6 +349,12 @@ OPTION_CASES = [
         _names("derived/nothing"),
         store=_untouched("input2"),
     ),
+    Case(
+        "transform-before-ingest",
+        lambda ws: ["transform", "deskew", "--store", _new(ws), "--workers", "1"],
+        lambda ws: ["stage raw is missing", f"run 'mnist-dask ingest --store {_new(ws)}' first"],
+        store=NO_STORE,
+    ),
     Case("workers-too-many", _ingest("--workers", "100000"), _names("--workers", "100000"), store=NO_STORE),
     Case("store-empty-text", lambda ws: ["info", "--store", ""], _names("--store", "empty")),
     Case("classify-without-run", lambda ws: ["classify", ws.file], _names("--run")),

@@ -126,5 +126,7 @@ def test_a_raw_stage_of_the_wrong_shape_or_dtype_is_refused(tmp_path):
 
 
 def test_a_missing_input_stage_is_a_user_error(store, client):
-    with pytest.raises(UserError, match="input stage 'derived/deskew\\+blur3' is missing or incomplete"):
+    with pytest.raises(
+        UserError, match="input stage 'derived/deskew\\+blur3' is missing; compute it first with 'mnist-dask transform'"
+    ):
         run_transform(store, client, "shift", {}, input_stage="derived/deskew+blur3")
