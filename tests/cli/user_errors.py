@@ -356,6 +356,11 @@ OPTION_CASES = [
         store=NO_STORE,
     ),
     Case("workers-too-many", _ingest("--workers", "100000"), _names("--workers", "100000"), store=NO_STORE),
+    Case(
+        "store-in-memory",
+        lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", "memory://mnist.zarr", "--workers", "1"],
+        _names("--store", "memory://mnist.zarr", "in-memory", "workers"),
+    ),
     Case("store-empty-text", lambda ws: ["info", "--store", ""], _names("--store", "empty")),
     Case("classify-without-run", lambda ws: ["classify", ws.file], _names("--run")),
     Case("csv-source-one-file", _source(lambda ws: "csv:only.csv"), _names("--source", "csv:only.csv"), store=NO_STORE),
