@@ -641,6 +641,17 @@ MESSAGE_CASES = [
         lambda ws: [f"{_new(ws)}: no Zarr store here"],
         store=NO_STORE,
     ),
+    Case(
+        "info-store-argument-and-another-store",
+        lambda ws: ["info", ws.store, "--store", ws.root / "other.zarr"],
+        lambda ws: [f"STORE {ws.store} and --store {ws.root / 'other.zarr'} name two stores"],
+    ),
+    Case(
+        "info-on-a-runs-predictions",
+        lambda ws: ["info", _predictions(ws)],
+        lambda ws: [f"{_predictions(ws)}: holds the test-set predictions of the run in {_predictions(ws).parent}"],
+        absent=("choose a new or empty --store", "did not create"),
+    ),
     Case("status-unknown-run", lambda ws: ["status", "no-such-run", "--runs-dir", ws.root], _names("no-such-run")),
     Case(
         "submit-without-scheduler",
@@ -649,6 +660,16 @@ MESSAGE_CASES = [
         store=NO_STORE,
     ),
 ]
+
+
+def _predictions(ws: Workspace) -> Path:
+    """A run folder's ``predictions.zarr`` as ``mnist-dask run`` leaves it (a plain Zarr group of arrays)."""
+    import zarr
+
+    path = ws.run_folder("predicted", result="{}") / "predictions.zarr"
+    if not path.exists():
+        zarr.open_group(path, mode="w").create_array("predicted", shape=(4,), dtype="uint8")
+    return path
 
 
 def _shifted(ws: Workspace) -> Path:
@@ -666,6 +687,13 @@ S3_CASES = [
         lambda ws: ["info", *_s3(ws, f"endpoint_url={ws.s3}")],
         _names("s3://study/mnist.zarr", "credentials"),
         env={"AWS_EC2_METADATA_DISABLED": "true"},
+    ),
+    Case(  # the STORE argument takes --storage-option as --store does (it named the default local store)
+        "s3-store-argument-with-storage-option",
+        lambda ws: ["info", "s3://study/mnist.zarr", "--storage-option", f"endpoint_url={ws.s3}"],
+        _names("s3://study/mnist.zarr", "credentials"),
+        env={"AWS_EC2_METADATA_DISABLED": "true"},
+        absent=("storage/mnist.zarr",),
     ),
     Case(
         "s3-unreachable-endpoint",
