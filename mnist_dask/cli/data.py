@@ -52,7 +52,7 @@ def ingest(
     from mnist_dask.data.ingest import ingest as ingest_source
 
     with connect(cluster.options()) as client:
-        outcome = ingest_source(chosen, target, client, chunk_size=chunk_size, force=force)
+        outcome = ingest_source(chosen, target, client, chunk_size=chunk_size, force=force, ingest_command=True)
     if outcome.action == "skipped":
         click.echo(_up_to_date(target, outcome.rows))
     else:
@@ -68,28 +68,46 @@ def _up_to_date(store: object, counts: dict[str, int]) -> str:
 @store_options
 @click.argument("store_path", required=False, metavar="STORE", type=StoreLocation())
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def info(store: StoreChoice, store_path: str | None, as_json: bool) -> None:
+def info(store: StoreChoice, as_json: bool) -> None:
     """Show what a store holds: stages, completion, provenance, arrays.
 
     STORE: store path or URL (same as --store)."""
     from mnist_dask.data.info import describe, format_description
 
-    description = describe(store.at(store_path).open())
+    _refuse_run_predictions(store.url)
+    description = describe(store.open())
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
+
+
+def _refuse_run_predictions(url: str) -> None:
+    """Say that a run's ``predictions.zarr`` is what it is (not an MNIST store), rather than refuse it as
+    another tool's store with advice about writing."""
+    from mnist_dask.jobs.records import PREDICTIONS, RESULT_FILE, STATUS_FILE
+    from mnist_dask.locations import local_path
+
+    path = local_path(url)
+    if path is None or path.name != PREDICTIONS:
+        return
+    run = path.parent
+    if (run / STATUS_FILE).is_file() or (run / RESULT_FILE).is_file():
+        raise UserError(
+            f"{url}: holds the test-set predictions of the run in {run}, not an MNIST store; "
+            f"see 'mnist-dask status {run}' and its {RESULT_FILE}"
+        )
 
 
 @command("verify")
 @store_options
 @cluster_options()
 @click.argument("store_path", required=False, metavar="STORE", type=StoreLocation())
-def verify(store: StoreChoice, cluster: ClusterChoice, store_path: str | None) -> None:
+def verify(store: StoreChoice, cluster: ClusterChoice) -> None:
     """Recompute the chunk checksums a store recorded and name corrupted chunks.
 
     STORE: store path or URL (same as --store). Exit status 2 when a chunk does not match."""
     from mnist_dask.cluster import connect
     from mnist_dask.data.verify import verify_store
 
-    target = store.at(store_path).open()
+    target = store.open()
     if not target.exists():
         raise UserError(f"{target}: no Zarr store here")
     with connect(cluster.options()) as client:

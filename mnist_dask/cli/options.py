@@ -79,15 +79,6 @@ class StoreChoice:
     storage_options: dict[str, str] = field(default_factory=dict)
     given: bool = False  # --store on the command line (not the default, not $MNIST_DASK_STORE)
 
-    def at(self, url: str | None) -> StoreChoice:
-        """The same options at another location (a command's STORE argument), when given."""
-        if url is None:
-            return self
-        choice = StoreChoice(url, self.storage_options, given=True)
-        choice.check()
-        Circumstances.of().store = url
-        return choice
-
     def check(self) -> None:
         """Refuse fsspec options for a local path (the local filesystem takes none)."""
         if self.storage_options and local_path(self.url) is not None:
@@ -109,8 +100,16 @@ def store_options(function: F) -> F:
 
     @functools.wraps(function)
     def with_store(*args: Any, store: str, storage_options: tuple[tuple[str, str], ...], **kwargs: Any) -> Any:
-        """Call the command with the StoreChoice (and tell the error handler about the store)."""
+        """Call the command with the StoreChoice (and tell the error handler about the store).
+
+        A command's STORE argument (``store_path``: info, verify) names the store as --store does; both
+        given must agree."""
         given = click.get_current_context().get_parameter_source("store") is ParameterSource.COMMANDLINE
+        argument = kwargs.pop("store_path", None)
+        if argument is not None:
+            if given and not _same_location(argument, store):
+                raise click.UsageError(f"STORE {argument} and --store {store} name two stores; give one of them")
+            store, given = argument, True
         choice = StoreChoice(store, dict(storage_options), given)
         choice.check()
         Circumstances.of().store = choice.url
@@ -135,6 +134,12 @@ def store_options(function: F) -> F:
         help="Zarr store path or fsspec URL",
     )(with_store)
     return with_store  # type: ignore[return-value]
+
+
+def _same_location(a: str, b: str) -> bool:
+    """Whether two store locations as typed are one: the same text, or the same local folder."""
+    here, there = local_path(a), local_path(b)
+    return a == b or (here is not None and there is not None and here.resolve() == there.resolve())
 
 
 # -- the source ----------------------------------------------------------------------------------

@@ -52,7 +52,9 @@ def transform_command(spec: Transform) -> click.Command:
         params = {key.removeprefix(_PREFIX): value for key, value in values.items()}
         target = store.open()
         with connect(cluster.options()) as client:
-            outcome = run_transform(target, client, spec.name, params, input_stage=input_stage, force=force)
+            outcome = run_transform(
+                target, client, spec.name, params, input_stage=input_stage, force=force, transform_command=True
+            )
         if outcome.action == "skipped":
             click.echo(f"{target}: {outcome.stage} is up to date; nothing to do (--force recomputes)")
         else:

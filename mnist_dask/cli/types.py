@@ -65,7 +65,7 @@ class StoreLocation(click.ParamType):
             self.fail("empty; give a folder path or a URL", param, ctx)
         path = local_path(text)
         if path is None:
-            problem = _unusable_protocol(text)
+            problem = _process_local(text) or _unusable_protocol(text)
             if problem:
                 self.fail(f"{text}: {problem}", param, ctx)
             return text
@@ -128,6 +128,17 @@ class Seconds(click.FloatRange):
         return seconds
 
 
+def _process_local(url: str) -> str | None:
+    """Why a store URL that lives in one process's memory cannot be used (the workers are other processes,
+    and nothing outlives the command), or None."""
+    if url.split("://", 1)[0].lower() != "memory":
+        return None
+    return (
+        "an in-memory filesystem lives in one process: the Dask workers (other processes) would never see it, "
+        "and it is gone when the command ends; use a folder path or a shared URL (s3://...)"
+    )
+
+
 def _unusable_protocol(url: str) -> str | None:
     """Why fsspec cannot open ``url`` here (unknown protocol, backend not installed), or None."""
     import fsspec
@@ -136,7 +147,7 @@ def _unusable_protocol(url: str) -> str | None:
     try:
         fsspec.get_filesystem_class(protocol)
     except ValueError:
-        return f"unknown protocol {protocol!r} (fsspec knows e.g. s3, gs, az, http, memory)"
+        return f"unknown protocol {protocol!r} (fsspec knows e.g. s3, gs, az, http)"
     except ImportError as exc:
         return f"the {protocol}:// backend is not installed ({str(exc).strip().splitlines()[0]})"
     return None

@@ -34,15 +34,24 @@ class IngestOutcome:
 
 
 def ingest(
-    source: Source, store: Store, client: Client, *, chunk_size: int = DEFAULT_CHUNK, force: bool = False
+    source: Source,
+    store: Store,
+    client: Client,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    force: bool = False,
+    ingest_command: bool = False,
 ) -> IngestOutcome:
-    """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there."""
+    """Ingest ``source`` into ``store``'s ``raw`` stage unless the same inputs are already there.
+
+    ``ingest_command``: the caller is ``mnist-dask ingest`` (whose --chunk-size and --force a refusal may
+    advise), not a job or study."""
     run = uuid.uuid4().hex  # task keys unique per run: concurrent ingests must not share results
     checksums = client.submit(source.input_checksums, pure=False, key=f"ingest-checksums-{run}").result()
     fingerprint = fingerprint_of(source, checksums, chunk_size)
 
     def conflict() -> None:
-        raise UserError(conflict_message(store, fingerprint))
+        raise UserError(conflict_message(store, fingerprint, ingest_command))
 
     def build() -> tuple[dict[str, da.Array], dict]:
         """Read and validate on the workers first: bad input never reaches the store."""

@@ -4,6 +4,7 @@ exactly that ingest, told from the store and the inputs alone (no cluster, no da
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from mnist_dask.data.defaults import DEFAULT_CHUNK
@@ -23,27 +24,43 @@ def already_ingested(source: Source, store: Store, chunk_size: int = DEFAULT_CHU
     """Row counts when ``store`` already holds exactly this ingest, computed here without a cluster; else None.
 
     A complete stage from other inputs is refused (as :func:`ingest` would without ``force``).
-    For a local cluster only: the inputs are read where the workers would read them.
+    For the ``ingest`` command and a local cluster only: the inputs are read where the workers would read them.
     """
     if not store.is_complete(STAGE):
         return None
     fingerprint = fingerprint_of(source, source.input_checksums(), chunk_size)
     if not store.is_complete(STAGE, fingerprint):
-        raise UserError(conflict_message(store, fingerprint))
+        raise UserError(conflict_message(store, fingerprint, ingest_command=True))
     attrs = store.stage_attrs(STAGE) or {}
     return dict(attrs["provenance"]["rows"])
 
 
-def conflict_message(store: Store, fingerprint: dict[str, Any]) -> str:
-    """Why the store's complete raw stage is not this ingest's, naming what differs."""
+def conflict_message(store: Store, fingerprint: dict[str, Any], ingest_command: bool) -> str:
+    """Why the store's complete raw stage is not this ingest's, naming what differs and a remedy that works
+    from the command the user ran: ``ingest`` has --chunk-size and --force; a job or study ingests only when
+    given a source, so it can do without one, or have ``mnist-dask ingest --force`` rewrite the stage first."""
     stored = (store.stage_attrs(STAGE) or {}).get("fingerprint") or {}
-    if stored.get("chunk_size") != fingerprint["chunk_size"] and stored.get("inputs") == fingerprint["inputs"]:
+    same_inputs = stored.get("inputs") == fingerprint["inputs"]
+    if ingest_command:
+        if stored.get("chunk_size") != fingerprint["chunk_size"] and same_inputs:
+            return (
+                f"{store}: already holds these images in chunks of {stored.get('chunk_size')}, not --chunk-size "
+                f"{fingerprint['chunk_size']}; pass --chunk-size {stored.get('chunk_size')}, or --force to rewrite it"
+            )
+        if same_inputs:
+            return (
+                f"{store}: already holds these images, ingested from {stored.get('source')}; use --force to replace it"
+            )
         return (
-            f"{store}: already holds these images in chunks of {stored.get('chunk_size')}, not --chunk-size "
-            f"{fingerprint['chunk_size']}; pass --chunk-size {stored.get('chunk_size')}, or --force to rewrite it"
+            f"{store}: already holds MNIST ingested from other inputs ({stored.get('source')}); "
+            "use --force to replace it"
         )
-    if stored.get("inputs") == fingerprint["inputs"]:
-        return f"{store}: already holds these images, ingested from {stored.get('source')}; use --force to replace it"
-    return (
-        f"{store}: already holds MNIST ingested from other inputs ({stored.get('source')}); use --force to replace it"
-    )
+    store_arg, source_arg = shlex.quote(str(store)), shlex.quote(fingerprint["source"])
+    rewrite = f"mnist-dask ingest --store {store_arg} --source {source_arg} --force"  # default chunks: a job's
+    if stored.get("chunk_size") != fingerprint["chunk_size"] and same_inputs:
+        held = f"these images in chunks of {stored.get('chunk_size')}, not the {fingerprint['chunk_size']} a job uses"
+    elif same_inputs:
+        held = f"these images, ingested from {stored.get('source')}"
+    else:
+        held = f"MNIST ingested from other inputs ({stored.get('source')})"
+    return f"{store}: already holds {held}; give no --source to use them as they are, or rewrite them first: {rewrite}"

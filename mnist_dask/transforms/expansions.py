@@ -14,6 +14,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.transforms import kernels
 from mnist_dask.transforms.arrays import Arrays, copy_split, source_index
+from mnist_dask.transforms.names import number
 
 
 def build_shift(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
@@ -165,7 +166,7 @@ def _per_copy_rows(copies: list[tuple[int, int, float]], n: int, chunks: tuple[i
 def augment_name(p: dict[str, Any]) -> str:
     """``aug<m>x-s<r><c|s>-r<deg>``: number of copies, shift set and rotation angle."""
     shifts = f"s{p['radius']}{p['shape'][0]}" if p["radius"] else "s0"
-    return f"aug{len(augment_copies(p))}x-{shifts}-r{p['degrees']:g}"
+    return f"aug{len(augment_copies(p))}x-{shifts}-r{number(p['degrees'])}"
 
 
 def build_rotate(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
@@ -182,5 +183,5 @@ def _offsets(p: dict[str, Any], name: str = "shift") -> list[tuple[int, int]]:
 
 
 def shift_name(p: dict[str, Any]) -> str:
-    """``shift<m>x``: the number of copies of each image the expansion holds."""
+    """``shift<m>x``: the number of copies of each image the expansion holds (its seed: a mark, see registry)."""
     return f"shift{len(_offsets(p))}x"

@@ -3,6 +3,8 @@ threshold, PCA (dask-ml), and the mean images."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import dask.array as da
@@ -12,6 +14,8 @@ from mnist_dask.data.sources import SPLITS
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.transforms.arrays import Arrays, as_rows, carry_labels
+from mnist_dask.transforms.names import number
+from mnist_dask.transforms.randomized_pca import fit_randomized_pca
 
 
 def build_scale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
@@ -52,7 +56,7 @@ def build_mean(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
 
 
 def build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
-    """dask-ml PCA fitted on the input's training rows only (``fit_on``: all, or the originals of an
+    """PCA fitted on the input's training rows only (``fit_on``: all, or the originals of an
     augmented input); both splits projected (float32).
 
     With ``scale_power`` p > 0 each feature is multiplied by explained_variance ** -p
@@ -75,24 +79,41 @@ def build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
             f"{features} (the input's features)" if features <= rows else f"{rows} (the training rows it is fitted on)"
         )
         raise UserError(f"transform pca: n_components must be between 1 and {limit}, got {p['n_components']}")
-    pca = PCA(
-        n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"], random_state=p["seed"]
-    ).fit(fit_rows.rechunk({0: p["chunk_size"]}))
+    if resolve_solver(p["svd_solver"], p["n_components"], rows, features) == "randomized":
+        fitted = fit_randomized_pca(fit_rows.rechunk({0: p["chunk_size"]}), p["n_components"], p["seed"])
+        components, mean, variance = fitted.components, fitted.mean, fitted.explained_variance
+        project: Callable[[da.Array], da.Array] = partial(fitted.transform, whiten=p["whiten"])
+    else:  # dask-ml's exact SVD (full and tsqr are the same there)
+        pca = PCA(
+            n_components=p["n_components"], whiten=p["whiten"], svd_solver=p["svd_solver"], random_state=p["seed"]
+        ).fit(fit_rows.rechunk({0: p["chunk_size"]}))
+        components, mean, variance = pca.components_, pca.mean_, pca.explained_variance_
+        project = pca.transform
     arrays: Arrays = {
-        "components": da.from_array(np.asarray(pca.components_, dtype=np.float32)),
-        "mean": da.from_array(np.asarray(pca.mean_, dtype=np.float32)),
-        "explained_variance": da.from_array(np.asarray(pca.explained_variance_)),
+        "components": da.from_array(np.asarray(components, dtype=np.float32)),
+        "mean": da.from_array(np.asarray(mean, dtype=np.float32)),
+        "explained_variance": da.from_array(np.asarray(variance)),
     }
-    scale = (np.asarray(pca.explained_variance_) ** -p["scale_power"]).astype(np.float32)
+    scale = (np.asarray(variance) ** -p["scale_power"]).astype(np.float32)
     for split in SPLITS:
-        arrays[f"{split}/features"] = pca.transform(flat[split]).astype(np.float32) * scale
+        arrays[f"{split}/features"] = project(flat[split]).astype(np.float32) * scale
         arrays.update(carry_labels(store, input_stage, split))
     if store.has(f"{input_stage}/train/copy"):
         arrays["train/copy"] = store.read(f"{input_stage}/train/copy")
     return arrays
 
 
+def resolve_solver(solver: str, n_components: int, rows: int, features: int) -> str:
+    """The solver ``auto`` stands for, by dask-ml's rule: randomized when the input has over 500 rows or
+    features and fewer than 80% of the smaller dimension are kept, else full; other solvers unchanged."""
+    if solver != "auto":
+        return solver
+    large = max(rows, features) > 500 and n_components < 0.8 * min(rows, features)
+    return "randomized" if large else "full"
+
+
 def pca_name(p: dict[str, Any]) -> str:
-    """``pca<n>``, ``w`` when whitened, ``p<power>`` when partially whitened."""
-    power = f"p{p['scale_power']:g}" if p["scale_power"] else ""
+    """``pca<n>``, ``w`` when whitened, ``p<power>`` when partially whitened (solver, seed and fit_on: marks,
+    see registry)."""
+    power = f"p{number(p['scale_power'])}" if p["scale_power"] else ""
     return f"pca{p['n_components']}" + ("w" if p["whiten"] else "") + power

@@ -64,8 +64,13 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "fit_on": Param(
             "fit on 'all' training rows, or only the 'originals' of an augmented input", choices=("all", "originals")
         ),
-        "svd_solver": Param("dask-ml PCA solver", choices=("auto", "full", "tsqr", "randomized")),
-        "seed": Param("random state of the randomized solver", min=0),
+        "svd_solver": Param(
+            "'full' or 'tsqr': exact SVD (dask-ml); 'randomized': randomized SVD with scikit-learn's power "
+            "iterations; 'auto': randomized when the input has over 500 rows or features and under 80% "
+            "of the smaller dimension are kept, else full",
+            choices=("auto", "full", "tsqr", "randomized"),
+        ),
+        "seed": Param("seed of the randomized solver's random sketch", min=0),
         "chunk_size": _CHUNK,
     },
 }

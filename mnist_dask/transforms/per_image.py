@@ -58,6 +58,13 @@ def build_downscale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays
     return per_image(_downscale, _downscaled_shape(p["factor"]), np.float32, params=("factor",))(store, input_stage, p)
 
 
+def downscale_name(p: dict[str, Any]) -> str:
+    """``down<n>``: the side of a downscaled 28 x 28 image; ``-factor<k>`` after it when a smaller factor gives
+    the same side (8 and 7 both give 4), so every factor has its own name."""
+    side = -(-28 // p["factor"])
+    return f"down{side}" + ("" if -(-28 // side) == p["factor"] else f"-factor{p['factor']}")
+
+
 def same_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The output shape of a kernel that keeps each image's size."""
     return shape

@@ -10,8 +10,9 @@ numpy kernels of :mod:`~mnist_dask.transforms.kernels`.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import Client
@@ -22,7 +23,8 @@ from mnist_dask.errors import UserError
 from mnist_dask.transforms.arrays import FEATURES, IMAGES, Arrays
 from mnist_dask.transforms.expansions import augment_name, build_augment, build_rotate, build_shift, shift_name
 from mnist_dask.transforms.fitted import build_mean, build_pca, build_scale, build_variance_threshold, pca_name
-from mnist_dask.transforms.per_image import build_blur, build_deskew, build_downscale, build_sample
+from mnist_dask.transforms.names import marks, number
+from mnist_dask.transforms.per_image import build_blur, build_deskew, build_downscale, build_sample, downscale_name
 from mnist_dask.transforms.validation import resolve_params
 
 
@@ -33,6 +35,9 @@ class Transform:
     Its parameters' ranges and choices are in :data:`~mnist_dask.transforms.parameters.PARAMETERS`. ``needs``
     is what its input dataset must hold (images or features) and ``gives`` what its output
     holds (None: not a dataset, e.g. ``mean``), so a chain that cannot work is refused up front.
+    Every parameter that changes the output is in the stage name (by ``output_name``, or as a mark of
+    :func:`~mnist_dask.transforms.names.marks`), so two variants never share a name; ``chunk_size`` is not
+    (it changes how the output is chunked).
     """
 
     name: str
@@ -42,6 +47,9 @@ class Transform:
     help: str
     needs: frozenset[str] = frozenset({IMAGES})
     gives: str | None = IMAGES
+    marked: tuple[str, ...] = ()  # parameters output_name leaves out: marked in the name when not at their default
+    marked_on_copies: dict[str, Any] = field(default_factory=dict)  # ... that matter only on an input with
+    # augmented copies: marked there when not at this value (pca's fit_on: unmarked 'originals', as knn_best)
 
 
 @dataclass(frozen=True)
@@ -59,19 +67,23 @@ def run_transform(
     params: dict[str, Any] | None = None,
     input_stage: str = "raw",
     force: bool = False,
+    transform_command: bool = False,
 ) -> StageOutcome:
-    """Run one transform as a stage: skip if complete with the same inputs and parameters."""
+    """Run one transform as a stage: skip if complete with the same inputs and parameters.
+
+    ``transform_command``: the caller is ``mnist-dask transform`` (whose --force a refusal may advise), not
+    a job."""
     transform = TRANSFORMS.get(name)
     if transform is None:
         raise UserError(f"transform {name!r}: unknown; choose from {', '.join(sorted(TRANSFORMS))}")
     params = resolve_params(transform, params or {})
     if not STAGE_NAME.match(input_stage) or ".." in input_stage:
         raise UserError(f"--input {input_stage}: not a dataset stage; use raw or derived/<name>")
-    stage = output_stage(name, params, input_stage)
     input_attrs = store.stage_attrs(input_stage)
     if not input_attrs or not input_attrs.get("complete"):
-        raise UserError(f"{store}: input stage '{input_stage}' is missing or incomplete; run it first")
+        raise UserError(_missing_input(store, input_stage, input_attrs is not None))
     _check_input(store, transform, input_stage)
+    stage = output_stage(name, params, input_stage, store.has(f"{input_stage}/train/copy"))
     fingerprint = {
         "transform": name,
         "params": params,
@@ -80,12 +92,31 @@ def run_transform(
     }
 
     def conflict() -> None:
-        raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
+        if transform_command:
+            raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
+        raise UserError(
+            f"{store}: '{stage}' exists, computed with other parameters or inputs; {drop_advice(store, stage)}"
+        )
 
     def build() -> tuple[Arrays, dict[str, Any]]:
         return transform.build(store, input_stage, params), {"transform": name, "params": params, "input": input_stage}
 
     return StageOutcome(produce_stage(store, client, stage, fingerprint, force, build, conflict), stage)
+
+
+def _missing_input(store: Store, input_stage: str, begun: bool) -> str:
+    """Why the input stage cannot be read, and the command that makes it: ``ingest`` for raw."""
+    state = "is incomplete (its writing was interrupted, or is under way)" if begun else "is missing"
+    if input_stage == "raw":
+        ingest = f"mnist-dask ingest --store {shlex.quote(str(store))}"
+        return f"{store}: no MNIST here yet (stage raw {state}); run '{ingest}' first"
+    return f"{store}: input stage '{input_stage}' {state}; compute it first with 'mnist-dask transform'"
+
+
+def drop_advice(store: Store, stage: str) -> str:
+    """How to have a job compute ``stage`` again: the ``drop`` command that deletes it (and its dependents)."""
+    dependents = " --dependents" if store.dependents(stage) else ""
+    return f"drop it to compute it again: mnist-dask drop --store {shlex.quote(str(store))} {stage}{dependents}"
 
 
 def chain_problem(names: list[str]) -> str | None:
@@ -130,9 +161,16 @@ def _check_input(store: Store, transform: Transform, input_stage: str) -> None:
         )
 
 
-def output_stage(name: str, params: dict[str, Any], input_stage: str) -> str:
-    """``derived/<step>`` for a transform of raw, ``derived/<input>+<step>`` for a chain."""
-    step = TRANSFORMS[name].output_name(params)
+def output_stage(name: str, params: dict[str, Any], input_stage: str, input_copies: bool = False) -> str:
+    """``derived/<step>`` for a transform of raw, ``derived/<input>+<step>`` for a chain.
+
+    ``params``: all of them (defaults filled in); ``input_copies``: whether the input holds augmented copies.
+    """
+    transform = TRANSFORMS[name]
+    unmarked = {key: transform.defaults[key] for key in transform.marked}
+    step = transform.output_name(params) + marks(
+        params, unmarked | (transform.marked_on_copies if input_copies else {})
+    )
     return f"derived/{step}" if input_stage == "raw" else f"{input_stage}+{step}"
 
 
@@ -145,11 +183,12 @@ TRANSFORMS: dict[str, Transform] = {
             shift_name,
             build_shift,
             "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
+            marked=("seed",),
         ),
         Transform(
             "downscale",
             {"factor": 3},
-            lambda p: f"down{-(-28 // p['factor'])}",
+            downscale_name,
             build_downscale,
             "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
         ),
@@ -157,7 +196,7 @@ TRANSFORMS: dict[str, Transform] = {
         Transform(
             "blur",
             {"sigma": 1.0},
-            lambda p: f"blur{p['sigma']:g}",
+            lambda p: f"blur{number(p['sigma'])}",
             build_blur,
             "Gaussian blur",
         ),
@@ -167,7 +206,7 @@ TRANSFORMS: dict[str, Transform] = {
         Transform(
             "varthresh",
             {"threshold": 0.0},
-            lambda p: f"varthresh{p['threshold']:g}",
+            lambda p: f"varthresh{number(p['threshold'])}",
             build_variance_threshold,
             "variance-threshold feature selection (fitted on train)",
             gives=FEATURES,
@@ -184,7 +223,7 @@ TRANSFORMS: dict[str, Transform] = {
         Transform(
             "rotate",
             {"degrees": 10.0, "chunk_size": 5000},
-            lambda p: f"rot{p['degrees']:g}x3",
+            lambda p: f"rot{number(p['degrees'])}x3",
             build_rotate,
             "training set plus copies rotated by -degrees and +degrees (3x)",
         ),
@@ -194,6 +233,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"sample{p['train']}-{p['test']}",
             build_sample,
             "seeded random subset of the training and test rows (for quick runs)",
+            marked=("seed",),
         ),
         Transform(
             "pca",
@@ -212,6 +252,8 @@ TRANSFORMS: dict[str, Transform] = {
             "optional whitening, or partial whitening by explained_variance ** -scale_power)",
             needs=frozenset({IMAGES, FEATURES}),
             gives=FEATURES,
+            marked=("svd_solver", "seed"),
+            marked_on_copies={"fit_on": "originals"},
         ),
     )
 }

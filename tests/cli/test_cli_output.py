@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,14 @@ def test_a_published_figure_the_result_lacks_is_named_at_the_end_of_the_run(smal
     )
     assert done.stdout.splitlines()[-1].startswith("typo: test accuracy ")
     assert "; published figures: 0 of 1 reproduced (1 missing); results in" in done.stdout
+
+
+def test_a_transform_with_another_seed_leaves_the_default_stage_name_to_the_jobs(small_store, tmp_path):
+    """``transform shift --seed 7`` writes its own stage, so a job's ``shift`` step (seed 42) still finds
+    ``derived/shift5x`` free (it was taken, and the job failed on 'other parameters')."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(small_store[0], store)
+    for seed, stage in (("7", "derived/shift5x-seed7"), ("42", "derived/shift5x")):
+        done = _cli("transform", "shift", "--seed", seed, "--store", store, "--workers", "1")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{store}: wrote {stage}\n"

@@ -194,6 +194,15 @@ class Workspace:
             shutil.copytree(self.store, target)
         return target
 
+    def with_stage(self, name: str, *transform: object) -> Path:
+        """A private copy of the small store with one ``mnist-dask transform ...`` run on it (made on first use)."""
+        target = self.root / "copies" / name / "mnist.zarr"
+        if not target.exists():
+            shutil.copytree(self.store, target)
+            done = self.cli("transform", *transform, "--store", target, "--workers", "1")
+            assert done.returncode == 0, done.stderr
+        return target
+
     def run_folder(self, name: str, status: str | None = None, result: str | None = None) -> Path:
         folder = self.root / "runs" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -341,7 +350,18 @@ OPTION_CASES = [
         _names("derived/nothing"),
         store=_untouched("input2"),
     ),
+    Case(
+        "transform-before-ingest",
+        lambda ws: ["transform", "deskew", "--store", _new(ws), "--workers", "1"],
+        lambda ws: ["stage raw is missing", f"run 'mnist-dask ingest --store {_new(ws)}' first"],
+        store=NO_STORE,
+    ),
     Case("workers-too-many", _ingest("--workers", "100000"), _names("--workers", "100000"), store=NO_STORE),
+    Case(
+        "store-in-memory",
+        lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", "memory://mnist.zarr", "--workers", "1"],
+        _names("--store", "memory://mnist.zarr", "in-memory", "workers"),
+    ),
     Case("store-empty-text", lambda ws: ["info", "--store", ""], _names("--store", "empty")),
     Case("classify-without-run", lambda ws: ["classify", ws.file], _names("--run")),
     Case("csv-source-one-file", _source(lambda ws: "csv:only.csv"), _names("--source", "csv:only.csv"), store=NO_STORE),
@@ -569,6 +589,22 @@ MESSAGE_CASES = [
         absent=("other inputs",),
         store=_untouched("chunks"),
     ),
+    Case(  # run has no --chunk-size or --force: the remedy is to give no --source, or an ingest command
+        "run-source-other-chunk-size",
+        lambda ws: ["run", JOB, "--store", ws.copy("run-chunks"), "--source", f"idx:{ws.idx}", "--workers", "1"],
+        lambda ws: ["chunks of 16", "give no --source", f"mnist-dask ingest --store {ws.copy('run-chunks')} --source"],
+        absent=("--chunk-size", "use --force", "pass"),
+        store=_untouched("run-chunks"),
+        mid_work=True,
+    ),
+    Case(  # the job's stage is taken by the user's own transform (another --chunk-size): run has no --force
+        "run-stage-with-other-parameters",
+        lambda ws: ["run", REPO / "jobs" / "knn_augmented.toml", "--store", _shifted(ws), "--workers", "1"],
+        lambda ws: ["derived/shift5x", f"mnist-dask drop --store {_shifted(ws)} derived/shift5x"],
+        absent=("--force",),
+        store=("untouched", lambda ws: _shifted(ws)),
+        mid_work=True,
+    ),
     Case(
         "source-from-environment",
         lambda ws: ["ingest", "--store", _new(ws), "--workers", "1"],
@@ -614,6 +650,17 @@ MESSAGE_CASES = [
         lambda ws: [f"{_new(ws)}: no Zarr store here"],
         store=NO_STORE,
     ),
+    Case(
+        "info-store-argument-and-another-store",
+        lambda ws: ["info", ws.store, "--store", ws.root / "other.zarr"],
+        lambda ws: [f"STORE {ws.store} and --store {ws.root / 'other.zarr'} name two stores"],
+    ),
+    Case(
+        "info-on-a-runs-predictions",
+        lambda ws: ["info", _predictions(ws)],
+        lambda ws: [f"{_predictions(ws)}: holds the test-set predictions of the run in {_predictions(ws).parent}"],
+        absent=("choose a new or empty --store", "did not create"),
+    ),
     Case("status-unknown-run", lambda ws: ["status", "no-such-run", "--runs-dir", ws.root], _names("no-such-run")),
     Case(
         "submit-without-scheduler",
@@ -622,6 +669,21 @@ MESSAGE_CASES = [
         store=NO_STORE,
     ),
 ]
+
+
+def _predictions(ws: Workspace) -> Path:
+    """A run folder's ``predictions.zarr`` as ``mnist-dask run`` leaves it (a plain Zarr group of arrays)."""
+    import zarr
+
+    path = ws.run_folder("predicted", result="{}") / "predictions.zarr"
+    if not path.exists():
+        zarr.open_group(path, mode="w").create_array("predicted", shape=(4,), dtype="uint8")
+    return path
+
+
+def _shifted(ws: Workspace) -> Path:
+    """The small store with ``derived/shift5x`` in chunks of 7 rows (a job's step uses 5000)."""
+    return ws.with_stage("shifted", "shift", "--chunk-size", "7")
 
 
 def _s3(ws: Workspace, *options: str, bucket: str = "study") -> list[object]:
@@ -634,6 +696,13 @@ S3_CASES = [
         lambda ws: ["info", *_s3(ws, f"endpoint_url={ws.s3}")],
         _names("s3://study/mnist.zarr", "credentials"),
         env={"AWS_EC2_METADATA_DISABLED": "true"},
+    ),
+    Case(  # the STORE argument takes --storage-option as --store does (it named the default local store)
+        "s3-store-argument-with-storage-option",
+        lambda ws: ["info", "s3://study/mnist.zarr", "--storage-option", f"endpoint_url={ws.s3}"],
+        _names("s3://study/mnist.zarr", "credentials"),
+        env={"AWS_EC2_METADATA_DISABLED": "true"},
+        absent=("storage/mnist.zarr",),
     ),
     Case(
         "s3-unreachable-endpoint",

@@ -13,12 +13,12 @@ from mnist_dask.transforms.kernels import deskew, rotate_images, shift_images, s
 from mnist_dask.transforms.registry import run_transform
 
 SAMPLE = {"train": 2000, "test": 300, "seed": 3}
-SAMPLED = "derived/sample2000-300"
+SAMPLED = "derived/sample2000-300-seed3"  # a seed other than the default is in the name
 
 
 @pytest.fixture(scope="module")
 def store(store, client) -> Store:
-    """conftest's store (real MNIST in ``raw``) plus a seeded sample in ``derived/sample2000-300``."""
+    """conftest's store (real MNIST in ``raw``) plus a seeded sample in ``derived/sample2000-300-seed3``."""
     run_transform(store, client, "sample", SAMPLE)
     return store
 
@@ -35,6 +35,17 @@ def test_sample_keeps_seeded_rows_in_order_with_their_source_index(store, mnist)
     assert np.array_equal(_array(store, f"{SAMPLED}/train/labels"), mnist["train_labels"][source])
     test_rows = np.sort(rng.choice(10_000, 300, replace=False))
     assert np.array_equal(_array(store, f"{SAMPLED}/test/images"), mnist["test_images"][test_rows])
+
+
+def test_variants_of_other_seeds_live_side_by_side(store, client):
+    """Another seed is another stage (the name says which), not a clash with the first or a rewrite of it."""
+    before = _array(store, f"{SAMPLED}/train/source_index")
+    assert run_transform(store, client, "sample", {**SAMPLE, "seed": 4}).stage == "derived/sample2000-300-seed4"
+    assert run_transform(store, client, "sample", SAMPLE).action == "skipped"
+    assert not np.array_equal(_array(store, "derived/sample2000-300-seed4/train/source_index"), before)
+    shifted = {seed: run_transform(store, client, "shift", {"seed": seed}, input_stage=SAMPLED) for seed in (42, 7)}
+    assert [outcome.stage for outcome in shifted.values()] == [f"{SAMPLED}+shift5x", f"{SAMPLED}+shift5x-seed7"]
+    assert {outcome.action for outcome in shifted.values()} == {"written"}
 
 
 def test_augment_rows_are_shifts_and_rotations_of_their_source_images(store, client, mnist):
@@ -109,3 +120,22 @@ def test_bad_parameters_are_user_errors(store, client):
         run_transform(store, client, "pca", {"n_components": 900}, input_stage=SAMPLED)
     with pytest.raises(UserError, match="degrees"):
         run_transform(store, client, "augment", {"degrees": -3.0}, input_stage=SAMPLED)
+
+
+def test_randomized_pca_matches_scikit_learn(store, client):
+    """The randomized solver (dask-ml's fails in transform under scikit-learn >= 1.8) finds scikit-learn's
+    components, signs included, and whitens as it does; as an approximation, the trailing components less
+    exactly (scikit-learn's own randomized solver reaches a cosine of 0.998 here)."""
+    params = {"n_components": 20, "whiten": True, "svd_solver": "randomized", "seed": 5}
+    stage = run_transform(store, client, "pca", params, input_stage=SAMPLED).stage
+    train = _array(store, f"{SAMPLED}/train/images").reshape(2000, -1).astype(np.float32)
+    test = _array(store, f"{SAMPLED}/test/images").reshape(300, -1).astype(np.float32)
+    reference = PCA(n_components=20, whiten=True, svd_solver="full").fit(train)
+    assert np.allclose(_array(store, f"{stage}/explained_variance"), reference.explained_variance_, rtol=1e-3)
+    assert np.all(np.sum(_array(store, f"{stage}/components") * reference.components_, axis=1) > 0.999)
+    assert np.allclose(_array(store, f"{stage}/mean"), reference.mean_, atol=1e-3)
+    for split, rows in (("train", train), ("test", test)):
+        features, expected = _array(store, f"{stage}/{split}/features"), reference.transform(rows)
+        assert features.dtype == np.float32 and features.shape == (len(rows), 20)
+        assert np.allclose(features[:, :10], expected[:, :10], atol=1e-3)
+        assert np.all(np.sqrt(np.mean((features - expected) ** 2, axis=0)) < 0.05)  # unit-variance columns

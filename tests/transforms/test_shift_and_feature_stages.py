@@ -53,8 +53,8 @@ def test_shift5x_rows_are_scipy_shifts_of_their_source_images(store, client, mni
 
 def test_same_parameters_skip_and_changed_parameters_refuse_without_force(store, client):
     assert run_transform(store, client, "shift", {}).action == "skipped"
-    with pytest.raises(UserError, match="other parameters"):
-        run_transform(store, client, "shift", {"seed": 7})
+    with pytest.raises(UserError, match="other parameters"):  # chunk_size is not in the name: same stage
+        run_transform(store, client, "shift", {"chunk_size": 4000})
     with pytest.raises(UserError, match="unknown parameter 'radius2'"):
         run_transform(store, client, "shift", {"radius2": 1})
     with pytest.raises(UserError, match="unknown"):
@@ -126,5 +126,7 @@ def test_a_raw_stage_of_the_wrong_shape_or_dtype_is_refused(tmp_path):
 
 
 def test_a_missing_input_stage_is_a_user_error(store, client):
-    with pytest.raises(UserError, match="input stage 'derived/deskew\\+blur3' is missing or incomplete"):
+    with pytest.raises(
+        UserError, match="input stage 'derived/deskew\\+blur3' is missing; compute it first with 'mnist-dask transform'"
+    ):
         run_transform(store, client, "shift", {}, input_stage="derived/deskew+blur3")
