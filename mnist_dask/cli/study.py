@@ -10,7 +10,7 @@ import click
 from mnist_dask.cli import options
 from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
 from mnist_dask.cli.types import LocalFolder
-from mnist_dask.errors import JobsFailed, UserError
+from mnist_dask.errors import UserError
 
 JOBS_FOLDER = Path("jobs")
 
@@ -46,7 +46,7 @@ def study(
     from mnist_dask.cluster import announce_dashboard, connect
     from mnist_dask.jobs.ledger import reproduced
     from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root
-    from mnist_dask.jobs.study import STUDY_FILE, run_study, study_jobs
+    from mnist_dask.jobs.study import STUDY_FILE, counted, failed_jobs, run_study, study_jobs
 
     paths = list(jobs) or sorted(JOBS_FOLDER.glob("*.toml"))
     if not paths:
@@ -82,11 +82,9 @@ def study(
         )
     met = reproduced(record["ledger"])
     click.echo(
-        f"study: {met} of {len(record['figures'])} published figures reproduced; {len(items)} jobs in "
+        f"study: {met} of {len(record['figures'])} published figures reproduced; {counted(len(items), 'job')} in "
         f"{record['seconds']:.0f} s; {folder}/index.html"
     )
-    if record["failed"]:
-        raise JobsFailed(
-            f"study: {len(record['failed'])} of {len(items)} jobs failed: {', '.join(record['failed'])} "
-            f"(their errors are in {folder}/study.json)"
-        )
+    failure = failed_jobs(record, folder)
+    if failure is not None:
+        raise failure

@@ -23,7 +23,7 @@ from distributed import Client, get_task_stream, span
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
-from mnist_dask.errors import ClusterLostError, UserError
+from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.ledger import STATUSES, ledger, reproduced
 from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, RunStatus, read_run_json, write_run_json
@@ -125,9 +125,29 @@ def run_study(
 
     write_study_page(record, study_dir)
     write_study_summary(record, study_dir)
-    if status is not None:
-        status.finished({"metrics": {}})
+    if status is not None:  # a submitted study: its record says whether every job ran, as the command's exit does
+        failure = failed_jobs(record, study_dir)
+        if failure is None:
+            status.finished({"metrics": {}})
+        else:
+            status.failed(failure)
     return record
+
+
+def failed_jobs(record: dict[str, Any], study_dir: Path) -> JobsFailed | None:
+    """The study's failure, naming its failed jobs and where their errors are; None when none failed."""
+    failed = record["failed"]
+    if not failed:
+        return None
+    return JobsFailed(
+        f"study: {len(failed)} of {counted(len(record['jobs']), 'job')} failed: {', '.join(failed)} "
+        f"(their errors are in {Path(study_dir).absolute() / STUDY_FILE})"
+    )
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 job``, ``3 jobs``: a count with its noun in the right number."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _summarised(record: dict[str, Any], started: float) -> dict[str, Any]:

@@ -97,3 +97,49 @@ def test_study_submitted_to_a_cluster_runs_there_and_is_followed_with_status(das
     assert [j["job"] for j in study["jobs"]] == ["small_knn", "zero"]
     assert all(j["state"] == "finished" for j in study["jobs"])
     assert study["ledger"]["differs"] == 1
+
+
+def _follow_study(run_id: str, store: str, timeout: float = 300) -> dict:
+    """Poll ``status --json`` (from the run folder) until the submitted study ends; its last record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = _cli("status", run_id, "--json", "--store", store)
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        if record["state"] not in ("queued", "running"):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(1)
+
+
+def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(dask_processes, small, tmp_path):
+    """As 'mnist-dask study' exits 1 when a job fails, the submitted study's record says failed and names it."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "broken.toml").write_text(FAILING)
+    (folder / "tiny.toml").write_text(
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
+        "[params.model]\nn_neighbors = 3\n"
+    )
+    store = str(tmp_path / "storage" / "mnist.zarr")
+    idx = small.write_idx(tmp_path / "idx")
+    ingested = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", dask_processes.address)
+    assert ingested.returncode == 0, ingested.stderr
+    submitted = _cli(
+        "study", *map(str, sorted(folder.glob("*.toml"))), "--submit", "--scheduler", dask_processes.address,
+        "--store", store,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]
+
+    record = _follow_study(run_id, store)
+
+    study = json.loads((tmp_path / "storage" / "runs" / run_id / "study.json").read_text())
+    assert [(j["job"], j["state"]) for j in study["jobs"]] == [("broken", "failed"), ("tiny", "finished")]
+    assert record["state"] == "failed", record
+    assert record["error"].startswith("study: 1 of 2 jobs failed: broken ("), record["error"]
+    for where in (("--store", store), ("--scheduler", dask_processes.address)):
+        shown = _cli("status", run_id, *where)
+        assert shown.returncode == 0, shown.stderr
+        assert f"run {run_id} (job study): failed" in shown.stdout
+        assert "  error: study: 1 of 2 jobs failed: broken" in shown.stdout
