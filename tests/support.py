@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import io
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -203,6 +204,16 @@ class DaskProcesses:
                 process.wait(timeout=30)
             except Exception:
                 process.kill()
+
+
+def printed_follow_command(stderr: str) -> list[str]:
+    """The command ``submit`` printed to follow the run, as a user would paste it (``mnist-dask`` run as a module)."""
+    line = next(line for line in stderr.splitlines() if "follow it with " in line)
+    words = shlex.split(line.split("follow it with ", 1)[1])
+    if " " in words[0]:  # the whole command quoted
+        words = shlex.split(words[0])
+    assert words[0] == "mnist-dask", line
+    return [sys.executable, "-m", "mnist_dask", *words[1:]]
 
 
 # -- report.html, parsed ---------------------------------------------------------------------

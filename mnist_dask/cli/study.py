@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mnist_dask.cli import options
+from mnist_dask.cli.formatting import follow_command
 from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
 from mnist_dask.cli.types import LocalFolder
 from mnist_dask.errors import UserError
@@ -64,7 +65,10 @@ def study(
         check_own_folder(folder, "--study-dir", STUDY_FILE)
         with connect(cluster.options(quiet=True)) as client:
             run_id = submit_study(items, store.open(), client, folder, force=force)
-        click.echo(f"submitted the study ({len(items)} jobs): follow it with 'mnist-dask status {run_id}'", err=True)
+        click.echo(
+            f"submitted the study ({counted(len(items), 'job')}) as {run_id}: follow it with {follow_command(folder)}",
+            err=True,
+        )
         click.echo(run_id)
         return
     folder = study_dir or runs_root(store.url).parent / "study"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import printed_follow_command
 
 SMALL_KNN = (
     "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 2000, test = 300, seed = 3 }]\n"
@@ -133,6 +134,9 @@ def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(d
     run_id = submitted.stdout.strip().splitlines()[-1]
 
     record = _follow_study(run_id, store)
+
+    shown = subprocess.run(printed_follow_command(submitted.stderr), capture_output=True, text=True, cwd=idx)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"run {run_id} (job study): failed"), shown
 
     study = json.loads((tmp_path / "storage" / "runs" / run_id / "study.json").read_text())
     assert [(j["job"], j["state"]) for j in study["jobs"]] == [("broken", "failed"), ("tiny", "finished")]
