@@ -70,11 +70,16 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; close whatever this call started."""
     quiet_dask(options.verbose)
     address = scheduler_address(options.scheduler)
+    name = _scheduler_name(address, address_origin(options.scheduler)) if address else "the local cluster"
     if address:
-        client = _connect_existing(
-            address, options.connect_timeout, _security(options), address_origin(options.scheduler)
-        )
+        client = _connect_existing(address, options.connect_timeout, _security(options), name)
         cluster = None
+        if options.needs_workers:
+            try:
+                _check_workers(client, address, name, options.connect_timeout)
+            except BaseException:
+                client.close()
+                raise
     else:
         with _workers_ignore_interrupts():
             cluster = _local_cluster(options)
@@ -85,8 +90,10 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     try:
         yield client
     except Exception as exc:
-        if type(exc).__name__ == "KilledWorker" and cluster is not None:
-            raise UserError(_killed_worker_message(exc, options)) from None
+        if type(exc).__name__ == "KilledWorker":
+            if cluster is not None:
+                raise UserError(_killed_worker_message(exc, options)) from None
+            raise UserError(_killed_remote_worker_message(exc, name)) from None
         if client.status == "running" and "scheduler-connection-lost" not in str(exc):
             raise
         raise ClusterLostError(
@@ -215,6 +222,42 @@ def _killed_worker_message(exc: BaseException, options: ClusterOptions) -> str:
     )
 
 
+def _killed_remote_worker_message(exc: BaseException, name: str) -> str:
+    """Workers of an existing scheduler died on every try of one task (distributed's allowed-failures)."""
+    attempts = getattr(exc, "allowed_failures", 2) + 1
+    task = getattr(exc, "task", None)
+    return (
+        f"{name}: its workers died {attempts} times running the same task"
+        + (f" ({task!r})" if task is not None else "")
+        + "; see the workers' logs (out of memory? mnist_dask missing or broken there?)"
+    )
+
+
+def _check_workers(client: Client, address: str, name: str, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) for a worker, and make sure every worker can import mnist_dask.
+
+    Without a worker, or with workers that cannot unpickle our tasks (which makes a worker close on
+    its first task), every stage would wait forever on the scheduler.
+    """
+    from distributed.utils import import_term
+
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise UserError(
+            f"{name}: no worker joined within {timeout:g}s; start some with 'dask worker {address}' "
+            "(or wait longer with --connect-timeout)"
+        ) from None
+    found = client.run(import_term, "mnist_dask.__version__", on_error="return")
+    broken = {worker: answer for worker, answer in found.items() if isinstance(answer, BaseException)}
+    if broken:
+        worker, error = next(iter(broken.items()))
+        raise UserError(
+            f"{name}: {len(broken)} of {len(found)} workers cannot import mnist_dask (worker {worker}: "
+            f"{_first_line(error)[:160]}); install mnist-dask where the workers run"
+        )
+
+
 def _security(options: ClusterOptions) -> Security | None:
     """TLS credentials from the options, else None (dask.config's distributed.comm.tls applies)."""
     files = {"--tls-ca-file": options.tls_ca_file, "--tls-cert": options.tls_cert, "--tls-key": options.tls_key}
@@ -233,7 +276,12 @@ def _security(options: ClusterOptions) -> Security | None:
     )
 
 
-def _connect_existing(address: str, timeout: float, security: Security | None, origin: str) -> Client:
+def _scheduler_name(address: str, origin: str) -> str:
+    """How messages name a scheduler: its address, and where the address came from when not --scheduler."""
+    return f"scheduler {address}" + ("" if origin == "--scheduler" else f" (from {origin})")
+
+
+def _connect_existing(address: str, timeout: float, security: Security | None, name: str) -> Client:
     """Connect to a running scheduler, failing within ``timeout`` seconds with one line naming it.
 
     Dask's own connect waits for the handshake's answer without a time limit, so an HTTP
@@ -242,7 +290,6 @@ def _connect_existing(address: str, timeout: float, security: Security | None, o
     until the timeout, as a scheduler may be starting), and Dask's handshake completed, each
     bounded by the timeout, before the Client connects.
     """
-    name = f"scheduler {address}" + ("" if origin == "--scheduler" else f" (from {origin})")
     deadline = time.monotonic() + timeout
     try:
         _reach(address, deadline)

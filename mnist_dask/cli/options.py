@@ -207,7 +207,7 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
             type=Seconds(),
             default=10.0,
             show_default=True,
-            help="give up reaching --scheduler after this many seconds",
+            help="give up reaching --scheduler (and waiting for its first worker) after this many seconds",
         ),
         click.option("--tls-ca-file", type=pem, metavar="PEM", help="CA certificate for a tls:// scheduler"),
         click.option("--tls-cert", type=pem, metavar="PEM", help="client certificate for a tls:// scheduler"),
