@@ -94,7 +94,7 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
             if cluster is not None:
                 raise UserError(_killed_worker_message(exc, options)) from None
             raise UserError(_killed_remote_worker_message(exc, name)) from None
-        if client.status == "running" and "scheduler-connection-lost" not in str(exc):
+        if not lost_scheduler(client, exc):
             raise
         raise ClusterLostError(
             f"lost the connection to the Dask scheduler {address or 'of the local cluster'} "
@@ -106,6 +106,21 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def lost_scheduler(client: Client, exc: BaseException) -> bool:
+    """Whether ``exc`` comes of the client losing its scheduler (its futures cancelled for that reason)."""
+    return isinstance(exc, Exception) and (client.status != "running" or "scheduler-connection-lost" in str(exc))
+
+
+def lost_scheduler_error(client: Client, stage: str | None) -> ClusterLostError:
+    """The one line for a run whose scheduler went away (during ``stage``): what is known and what to do."""
+    during = f" during {stage}" if stage else ""
+    address = getattr(client.scheduler, "address", None) or "of the run"
+    return ClusterLostError(
+        f"lost the connection to the Dask scheduler {address}{during}; "
+        "completed stages are kept in the store, run the job again to resume"
+    )
 
 
 def _local_cluster(options: ClusterOptions) -> LocalCluster:

@@ -20,6 +20,7 @@ from typing import Any
 
 from distributed import Client, get_task_stream, span
 
+from mnist_dask.cluster import lost_scheduler
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
@@ -106,6 +107,8 @@ def run_study(
         except (ClusterLostError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a failing job is reported; the others go on
+            if lost_scheduler(client, exc):  # ... unless the cluster is gone: none of them could run
+                raise
             seconds = time.perf_counter() - job_started
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log(f"{prefix}: FAILED after {seconds:.0f} s: {message}")
