@@ -3,6 +3,7 @@ help text, progress lines when stderr is not a terminal, a no-op ingest that sta
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -142,3 +143,27 @@ def test_a_published_figure_the_result_lacks_is_named_at_the_end_of_the_run(smal
     )
     assert done.stdout.splitlines()[-1].startswith("typo: test accuracy ")
     assert "; published figures: 0 of 1 reproduced (1 missing); results in" in done.stdout
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stdout and stderr"])
+def test_a_reader_that_goes_away_does_not_fail_the_run(closed, small_store, tmp_path):
+    """`mnist-dask run ... | head -2`: the pipe closes early; the run still finishes, with no traceback."""
+    store, _ = small_store
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE")}
+    env["TMPDIR"] = str(tmp_path / "tmp")  # where an internal error would leave its traceback
+    command = [sys.executable, "-m", "mnist_dask", "run", str(REPO / "jobs" / "knn_baseline.toml")]
+    both = closed == "stdout and stderr"
+    process = subprocess.Popen(
+        [*command, "--store", str(store), "--run-dir", str(tmp_path / "run"), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if both else subprocess.DEVNULL,
+        env=env,
+    )
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()  # the reader is gone before the command writes anything
+    assert process.wait(timeout=300) == 0
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "finished"
+    assert (tmp_path / "run" / "result.json").is_file()
+    assert list((tmp_path / "tmp").glob("*.traceback")) == []
