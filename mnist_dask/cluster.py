@@ -85,7 +85,8 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
             cluster = _local_cluster(options)
         client = Client(cluster)
     if not options.quiet:  # announced with the first real work, so a user error stays one line
-        where = address or f"local cluster, {len(client.scheduler_info()['workers'])} worker processes"
+        workers = len(client.scheduler_info()["workers"])
+        where = address or f"local cluster, {workers} worker process{'' if workers == 1 else 'es'}"
         _PENDING_ANNOUNCEMENTS[client.id] = f"Dask: {where}; dashboard {client.dashboard_link}"
     try:
         yield client

@@ -32,6 +32,7 @@ from mnist_dask.jobs.spec import Job, load_job
 
 STUDY_FILE = "study.json"
 COST_FILE = "cost.json"  # in a run folder: the cluster cost of the study run that finished it
+WALL_SECONDS = "wall_seconds"  # in cost.json: the job's wall time in the study that finished it
 #: experiments in the order the study runs them; any other comes after, by name
 ORDER = (
     "knn",
@@ -116,7 +117,7 @@ def run_study(
             continue
         seconds = time.perf_counter() - job_started
         cost = _floor(stream.data, client)
-        _keep_cost(item, cost)
+        _keep_cost(item, cost, seconds)
         entry = {**_entry(item, "finished", result, None, seconds), **cost}
         log(f"{prefix}: finished in {seconds:.0f} s{_summary(entry)}")
         record["jobs"].append(entry)
@@ -241,10 +242,12 @@ def _floor(stream: list[dict[str, Any]], client: Client) -> dict[str, Any]:
     }
 
 
-def _keep_cost(item: StudyJob, cost: dict[str, Any]) -> None:
-    """Keep the job's cluster cost beside its result, so that a later study that skips the job still shows it."""
+def _keep_cost(item: StudyJob, cost: dict[str, Any], seconds: float) -> None:
+    """Keep the job's cluster cost and wall time beside its result, so that a later study that skips the job
+    still shows them (the same wall time as the study that ran it, not only its stages' share)."""
     result = (item.run_dir / RESULT_FILE).read_bytes()
-    write_run_json(item.run_dir / COST_FILE, {**cost, "result_sha256": hashlib.sha256(result).hexdigest()})
+    kept = {**cost, WALL_SECONDS: round(seconds, 1), "result_sha256": hashlib.sha256(result).hexdigest()}
+    write_run_json(item.run_dir / COST_FILE, kept)
 
 
 def _earlier_cost(item: StudyJob) -> dict[str, Any]:
@@ -256,7 +259,8 @@ def _earlier_cost(item: StudyJob) -> dict[str, Any]:
         return {}
     if cost.pop("result_sha256", None) != hashlib.sha256(result).hexdigest():
         return {}
-    return cost
+    wall = cost.pop(WALL_SECONDS, None)
+    return {**cost, "run_seconds": wall} if isinstance(wall, (int, float)) else cost
 
 
 def _summary(entry: dict[str, Any]) -> str:

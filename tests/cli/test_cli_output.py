@@ -110,7 +110,7 @@ def test_run_without_a_terminal_prints_the_dashboard_and_each_stage(small_store,
     done = _cli("run", REPO / "jobs" / "knn_baseline.toml", "--store", store, "--run-dir", tmp_path, "--workers", "1")
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0].startswith("Dask: local cluster, 1 worker processes; dashboard http://127.0.0.1:")
+    assert lines[0].startswith("Dask: local cluster, 1 worker process; dashboard http://127.0.0.1:")
     assert all(PROGRESS_LINE.match(line) and not DASK_LOG_LINE.search(line) for line in lines), done.stderr
     for stage in ("ingest", "knn", "predict"):  # the job's stages, each when it starts and when it ends
         assert f"[knn_baseline] stage {stage} started" in lines

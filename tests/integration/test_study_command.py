@@ -147,3 +147,33 @@ def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(d
         assert shown.returncode == 0, shown.stderr
         assert f"run {run_id} (job study): failed" in shown.stdout
         assert "  error: study: 1 of 2 jobs failed: broken" in shown.stdout
+
+
+def test_a_skipped_job_counts_with_the_wall_time_of_the_study_that_ran_it_and_one_job_is_singular(small, tmp_path):
+    """A study again over finished runs reports the same job seconds as the study that ran them (not only their
+    stages' share), and its lines say '1 job', 'on 1 worker'."""
+    store = str(tmp_path / "storage" / "mnist.zarr")
+    job = tmp_path / "tiny.toml"
+    job.write_text(
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
+        "[params.model]\nn_neighbors = 3\n"
+    )
+    idx = small.write_idx(tmp_path / "idx")
+    study_file = tmp_path / "storage" / "study" / "study.json"
+
+    first = _cli("study", str(job), "--store", store, "--source", f"idx:{idx}", "--workers", "1")
+    assert first.returncode == 0, first.stderr
+    ran = json.loads(study_file.read_text())
+    again = _cli("study", str(job), "--store", store, "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    skipped = json.loads(study_file.read_text())
+
+    assert "tiny: already finished with this job file and store; skipped" in again.stderr
+    assert [j["state"] for j in skipped["jobs"]] == ["skipped"]
+    assert skipped["jobs"][0]["run_seconds"] == ran["jobs"][0]["seconds"] > 0
+    assert skipped["jobs_seconds"] == ran["jobs_seconds"]
+    for done in (first, again):
+        assert "reproduced; 1 job in " in done.stdout, done.stdout
+    summary = (tmp_path / "storage" / "study" / "figures.md").read_text().splitlines()[0]
+    assert "; 1 job, " in summary and " on 1 worker (" in summary, summary
+    assert first.stderr.startswith("Dask: local cluster, 1 worker process; dashboard"), first.stderr
