@@ -167,3 +167,17 @@ def test_a_reader_that_goes_away_does_not_fail_the_run(closed, small_store, tmp_
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "finished"
     assert (tmp_path / "run" / "result.json").is_file()
     assert list((tmp_path / "tmp").glob("*.traceback")) == []
+
+
+def test_report_draws_a_moved_store_of_the_same_images(small_store, tmp_path):
+    """--store may name where the run's store went (same images, another path): the report is written from it."""
+    from mnist_dask.data.store import Store
+
+    store, _ = small_store
+    inputs = Store(str(store)).stage_attrs("raw")["fingerprint"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"job": "x", "store": str(tmp_path / "gone.zarr"), "inputs": inputs}))
+    done = _cli("report", run, "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert (run / "report.html").is_file()

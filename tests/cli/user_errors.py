@@ -450,6 +450,16 @@ ENVIRONMENT_CASES = [
         lambda ws: ["classify", ws.file, "--run", ws.run_folder("list-result", result="[]")],
         lambda ws: [str(ws.root / "runs" / "list-result" / "result.json")],
     ),
+    Case(  # another store's digits would be drawn as the run's
+        "report-with-another-runs-store",
+        lambda ws: [
+            "report",
+            ws.run_folder("on-another-store", result='{"job": "x", "store": "/a/b.zarr", "inputs": {"made": "up"}}'),
+            "--store",
+            ws.store,
+        ],
+        lambda ws: [f"--store: {ws.store}: does not hold the images this run was made from", "/a/b.zarr"],
+    ),
     Case(
         "report-on-a-file",
         lambda ws: ["report", ws.file],
