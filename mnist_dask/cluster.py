@@ -70,24 +70,32 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     """Yield a Client on the chosen cluster; close whatever this call started."""
     quiet_dask(options.verbose)
     address = scheduler_address(options.scheduler)
+    name = _scheduler_name(address, address_origin(options.scheduler)) if address else "the local cluster"
     if address:
-        client = _connect_existing(
-            address, options.connect_timeout, _security(options), address_origin(options.scheduler)
-        )
+        client = _connect_existing(address, options.connect_timeout, _security(options), name)
         cluster = None
+        if options.needs_workers:
+            try:
+                _check_workers(client, address, name, options.connect_timeout)
+            except BaseException:
+                client.close()
+                raise
     else:
         with _workers_ignore_interrupts():
             cluster = _local_cluster(options)
         client = Client(cluster)
     if not options.quiet:  # announced with the first real work, so a user error stays one line
-        where = address or f"local cluster, {len(client.scheduler_info()['workers'])} worker processes"
+        workers = len(client.scheduler_info()["workers"])
+        where = address or f"local cluster, {workers} worker process{'' if workers == 1 else 'es'}"
         _PENDING_ANNOUNCEMENTS[client.id] = f"Dask: {where}; dashboard {client.dashboard_link}"
     try:
         yield client
     except Exception as exc:
-        if type(exc).__name__ == "KilledWorker" and cluster is not None:
-            raise UserError(_killed_worker_message(exc, options)) from None
-        if client.status == "running" and "scheduler-connection-lost" not in str(exc):
+        if type(exc).__name__ == "KilledWorker":
+            if cluster is not None:
+                raise UserError(_killed_worker_message(exc, options)) from None
+            raise UserError(_killed_remote_worker_message(exc, name)) from None
+        if not lost_scheduler(client, exc):
             raise
         raise ClusterLostError(
             f"lost the connection to the Dask scheduler {address or 'of the local cluster'} "
@@ -99,6 +107,21 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def lost_scheduler(client: Client, exc: BaseException) -> bool:
+    """Whether ``exc`` comes of the client losing its scheduler (its futures cancelled for that reason)."""
+    return isinstance(exc, Exception) and (client.status != "running" or "scheduler-connection-lost" in str(exc))
+
+
+def lost_scheduler_error(client: Client, stage: str | None) -> ClusterLostError:
+    """The one line for a run whose scheduler went away (during ``stage``): what is known and what to do."""
+    during = f" during {stage}" if stage else ""
+    address = getattr(client.scheduler, "address", None) or "of the run"
+    return ClusterLostError(
+        f"lost the connection to the Dask scheduler {address}{during}; "
+        "completed stages are kept in the store, run the job again to resume"
+    )
 
 
 def _local_cluster(options: ClusterOptions) -> LocalCluster:
@@ -215,6 +238,42 @@ def _killed_worker_message(exc: BaseException, options: ClusterOptions) -> str:
     )
 
 
+def _killed_remote_worker_message(exc: BaseException, name: str) -> str:
+    """Workers of an existing scheduler died on every try of one task (distributed's allowed-failures)."""
+    attempts = getattr(exc, "allowed_failures", 2) + 1
+    task = getattr(exc, "task", None)
+    return (
+        f"{name}: its workers died {attempts} times running the same task"
+        + (f" ({task!r})" if task is not None else "")
+        + "; see the workers' logs (out of memory? mnist_dask missing or broken there?)"
+    )
+
+
+def _check_workers(client: Client, address: str, name: str, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) for a worker, and make sure every worker can import mnist_dask.
+
+    Without a worker, or with workers that cannot unpickle our tasks (which makes a worker close on
+    its first task), every stage would wait forever on the scheduler.
+    """
+    from distributed.utils import import_term
+
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise UserError(
+            f"{name}: no worker joined within {timeout:g}s; start some with 'dask worker {address}' "
+            "(or wait longer with --connect-timeout)"
+        ) from None
+    found = client.run(import_term, "mnist_dask.__version__", on_error="return")
+    broken = {worker: answer for worker, answer in found.items() if isinstance(answer, BaseException)}
+    if broken:
+        worker, error = next(iter(broken.items()))
+        raise UserError(
+            f"{name}: {len(broken)} of {len(found)} workers cannot import mnist_dask (worker {worker}: "
+            f"{_first_line(error)[:160]}); install mnist-dask where the workers run"
+        )
+
+
 def _security(options: ClusterOptions) -> Security | None:
     """TLS credentials from the options, else None (dask.config's distributed.comm.tls applies)."""
     files = {"--tls-ca-file": options.tls_ca_file, "--tls-cert": options.tls_cert, "--tls-key": options.tls_key}
@@ -233,7 +292,12 @@ def _security(options: ClusterOptions) -> Security | None:
     )
 
 
-def _connect_existing(address: str, timeout: float, security: Security | None, origin: str) -> Client:
+def _scheduler_name(address: str, origin: str) -> str:
+    """How messages name a scheduler: its address, and where the address came from when not --scheduler."""
+    return f"scheduler {address}" + ("" if origin == "--scheduler" else f" (from {origin})")
+
+
+def _connect_existing(address: str, timeout: float, security: Security | None, name: str) -> Client:
     """Connect to a running scheduler, failing within ``timeout`` seconds with one line naming it.
 
     Dask's own connect waits for the handshake's answer without a time limit, so an HTTP
@@ -242,7 +306,6 @@ def _connect_existing(address: str, timeout: float, security: Security | None, o
     until the timeout, as a scheduler may be starting), and Dask's handshake completed, each
     bounded by the timeout, before the Client connects.
     """
-    name = f"scheduler {address}" + ("" if origin == "--scheduler" else f" (from {origin})")
     deadline = time.monotonic() + timeout
     try:
         _reach(address, deadline)

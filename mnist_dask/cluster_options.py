@@ -17,6 +17,7 @@ class ClusterOptions:
     connect_timeout: float = 10.0
     dashboard: str = "127.0.0.1:8787"
     quiet: bool = False
+    needs_workers: bool = True  # the command computes: an existing scheduler must have workers that can run our tasks
     verbose: bool = False  # show Dask's own log messages, the local workers' included
     tls_ca_file: str | None = None
     tls_cert: str | None = None
@@ -29,6 +30,7 @@ class ClusterOptions:
 
         return not (self.scheduler or dask.config.get("scheduler-address", None))
 
-    def options(self, quiet: bool = False) -> ClusterOptions:
-        """These options, announcing the dashboard or not (``quiet``: a command that only talks to the scheduler)."""
-        return replace(self, quiet=quiet)
+    def options(self, quiet: bool = False, needs_workers: bool = True) -> ClusterOptions:
+        """These options, announcing the dashboard or not (``quiet``), and waiting for workers or not
+        (``needs_workers`` False: a command that only reads the scheduler's records)."""
+        return replace(self, quiet=quiet, needs_workers=needs_workers)

@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import io
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -126,9 +127,12 @@ class DaskProcesses:
         memory_limit: str = "4GB",
         cwd: Path | None = None,
         worker_prefix: tuple[str, ...] = (),
+        worker_env: dict[str, str] | None = None,
     ):
         """``cwd``: the folder the processes start in (where they resolve relative paths); ``worker_prefix``:
-        a command the workers' command is handed to (``unshare ...`` for a disk of their own)."""
+        a command the workers' command is handed to (``unshare ...`` for a disk of their own); ``worker_env``:
+        variables set for the workers only. ``n_workers`` 0: a scheduler alone."""
+        import os
         import subprocess
         import sys
 
@@ -149,27 +153,35 @@ class DaskProcesses:
             stderr=subprocess.DEVNULL,
             cwd=cwd,
         )
-        self.workers = subprocess.Popen(
-            [
-                *worker_prefix,
-                dask,
-                "worker",
-                self.address,
-                "--nworkers",
-                str(n_workers),
-                "--nthreads",
-                "1",
-                "--memory-limit",
-                memory_limit,
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=cwd,
+        self.workers = (
+            None
+            if n_workers == 0
+            else subprocess.Popen(
+                [
+                    *worker_prefix,
+                    dask,
+                    "worker",
+                    self.address,
+                    "--nworkers",
+                    str(n_workers),
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    memory_limit,
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=cwd,
+                env={**os.environ, **(worker_env or {})},
+            )
         )
-        self.wait_for_workers(n_workers)
+        if n_workers:
+            self.wait_for_workers(n_workers)
+        else:
+            self.wait_for_scheduler()
 
     def wait_for_workers(self, n: int, timeout: float = 90) -> None:
         import time
@@ -187,6 +199,22 @@ class DaskProcesses:
                     raise
                 time.sleep(0.5)
 
+    def wait_for_scheduler(self, timeout: float = 60) -> None:
+        """Block until the scheduler accepts a client."""
+        import time
+
+        from distributed import Client
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with Client(self.address, timeout="5s"):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def worker_pids(self) -> dict[str, int]:
         import os
 
@@ -197,12 +225,24 @@ class DaskProcesses:
 
     def close(self) -> None:
         for process in (self.workers, self.scheduler):
+            if process is None:
+                continue
             if process.poll() is None:
                 process.terminate()
             try:
                 process.wait(timeout=30)
             except Exception:
                 process.kill()
+
+
+def printed_follow_command(stderr: str) -> list[str]:
+    """The command ``submit`` printed to follow the run, as a user would paste it (``mnist-dask`` run as a module)."""
+    line = next(line for line in stderr.splitlines() if "follow it with " in line)
+    words = shlex.split(line.split("follow it with ", 1)[1])
+    if " " in words[0]:  # the whole command quoted
+        words = shlex.split(words[0])
+    assert words[0] == "mnist-dask", line
+    return [sys.executable, "-m", "mnist_dask", *words[1:]]
 
 
 # -- report.html, parsed ---------------------------------------------------------------------

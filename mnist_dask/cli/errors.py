@@ -63,6 +63,9 @@ class OneLineErrors(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Parse and run the subcommand; whatever fails in it becomes its one line and exit status."""
+        from mnist_dask.cli.pipes import tolerate_closed_output
+
+        tolerate_closed_output()  # `mnist-dask run ... | head` must not fail the run
         with one_line_errors(ctx.meta):
             return super().invoke(ctx)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 from mnist_dask.jobs.ledger import MET, STATUSES, reproduced
@@ -38,6 +40,14 @@ def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None)
     if isinstance(record.get("log"), list) and record["log"]:
         lines.append(f"  last log line: {record['log'][-1]}")
     return "\n".join(lines)
+
+
+def follow_command(folder: Path) -> str:
+    """The command that follows a submitted run, as it can be pasted: ``status`` of its absolute folder.
+
+    The folder names the run whatever --store, --runs-dir or current folder the submitter had.
+    """
+    return f"mnist-dask status {shlex.quote(str(Path(folder).absolute()))}"
 
 
 def runs_table(records: list[dict[str, Any]]) -> str:

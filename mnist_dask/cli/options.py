@@ -213,7 +213,7 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
             type=Seconds(),
             default=10.0,
             show_default=True,
-            help="give up reaching --scheduler after this many seconds",
+            help="give up reaching --scheduler (and waiting for its first worker) after this many seconds",
         ),
         click.option("--tls-ca-file", type=pem, metavar="PEM", help="CA certificate for a tls:// scheduler"),
         click.option("--tls-cert", type=pem, metavar="PEM", help="client certificate for a tls:// scheduler"),
@@ -250,13 +250,40 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
             """Call the command with the ClusterChoice gathered from its options."""
             names = ("scheduler", "connect_timeout", "tls_ca_file", "tls_cert", "tls_key")
             chosen = {name: kwargs.pop(name) for name in (*names, *(_LOCAL_OPTIONS if local else ()))}
-            return function(*args, cluster=ClusterChoice(**chosen, verbose=verbose()), **kwargs)
+            cluster = ClusterChoice(**chosen, verbose=verbose())
+            if local:
+                _refuse_local_shape_with_a_scheduler(cluster)
+            return function(*args, cluster=cluster, **kwargs)
 
         for option in reversed(options):
             with_cluster = option(with_cluster)
         return with_cluster  # type: ignore[return-value]
 
     return decorate
+
+
+def _refuse_local_shape_with_a_scheduler(cluster: ClusterOptions) -> None:
+    """--workers, --threads-per-worker and --memory-limit shape the local cluster: with an existing scheduler
+    they would be silently ignored, so giving both is a usage error (the user expects a cluster of that shape)."""
+    if cluster.local:
+        return
+    ctx = click.get_current_context()
+    given = [name for name in _LOCAL_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if not given:
+        return
+    import dask.config
+
+    where = (
+        f"--scheduler {cluster.scheduler}"
+        if cluster.scheduler
+        else "the scheduler of DASK_SCHEDULER_ADDRESS"
+        if os.environ.get("DASK_SCHEDULER_ADDRESS")
+        else f"the scheduler of dask config 'scheduler-address' ({dask.config.get('scheduler-address')})"
+    )
+    option = "--" + given[0].replace("_", "-")
+    raise click.BadParameter(
+        f"sizes the local cluster only; {where} runs on its own workers (leave {option} out)", param_hint=option
+    )
 
 
 # -- run folders ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mnist_dask.cli import options
-from mnist_dask.cli.formatting import headline
+from mnist_dask.cli.formatting import follow_command, headline
 from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
 from mnist_dask.cli.types import LocalFolder
 from mnist_dask.errors import UserError
@@ -88,7 +88,5 @@ def submit(
     check_own_folder(folder, "--run-dir")
     with connect(cluster.options(quiet=True)) as client:
         run_id = submit_job(spec, store.open(), client, folder, source=source.source if source else None)
-    click.echo(
-        f"submitted {spec.name}: follow it with 'mnist-dask status {run_id}' (outputs in {folder.absolute()})", err=True
-    )
+    click.echo(f"submitted {spec.name} as {run_id}: follow it with {follow_command(folder)}", err=True)
     click.echo(run_id)

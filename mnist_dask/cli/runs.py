@@ -35,7 +35,7 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
 
     record, progress = None, None
     if not cluster.local:
-        with connect(cluster.options(quiet=True)) as client:
+        with connect(cluster.options(quiet=True, needs_workers=False)) as client:
             record, progress = scheduler_record(client, run)
     if record is None:
         record = with_state(read_status(find_run_dir(run, runs_root_of(store, runs_dir))))
@@ -59,7 +59,7 @@ def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_j
     found = list_runs(root) if runs_dir is not None or root.is_dir() else []  # no default folder yet: no runs
     records = {record["run_id"]: with_state(record) for record in found}
     if not cluster.local:
-        with connect(cluster.options(quiet=True)) as client:
+        with connect(cluster.options(quiet=True, needs_workers=False)) as client:
             for run_id, record in scheduler_runs(client).items():
                 records[run_id] = with_scheduler_state(client, record)
     ordered = sorted(records.values(), key=lambda r: str(r.get("submitted") or r.get("started") or ""))

@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from mnist_dask.cli import options
+from mnist_dask.cli.formatting import follow_command
 from mnist_dask.cli.options import ClusterChoice, SourceChoice, StoreChoice
 from mnist_dask.cli.types import LocalFolder
-from mnist_dask.errors import JobsFailed, UserError
+from mnist_dask.errors import UserError
 
 JOBS_FOLDER = Path("jobs")
 
@@ -46,7 +47,7 @@ def study(
     from mnist_dask.cluster import announce_dashboard, connect
     from mnist_dask.jobs.ledger import reproduced
     from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root
-    from mnist_dask.jobs.study import STUDY_FILE, run_study, study_jobs
+    from mnist_dask.jobs.study import STUDY_FILE, counted, failed_jobs, run_study, study_jobs
 
     paths = list(jobs) or sorted(JOBS_FOLDER.glob("*.toml"))
     if not paths:
@@ -64,7 +65,10 @@ def study(
         check_own_folder(folder, "--study-dir", STUDY_FILE)
         with connect(cluster.options(quiet=True)) as client:
             run_id = submit_study(items, store.open(), client, folder, force=force)
-        click.echo(f"submitted the study ({len(items)} jobs): follow it with 'mnist-dask status {run_id}'", err=True)
+        click.echo(
+            f"submitted the study ({counted(len(items), 'job')}) as {run_id}: follow it with {follow_command(folder)}",
+            err=True,
+        )
         click.echo(run_id)
         return
     folder = study_dir or runs_root(store.url).parent / "study"
@@ -82,11 +86,9 @@ def study(
         )
     met = reproduced(record["ledger"])
     click.echo(
-        f"study: {met} of {len(record['figures'])} published figures reproduced; {len(items)} jobs in "
+        f"study: {met} of {len(record['figures'])} published figures reproduced; {counted(len(items), 'job')} in "
         f"{record['seconds']:.0f} s; {folder}/index.html"
     )
-    if record["failed"]:
-        raise JobsFailed(
-            f"study: {len(record['failed'])} of {len(items)} jobs failed: {', '.join(record['failed'])} "
-            f"(their errors are in {folder}/study.json)"
-        )
+    failure = failed_jobs(record, folder)
+    if failure is not None:
+        raise failure

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mnist_dask.errors import UserError
+from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
 from mnist_dask.jobs.run_lock import LOCK_NAME
 from mnist_dask.locations import local_path
 
@@ -115,7 +115,7 @@ class RunStatus:
             message = f"interrupted {when} {stage}" if stage else "interrupted"
         else:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            if not isinstance(exc, UserError):
+            if not isinstance(exc, (UserError, JobsFailed, ClusterLostError)):  # already one line for a person
                 message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
                 tail = traceback.format_exception(exc)[-3:]
         self._write(state="failed", finished=_now(), error=message, traceback_tail="".join(tail)[-2000:])

@@ -20,10 +20,11 @@ from typing import Any
 
 from distributed import Client, get_task_stream, span
 
+from mnist_dask.cluster import lost_scheduler
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
-from mnist_dask.errors import ClusterLostError, UserError
+from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.ledger import STATUSES, ledger, reproduced
 from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, RunStatus, read_run_json, write_run_json
@@ -31,6 +32,7 @@ from mnist_dask.jobs.spec import Job, load_job
 
 STUDY_FILE = "study.json"
 COST_FILE = "cost.json"  # in a run folder: the cluster cost of the study run that finished it
+WALL_SECONDS = "wall_seconds"  # in cost.json: the job's wall time in the study that finished it
 #: experiments in the order the study runs them; any other comes after, by name
 ORDER = (
     "knn",
@@ -106,6 +108,8 @@ def run_study(
         except (ClusterLostError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a failing job is reported; the others go on
+            if lost_scheduler(client, exc):  # ... unless the cluster is gone: none of them could run
+                raise
             seconds = time.perf_counter() - job_started
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log(f"{prefix}: FAILED after {seconds:.0f} s: {message}")
@@ -113,7 +117,7 @@ def run_study(
             continue
         seconds = time.perf_counter() - job_started
         cost = _floor(stream.data, client)
-        _keep_cost(item, cost)
+        _keep_cost(item, cost, seconds)
         entry = {**_entry(item, "finished", result, None, seconds), **cost}
         log(f"{prefix}: finished in {seconds:.0f} s{_summary(entry)}")
         record["jobs"].append(entry)
@@ -125,9 +129,29 @@ def run_study(
 
     write_study_page(record, study_dir)
     write_study_summary(record, study_dir)
-    if status is not None:
-        status.finished({"metrics": {}})
+    if status is not None:  # a submitted study: its record says whether every job ran, as the command's exit does
+        failure = failed_jobs(record, study_dir)
+        if failure is None:
+            status.finished({"metrics": {}})
+        else:
+            status.failed(failure)
     return record
+
+
+def failed_jobs(record: dict[str, Any], study_dir: Path) -> JobsFailed | None:
+    """The study's failure, naming its failed jobs and where their errors are; None when none failed."""
+    failed = record["failed"]
+    if not failed:
+        return None
+    return JobsFailed(
+        f"study: {len(failed)} of {counted(len(record['jobs']), 'job')} failed: {', '.join(failed)} "
+        f"(their errors are in {Path(study_dir).absolute() / STUDY_FILE})"
+    )
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 job``, ``3 jobs``: a count with its noun in the right number."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _summarised(record: dict[str, Any], started: float) -> dict[str, Any]:
@@ -218,10 +242,12 @@ def _floor(stream: list[dict[str, Any]], client: Client) -> dict[str, Any]:
     }
 
 
-def _keep_cost(item: StudyJob, cost: dict[str, Any]) -> None:
-    """Keep the job's cluster cost beside its result, so that a later study that skips the job still shows it."""
+def _keep_cost(item: StudyJob, cost: dict[str, Any], seconds: float) -> None:
+    """Keep the job's cluster cost and wall time beside its result, so that a later study that skips the job
+    still shows them (the same wall time as the study that ran it, not only its stages' share)."""
     result = (item.run_dir / RESULT_FILE).read_bytes()
-    write_run_json(item.run_dir / COST_FILE, {**cost, "result_sha256": hashlib.sha256(result).hexdigest()})
+    kept = {**cost, WALL_SECONDS: round(seconds, 1), "result_sha256": hashlib.sha256(result).hexdigest()}
+    write_run_json(item.run_dir / COST_FILE, kept)
 
 
 def _earlier_cost(item: StudyJob) -> dict[str, Any]:
@@ -233,7 +259,8 @@ def _earlier_cost(item: StudyJob) -> dict[str, Any]:
         return {}
     if cost.pop("result_sha256", None) != hashlib.sha256(result).hexdigest():
         return {}
-    return cost
+    wall = cost.pop(WALL_SECONDS, None)
+    return {**cost, "run_seconds": wall} if isinstance(wall, (int, float)) else cost
 
 
 def _summary(entry: dict[str, Any]) -> str:

@@ -29,7 +29,13 @@ def write_study_page(study: dict[str, Any], folder: Path) -> Path:
     ]
     met = reproduced(study["ledger"])
     html = _ENVIRONMENT.get_template("study.html.j2").render(
-        study=study, jobs=jobs, figures=study["figures"], met=met, total=len(study["figures"]), show=_show
+        study=study,
+        jobs=jobs,
+        figures=study["figures"],
+        met=met,
+        total=len(study["figures"]),
+        show=_show,
+        counted=_counted,
     )
     target = folder / PAGE
     partial = target.with_name(PAGE + ".part")
@@ -48,7 +54,7 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
         f"{met} of {len(study['figures'])} published figures reproduced "
         f"({study['ledger'].get('exact', 0)} exact, {study['ledger'].get('within print precision', 0)} within print "
         f"precision, {study['ledger'].get('differs', 0)} differ, {study['ledger'].get('missing', 0)} missing); "
-        f"{len(study['jobs'])} jobs, {study['jobs_seconds']:.0f} s of job runs{_workers(study)} "
+        f"{_counted(len(study['jobs']), 'job')}, {study['jobs_seconds']:.0f} s of job runs{_workers(study)} "
         f"({study['seconds']:.0f} s in this study; a skipped job counts with its finished run's own time)."
         + (f" Failed: {', '.join(study['failed'])}." if study.get("failed") else ""),
         "",
@@ -80,7 +86,12 @@ def write_study_summary(study: dict[str, Any], folder: Path) -> Path:
 def _workers(study: dict[str, Any]) -> str:
     """ " on N workers" from the first job whose workers are known (a skipped job's from the run that finished it)."""
     workers = next((job["workers"] for job in study["jobs"] if job.get("workers")), None)
-    return f" on {workers} workers" if workers else ""
+    return f" on {_counted(workers, 'worker')}" if workers else ""
+
+
+def _counted(number: int, noun: str) -> str:
+    """``1 job``, ``3 jobs``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _wall_time(job: dict[str, Any], digits: int = 1) -> str:

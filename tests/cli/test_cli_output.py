@@ -3,6 +3,7 @@ help text, progress lines when stderr is not a terminal, a no-op ingest that sta
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -119,7 +120,7 @@ def test_run_without_a_terminal_prints_the_dashboard_and_each_stage(small_store,
     done = _cli("run", REPO / "jobs" / "knn_baseline.toml", "--store", store, "--run-dir", tmp_path, "--workers", "1")
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0].startswith("Dask: local cluster, 1 worker processes; dashboard http://127.0.0.1:")
+    assert lines[0].startswith("Dask: local cluster, 1 worker process; dashboard http://127.0.0.1:")
     assert all(PROGRESS_LINE.match(line) and not DASK_LOG_LINE.search(line) for line in lines), done.stderr
     for stage in ("ingest", "knn", "predict"):  # the job's stages, each when it starts and when it ends
         assert f"[knn_baseline] stage {stage} started" in lines
@@ -163,3 +164,41 @@ def test_a_transform_with_another_seed_leaves_the_default_stage_name_to_the_jobs
         done = _cli("transform", "shift", "--seed", seed, "--store", store, "--workers", "1")
         assert done.returncode == 0, done.stderr
         assert done.stdout == f"{store}: wrote {stage}\n"
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stdout and stderr"])
+def test_a_reader_that_goes_away_does_not_fail_the_run(closed, small_store, tmp_path):
+    """`mnist-dask run ... | head -2`: the pipe closes early; the run still finishes, with no traceback."""
+    store, _ = small_store
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_SOURCE")}
+    env["TMPDIR"] = str(tmp_path / "tmp")  # where an internal error would leave its traceback
+    command = [sys.executable, "-m", "mnist_dask", "run", str(REPO / "jobs" / "knn_baseline.toml")]
+    both = closed == "stdout and stderr"
+    process = subprocess.Popen(
+        [*command, "--store", str(store), "--run-dir", str(tmp_path / "run"), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if both else subprocess.DEVNULL,
+        env=env,
+    )
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()  # the reader is gone before the command writes anything
+    assert process.wait(timeout=300) == 0
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "finished"
+    assert (tmp_path / "run" / "result.json").is_file()
+    assert list((tmp_path / "tmp").glob("*.traceback")) == []
+
+
+def test_report_draws_a_moved_store_of_the_same_images(small_store, tmp_path):
+    """--store may name where the run's store went (same images, another path): the report is written from it."""
+    from mnist_dask.data.store import Store
+
+    store, _ = small_store
+    inputs = Store(str(store)).stage_attrs("raw")["fingerprint"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"job": "x", "store": str(tmp_path / "gone.zarr"), "inputs": inputs}))
+    done = _cli("report", run, "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert (run / "report.html").is_file()

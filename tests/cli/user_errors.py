@@ -249,6 +249,11 @@ def _ingest(*extra: object) -> Args:
     return lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", _new(ws), *workers, *extra]
 
 
+def _remote(*extra: object) -> Args:
+    """``ingest`` as sent to an existing scheduler: no local cluster's shape (--workers would be refused)."""
+    return lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", _new(ws), *extra]
+
+
 def _source(make: Callable[[Workspace], str], *extra: object) -> Args:
     return lambda ws: ["ingest", "--source", make(ws), "--store", _new(ws), "--workers", "1", *extra]
 
@@ -466,6 +471,16 @@ ENVIRONMENT_CASES = [
         lambda ws: ["classify", ws.file, "--run", ws.run_folder("list-result", result="[]")],
         lambda ws: [str(ws.root / "runs" / "list-result" / "result.json")],
     ),
+    Case(  # another store's digits would be drawn as the run's
+        "report-with-another-runs-store",
+        lambda ws: [
+            "report",
+            ws.run_folder("on-another-store", result='{"job": "x", "store": "/a/b.zarr", "inputs": {"made": "up"}}'),
+            "--store",
+            ws.store,
+        ],
+        lambda ws: [f"--store: {ws.store}: does not hold the images this run was made from", "/a/b.zarr"],
+    ),
     Case(
         "report-on-a-file",
         lambda ws: ["report", ws.file],
@@ -523,14 +538,14 @@ ENVIRONMENT_CASES = [
 CONNECTION_CASES = [
     Case(
         "scheduler-is-an-http-server",
-        lambda ws: [*_ingest()(ws), "--scheduler", f"tcp://127.0.0.1:{ws.http_port}", "--connect-timeout", "2"],
+        lambda ws: [*_remote()(ws), "--scheduler", f"tcp://127.0.0.1:{ws.http_port}", "--connect-timeout", "2"],
         lambda ws: [f"127.0.0.1:{ws.http_port}"],
         store=NO_STORE,
         timeout=60,
     ),
     Case(
         "scheduler-sends-a-banner",
-        lambda ws: [*_ingest()(ws), "--scheduler", f"tcp://127.0.0.1:{ws.banner_port}", "--connect-timeout", "2"],
+        lambda ws: [*_remote()(ws), "--scheduler", f"tcp://127.0.0.1:{ws.banner_port}", "--connect-timeout", "2"],
         lambda ws: [f"127.0.0.1:{ws.banner_port}"],
         absent=("EiB", "allocate"),
         store=NO_STORE,
@@ -538,32 +553,47 @@ CONNECTION_CASES = [
     ),
     Case(
         "scheduler-refused",
-        lambda ws: [*_ingest()(ws), "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "2"],
+        lambda ws: [*_remote()(ws), "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "2"],
         _names("tcp://127.0.0.1:1"),
         store=NO_STORE,
         timeout=60,
     ),
     Case(
         "scheduler-unknown-scheme",
-        lambda ws: [*_ingest()(ws), "--scheduler", "foo://127.0.0.1:1"],
+        lambda ws: [*_remote()(ws), "--scheduler", "foo://127.0.0.1:1"],
         _names("foo://127.0.0.1:1", "foo"),
         absent=("within",),
         store=NO_STORE,
     ),
     Case(
         "scheduler-port-not-a-number",
-        lambda ws: [*_ingest()(ws), "--scheduler", "tcp://127.0.0.1:port"],
+        lambda ws: [*_remote()(ws), "--scheduler", "tcp://127.0.0.1:port"],
         _names("tcp://127.0.0.1:port"),
         absent=("within",),
         store=NO_STORE,
     ),
     Case(
         "scheduler-from-environment",
-        _ingest("--connect-timeout", "2"),
+        _remote("--connect-timeout", "2"),
         _names("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1"),
         env={"DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:1"},
         store=NO_STORE,
         timeout=60,
+    ),
+    Case(
+        "local-workers-with-a-scheduler",
+        lambda ws: [*_remote()(ws), "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+        _names("--workers: sizes the local cluster only", "--scheduler tcp://127.0.0.1:1"),
+        absent=("within",),  # refused before any connection
+        store=NO_STORE,
+    ),
+    Case(
+        "memory-limit-with-a-scheduler-from-environment",
+        lambda ws: ["run", JOB, "--store", _new(ws), "--memory-limit", "2GB"],
+        _names("--memory-limit: sizes the local cluster only", "DASK_SCHEDULER_ADDRESS"),
+        env={"DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:1"},
+        absent=("within",),
+        store=NO_STORE,
     ),
     Case(
         "download-not-found",

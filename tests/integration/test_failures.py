@@ -155,6 +155,13 @@ def test_scheduler_loss_fails_fast_with_one_line_and_leaves_the_store_intact(sto
     assert elapsed < 120
     assert not (tmp_path / "result.json").exists()
     assert Store(store).is_complete("raw")
+    shown = _cli("status", str(tmp_path))  # what the run's record says about it afterwards
+    assert shown.returncode == 0, shown.stderr
+    assert "failed" in shown.stdout.splitlines()[0], shown.stdout
+    (error,) = [line for line in shown.stdout.splitlines() if line.startswith("  error: ")]
+    lost = f"  error: lost the connection to the Dask scheduler {doomed.address} during predict"
+    assert error.startswith(lost), error
+    assert "Cancelled" not in error, error
 
 
 def test_ctrl_c_on_the_default_local_cluster_is_one_line_with_no_worker_tracebacks(store, tmp_path):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import printed_follow_command
 
 SMALL_KNN = (
     "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 2000, test = 300, seed = 3 }]\n"
@@ -97,3 +98,82 @@ def test_study_submitted_to_a_cluster_runs_there_and_is_followed_with_status(das
     assert [j["job"] for j in study["jobs"]] == ["small_knn", "zero"]
     assert all(j["state"] == "finished" for j in study["jobs"])
     assert study["ledger"]["differs"] == 1
+
+
+def _follow_study(run_id: str, store: str, timeout: float = 300) -> dict:
+    """Poll ``status --json`` (from the run folder) until the submitted study ends; its last record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = _cli("status", run_id, "--json", "--store", store)
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        if record["state"] not in ("queued", "running"):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(1)
+
+
+def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(dask_processes, small, tmp_path):
+    """As 'mnist-dask study' exits 1 when a job fails, the submitted study's record says failed and names it."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "broken.toml").write_text(FAILING)
+    (folder / "tiny.toml").write_text(
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
+        "[params.model]\nn_neighbors = 3\n"
+    )
+    store = str(tmp_path / "storage" / "mnist.zarr")
+    idx = small.write_idx(tmp_path / "idx")
+    ingested = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", dask_processes.address)
+    assert ingested.returncode == 0, ingested.stderr
+    submitted = _cli(
+        "study", *map(str, sorted(folder.glob("*.toml"))), "--submit", "--scheduler", dask_processes.address,
+        "--store", store,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]
+
+    record = _follow_study(run_id, store)
+
+    shown = subprocess.run(printed_follow_command(submitted.stderr), capture_output=True, text=True, cwd=idx)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"run {run_id} (job study): failed"), shown
+
+    study = json.loads((tmp_path / "storage" / "runs" / run_id / "study.json").read_text())
+    assert [(j["job"], j["state"]) for j in study["jobs"]] == [("broken", "failed"), ("tiny", "finished")]
+    assert record["state"] == "failed", record
+    assert record["error"].startswith("study: 1 of 2 jobs failed: broken ("), record["error"]
+    for where in (("--store", store), ("--scheduler", dask_processes.address)):
+        shown = _cli("status", run_id, *where)
+        assert shown.returncode == 0, shown.stderr
+        assert f"run {run_id} (job study): failed" in shown.stdout
+        assert "  error: study: 1 of 2 jobs failed: broken" in shown.stdout
+
+
+def test_a_skipped_job_counts_with_the_wall_time_of_the_study_that_ran_it_and_one_job_is_singular(small, tmp_path):
+    """A study again over finished runs reports the same job seconds as the study that ran them (not only their
+    stages' share), and its lines say '1 job', 'on 1 worker'."""
+    store = str(tmp_path / "storage" / "mnist.zarr")
+    job = tmp_path / "tiny.toml"
+    job.write_text(
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
+        "[params.model]\nn_neighbors = 3\n"
+    )
+    idx = small.write_idx(tmp_path / "idx")
+    study_file = tmp_path / "storage" / "study" / "study.json"
+
+    first = _cli("study", str(job), "--store", store, "--source", f"idx:{idx}", "--workers", "1")
+    assert first.returncode == 0, first.stderr
+    ran = json.loads(study_file.read_text())
+    again = _cli("study", str(job), "--store", store, "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    skipped = json.loads(study_file.read_text())
+
+    assert "tiny: already finished with this job file and store; skipped" in again.stderr
+    assert [j["state"] for j in skipped["jobs"]] == ["skipped"]
+    assert skipped["jobs"][0]["run_seconds"] == ran["jobs"][0]["seconds"] > 0
+    assert skipped["jobs_seconds"] == ran["jobs_seconds"]
+    for done in (first, again):
+        assert "reproduced; 1 job in " in done.stdout, done.stdout
+    summary = (tmp_path / "storage" / "study" / "figures.md").read_text().splitlines()[0]
+    assert "; 1 job, " in summary and " on 1 worker (" in summary, summary
+    assert first.stderr.startswith("Dask: local cluster, 1 worker process; dashboard"), first.stderr

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import printed_follow_command
 
 from mnist_dask.jobs.records import RunStatus, run_state
 
@@ -120,6 +121,35 @@ def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, t
     text = _cli("status", run_id, "--scheduler", dask_processes.address)
     assert text.returncode == 0 and "failed" in text.stdout and f"error: {final['error']}" in text.stdout
     assert not (Path(final["run_dir"]) / "result.json").exists()
+
+
+def test_the_command_submit_prints_follows_a_run_on_another_store_as_printed(dask_processes, small, tmp_path):
+    """Not on the default store, nor in the folder it was submitted from: the printed command still finds the run."""
+    store = str(tmp_path / "elsewhere" / "mnist.zarr")
+    job = tmp_path / "tiny.toml"
+    job.write_text(
+        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
+        "[params.model]\nn_neighbors = 3\n"
+    )
+    idx = small.write_idx(tmp_path / "idx")
+    submitted = _cli(
+        "submit", str(job), "--scheduler", dask_processes.address, "--store", store, "--source", f"idx:{idx}"
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]
+    (tmp_path / "another").mkdir()
+
+    deadline = time.monotonic() + 300
+    while True:
+        shown = subprocess.run(
+            printed_follow_command(submitted.stderr), capture_output=True, text=True, cwd=tmp_path / "another"
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"run {run_id} (job tiny): "), shown.stdout
+        if "finished" in shown.stdout.splitlines()[0]:
+            break
+        assert time.monotonic() < deadline, shown.stdout
+        time.sleep(0.5)
 
 
 def test_submit_without_a_scheduler_is_a_one_line_error(tmp_path):

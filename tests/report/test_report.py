@@ -136,10 +136,11 @@ def test_report_command_redraws_it_from_result_json_and_notes_a_missing_store(ru
     assert (run_dir / "report.html").read_text() == original  # the same page, from result.json (and the store)
     copy = tmp_path / "copy"
     copy.mkdir()
-    shutil.copy(run_dir / "result.json", copy)
-    gone = tmp_path / "gone.zarr"
+    gone = tmp_path / "gone.zarr"  # the run's store, since removed
+    moved = {**json.loads((run_dir / "result.json").read_text()), "store": str(gone)}
+    (copy / "result.json").write_text(json.dumps(moved))
     done = subprocess.run(
-        [sys.executable, "-m", "mnist_dask", "report", str(copy), "--store", str(gone)],
+        [sys.executable, "-m", "mnist_dask", "report", str(copy)],
         capture_output=True,
         text=True,
         timeout=120,
