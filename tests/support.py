@@ -109,6 +109,13 @@ def write_idx_files(
     return folder
 
 
+#: a k-NN job small enough for a cluster test: 30 training and 10 test rows of the store, k=3
+TINY_KNN_JOB = (
+    "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
+    "[params.model]\nn_neighbors = 3\n"
+)
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     import socket

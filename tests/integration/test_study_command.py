@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import printed_follow_command
+from support import TINY_KNN_JOB, printed_follow_command
 
 SMALL_KNN = (
     "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 2000, test = 300, seed = 3 }]\n"
@@ -118,10 +118,7 @@ def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(d
     folder = tmp_path / "jobs"
     folder.mkdir()
     (folder / "broken.toml").write_text(FAILING)
-    (folder / "tiny.toml").write_text(
-        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
-        "[params.model]\nn_neighbors = 3\n"
-    )
+    (folder / "tiny.toml").write_text(TINY_KNN_JOB)
     store = str(tmp_path / "storage" / "mnist.zarr")
     idx = small.write_idx(tmp_path / "idx")
     ingested = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", dask_processes.address)
@@ -154,10 +151,7 @@ def test_a_skipped_job_counts_with_the_wall_time_of_the_study_that_ran_it_and_on
     stages' share), and its lines say '1 job', 'on 1 worker'."""
     store = str(tmp_path / "storage" / "mnist.zarr")
     job = tmp_path / "tiny.toml"
-    job.write_text(
-        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
-        "[params.model]\nn_neighbors = 3\n"
-    )
+    job.write_text(TINY_KNN_JOB)
     idx = small.write_idx(tmp_path / "idx")
     study_file = tmp_path / "storage" / "study" / "study.json"
 

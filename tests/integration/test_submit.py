@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import printed_follow_command
+from support import TINY_KNN_JOB, printed_follow_command
 
 from mnist_dask.jobs.records import RunStatus, run_state
 
@@ -127,10 +127,7 @@ def test_the_command_submit_prints_follows_a_run_on_another_store_as_printed(das
     """Not on the default store, nor in the folder it was submitted from: the printed command still finds the run."""
     store = str(tmp_path / "elsewhere" / "mnist.zarr")
     job = tmp_path / "tiny.toml"
-    job.write_text(
-        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 30, test = 10, seed = 3 }]\n"
-        "[params.model]\nn_neighbors = 3\n"
-    )
+    job.write_text(TINY_KNN_JOB)
     idx = small.write_idx(tmp_path / "idx")
     submitted = _cli(
         "submit", str(job), "--scheduler", dask_processes.address, "--store", store, "--source", f"idx:{idx}"
