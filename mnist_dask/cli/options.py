@@ -292,12 +292,23 @@ def runs_dir_option(function: F) -> F:
     return click.option(
         "--runs-dir",
         type=LocalFolder(exists=True),
-        help="folder holding the run folders  [default: runs/ beside a local --store: storage/runs]",
+        help=f"folder holding the run folders  {store_folder_default('runs')}",
     )(function)
 
 
+def store_folder_default(kind: str, inside: str = "") -> str:
+    """The ``[default: ...]`` of an option whose folder is the store's own: ``records.store_outputs``'s rule in words
+    (``kind`` is runs or study; ``inside``, a folder under it), then the default store's."""
+    name, beside = Path(DEFAULT_STORE).name, Path(DEFAULT_STORE).parent
+    below = f"/{inside}"
+    return (
+        f"[default: {kind}{below} beside a store named {name}, {kind}-NAME{below} beside any other NAME.zarr "
+        f"(under {beside}/ for a URL): {beside / kind}{below}]"
+    )
+
+
 def runs_root_of(store: StoreChoice, runs_dir: Path | None) -> Path:
-    """The folder of run folders: ``--runs-dir``, else ``runs/`` beside the store."""
+    """The folder of run folders: ``--runs-dir``, else the store's own (``runs/`` beside the default store)."""
     from mnist_dask.jobs.records import runs_root
 
     return runs_dir if runs_dir is not None else runs_root(store.url)

@@ -25,7 +25,7 @@ RUN_DIR = LocalFolder()
 @click.option(
     "--run-dir",
     type=RUN_DIR,
-    help="folder for the run's outputs  [default: runs/<job name> beside a local store: storage/runs/<job name>]",
+    help=f"folder for the run's outputs  {options.store_folder_default('runs', '<job name>')}",
 )
 def run(
     job: str, store: StoreChoice, source: SourceChoice | None, cluster: ClusterChoice, run_dir: Path | None
@@ -64,8 +64,8 @@ def run(
 @click.option(
     "--run-dir",
     type=RUN_DIR,
-    help="folder for the run's outputs, on a filesystem the workers share "
-    "[default: runs/<run id> beside a local store: storage/runs/<run id>]",
+    help="folder for the run's outputs, on a filesystem the workers share  "
+    + options.store_folder_default("runs", "<run id>"),
 )
 def submit(
     job: str, store: StoreChoice, source: SourceChoice | None, cluster: ClusterChoice, run_dir: Path | None

@@ -28,7 +28,7 @@ from mnist_dask.cli.options import (
 def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_json: bool) -> None:
     """Show a run's state, stage and progress (or its error).
 
-    RUN: a run id (under --runs-dir) or a run folder.
+    RUN: a run id (under --runs-dir, else the store's own runs folder) or a run folder.
     """
     from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import find_run_dir, read_status, scheduler_record, with_state
@@ -51,7 +51,7 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
 @cluster_options(local=False)
 @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
 def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_json: bool) -> None:
-    """List runs (from --runs-dir, and from the scheduler with --scheduler)."""
+    """List the store's runs (from its own runs folder, or --runs-dir; and from the scheduler with --scheduler)."""
     from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import list_runs, scheduler_runs, with_scheduler_state, with_state
 

@@ -26,7 +26,9 @@ JOBS_FOLDER = Path("jobs")
 @click.option(
     "--study-dir",
     type=LocalFolder(),
-    help="folder for study.json, index.html and figures.md  [default: study/ beside a local store: storage/study]",
+    help="folder for study.json, index.html and figures.md  "
+    + options.store_folder_default("study")
+    + "; with --submit, runs/<run id> the same way",
 )
 @click.option("--submit", is_flag=True, help="hand the whole study to the cluster (--scheduler) and return at once")
 def study(
@@ -46,7 +48,7 @@ def study(
     on the same store is skipped unless --force. Writes study.json, a self-contained index.html and figures.md."""
     from mnist_dask.cluster import announce_dashboard, connect
     from mnist_dask.jobs.ledger import reproduced
-    from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root
+    from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root, study_root
     from mnist_dask.jobs.study import STUDY_FILE, counted, failed_jobs, run_study, study_jobs
 
     paths = list(jobs) or sorted(JOBS_FOLDER.glob("*.toml"))
@@ -71,7 +73,7 @@ def study(
         )
         click.echo(run_id)
         return
-    folder = study_dir or runs_root(store.url).parent / "study"
+    folder = study_dir or study_root(store.url)
     check_own_folder(folder, "--study-dir", STUDY_FILE)
     options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from mnist_dask.data.defaults import DEFAULT_STORE
 from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
 from mnist_dask.jobs.run_lock import LOCK_NAME
 from mnist_dask.locations import local_path
@@ -33,13 +34,29 @@ METADATA_KEY = "mnist-dask-runs"
 SPAN_TAG = "mnist-dask-run"
 LOG_LINES = 20  # log lines kept in the record
 _DONE_STATES = ("memory", "released", "forgotten", "erred")
+DEFAULT_STORE_NAME = Path(DEFAULT_STORE).name  # a store so named keeps plain runs/ and study/ beside it
+
+
+def store_outputs(store_url: str, kind: Literal["runs", "study"]) -> Path:
+    """A store's own default folder of ``kind`` (run folders, or a local study's outputs), so that two stores in
+    one folder never share runs: ``runs``/``study`` beside a store named like the default one (``mnist.zarr``:
+    storage/runs and storage/study for the default store), ``runs-<stem>``/``study-<stem>`` beside any other
+    (storage/runs-fashion for storage/fashion.zarr); a URL store's go under storage/ of the current folder,
+    named the same way."""
+    path = local_path(store_url)
+    name = store_url.rstrip("/").rsplit("/", 1)[-1] if path is None else os.path.basename(os.path.abspath(path))
+    folder = f"{kind}-{Path(name).stem}" if name != DEFAULT_STORE_NAME and Path(name).stem else kind
+    return Path(DEFAULT_STORE).parent / folder if path is None else path.parent / folder
 
 
 def runs_root(store_url: str) -> Path:
-    """Where run folders go by default: 'runs' beside a local store (storage/runs for the default
-    store), else storage/runs under the current folder."""
-    path = local_path(store_url)
-    return Path("storage/runs") if path is None else path.parent / "runs"
+    """Where a store's run folders go by default (:func:`store_outputs`: storage/runs for the default store)."""
+    return store_outputs(store_url, "runs")
+
+
+def study_root(store_url: str) -> Path:
+    """Where a local study on a store writes by default (:func:`store_outputs`: storage/study for the default store)."""
+    return store_outputs(store_url, "study")
 
 
 def new_run_id(job_name: str) -> str:

@@ -2,7 +2,7 @@
 
 Jobs run one after another in a sensible order (the headline k-NN jobs first, the long
 scikit-learn experiments after, the searches beyond the notebooks last), each in its run
-folder beside the store, under its own span on the dashboard. A job that fails is recorded
+folder in the store's own runs folder, under its own span on the dashboard. A job that fails is recorded
 and the others go on. A job whose run folder already holds a finished result of the same job
 (same parsed job file) on the same store inputs is not run again unless ``force``.
 ``study.json``, ``index.html`` and ``figures.md`` in the study folder gather the ledger of all

@@ -171,3 +171,29 @@ def test_a_skipped_job_counts_with_the_wall_time_of_the_study_that_ran_it_and_on
     summary = (tmp_path / "storage" / "study" / "figures.md").read_text().splitlines()[0]
     assert "; 1 job, " in summary and " on 1 worker (" in summary, summary
     assert first.stderr.startswith("Dask: local cluster, 1 worker process; dashboard"), first.stderr
+
+
+def test_studies_on_two_stores_in_one_folder_keep_their_own_runs_and_study_folders(small, tmp_path):
+    """A study on storage/fashion.zarr ran its jobs into storage/runs (replacing storage/mnist.zarr's runs) and wrote
+    over storage/study; each store now has its own: runs/ and study/ for mnist.zarr, runs-fashion/ and study-fashion/
+    for fashion.zarr."""
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_KNN_JOB)
+    storage = tmp_path / "storage"
+    for seed, name in enumerate(("mnist", "fashion")):
+        idx = type(small)(seed=seed).write_idx(tmp_path / f"idx-{name}")
+        done = _cli(
+            "study", str(job), "--store", str(storage / f"{name}.zarr"), "--source", f"idx:{idx}", "--workers", "1"
+        )
+        assert done.returncode == 0, done.stderr
+    for name, suffix in (("mnist", ""), ("fashion", "-fashion")):
+        study = json.loads((storage / f"study{suffix}" / "study.json").read_text())
+        assert [(j["state"], j["run_dir"]) for j in study["jobs"]] == [
+            ("finished", str(storage / f"runs{suffix}" / "tiny"))
+        ]
+        result = json.loads((storage / f"runs{suffix}" / "tiny" / "result.json").read_text())
+        assert result["store"] == str(storage / f"{name}.zarr")
+        assert study["jobs"][0]["test_accuracy"] == result["metrics"]["test_accuracy"]
+    assert sorted(path.name for path in storage.iterdir()) == [
+        "fashion.zarr", "mnist.zarr", "runs", "runs-fashion", "study", "study-fashion"
+    ]  # fmt: skip

@@ -8,6 +8,7 @@ its default path.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import pytest
 from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
 
 from mnist_dask.errors import UserError
-from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status, runs_root
+from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status, runs_root, study_root
 from mnist_dask.jobs.run_lock import LOCK_NAME, run_folder_lock
 
 
@@ -31,10 +32,43 @@ from mnist_dask.jobs.run_lock import LOCK_NAME, run_folder_lock
         ("file:///data/mnist.zarr", Path("/data/runs")),
         ("~/mnist.zarr", Path.home() / "runs"),  # $MNIST_DASK_STORE=~/...: no folder named '~' in the working one
         ("s3://bucket/mnist.zarr", Path("storage/runs")),
+        ("storage/fashion.zarr", Path("storage/runs-fashion")),  # another store: its own runs, not mnist.zarr's
+        ("storage/fashion.zarr/", Path("storage/runs-fashion")),
+        ("file:///data/fashion", Path("/data/runs-fashion")),
+        ("s3://bucket/fashion.zarr/", Path("storage/runs-fashion")),
+        ("s3://bucket/mnist.zarr/", Path("storage/runs")),
     ],
 )
-def test_run_folders_go_beside_a_local_store_else_under_storage(store, runs):
+def test_run_and_study_folders_are_the_stores_own_beside_a_local_store_else_under_storage(store, runs):
     assert runs_root(store) == runs
+    assert study_root(store) == runs.parent / runs.name.replace("runs", "study", 1)
+
+
+def test_cli_the_same_job_on_two_stores_in_one_folder_keeps_both_runs_each_listed_with_its_store(small, tmp_path):
+    """``run`` on storage/fashion.zarr replaced the storage/mnist.zarr run's result in the one shared storage/runs,
+    and ``runs``/``status`` mixed the two stores' runs; the default store's runs/ is unchanged (a study's folders:
+    tests/integration/test_study_command.py)."""
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    stores = {"runs": "storage/mnist.zarr", "runs-fashion": "storage/fashion.zarr"}  # as typed, in tmp_path
+    for seed, (runs, store) in enumerate(stores.items()):
+        source = type(small)(seed=seed).write_idx(tmp_path / f"idx-{seed}")
+        done = cli("run", job, "--store", store, "--source", f"idx:{source}", "--workers", 1, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.rstrip().endswith(f"results in storage/{runs}/tiny/result.json")
+    for runs, store in stores.items():
+        result = json.loads((tmp_path / "storage" / runs / "tiny" / "result.json").read_text())
+        assert Path(result["store"]) == tmp_path / store
+        listed = cli("runs", "--store", store, "--json", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert [(r["run_dir"], r["test_accuracy"]) for r in json.loads(listed.stdout)] == [
+            (str(tmp_path / "storage" / runs / "tiny"), result["metrics"]["test_accuracy"])
+        ]
+        shown = json.loads(cli("status", "tiny", "--store", store, "--json", cwd=tmp_path).stdout)
+        assert shown["run_dir"] == str(tmp_path / "storage" / runs / "tiny")
+    assert sorted(path.name for path in (tmp_path / "storage").iterdir()) == [
+        "fashion.zarr", "mnist.zarr", "runs", "runs-fashion"
+    ]  # fmt: skip
 
 
 def test_an_output_folder_is_new_empty_or_an_earlier_runs_never_the_users(tmp_path):
