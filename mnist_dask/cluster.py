@@ -28,6 +28,7 @@ from distributed import Client, LocalCluster, span
 from distributed.diagnostics.progressbar import TextProgressBar
 from distributed.security import Security
 
+from mnist_dask import __version__
 from mnist_dask.cluster_options import ClusterOptions
 from mnist_dask.errors import ClusterLostError, UserError
 
@@ -250,10 +251,11 @@ def _killed_remote_worker_message(exc: BaseException, name: str) -> str:
 
 
 def _check_workers(client: Client, address: str, name: str, timeout: float) -> None:
-    """Wait (at most ``timeout`` seconds) for a worker, and make sure every worker can import mnist_dask.
+    """Wait (at most ``timeout`` seconds) for a worker, and make sure every worker imports our mnist_dask version.
 
     Without a worker, or with workers that cannot unpickle our tasks (which makes a worker close on
-    its first task), every stage would wait forever on the scheduler.
+    its first task), every stage would wait forever on the scheduler; a worker with another version
+    of mnist-dask may compute other figures, or fail on our tasks in obscure ways.
     """
     from distributed.utils import import_term
 
@@ -271,6 +273,13 @@ def _check_workers(client: Client, address: str, name: str, timeout: float) -> N
         raise UserError(
             f"{name}: {len(broken)} of {len(found)} workers cannot import mnist_dask (worker {worker}: "
             f"{_first_line(error)[:160]}); install mnist-dask where the workers run"
+        )
+    other = {worker: version for worker, version in found.items() if version != __version__}
+    if other:
+        worker, version = next(iter(other.items()))
+        raise UserError(
+            f"{name}: {len(other)} of {len(found)} workers run another mnist-dask version (worker {worker}: "
+            f"{str(version)[:60]}; this command: {__version__}); install mnist-dask {__version__} where the workers run"
         )
 
 

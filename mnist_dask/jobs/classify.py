@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,7 +18,8 @@ from scipy import ndimage
 
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
-from mnist_dask.jobs.records import read_result
+from mnist_dask.jobs.records import RESULT_FILE, read_result
+from mnist_dask.jobs.run_store import store_of_run
 from mnist_dask.neighbors.knn import KNNClassifier
 
 MAX_PIXELS = 40_000_000
@@ -26,13 +28,17 @@ MAX_PIXELS = 40_000_000
 def classify_files(
     paths: list[str | Path], run_dir: str | Path, store: Store | None = None
 ) -> list[tuple[str, int, float]]:
-    """(file, predicted digit, its probability) per image, from the run's model refitted on its training set."""
+    """(file, predicted digit, its probability) per image, from the run's model refitted on its training set.
+
+    The training set comes from the run's own store, or from ``store`` where that holds the same raw images
+    (the run's store moved or copied; another store is a UserError, see :func:`store_of_run`).
+    """
     result = read_result(Path(run_dir))
     images = np.stack([load_digit(p) for p in paths])  # every file checked before the model is built
     model_params = result.get("model", {})
     if "n_neighbors" not in model_params:
         raise UserError(f"{run_dir}: the run has no k-NN model to classify with")
-    store = store or Store(result["store"])
+    store = _training_store(result, Path(run_dir), store)
     X, y = store.read_xy(result.get("dataset", "raw"), "train")
     if X.shape[1] != 784:
         raise UserError(
@@ -44,6 +50,21 @@ def classify_files(
     proba = model.predict_proba(images.reshape(len(images), -1))
     best = np.argmax(proba, axis=1)
     return [(str(p), int(model.classes_[i]), float(proba[row, i])) for row, (p, i) in enumerate(zip(paths, best))]
+
+
+def _training_store(result: dict[str, Any], run_dir: Path, given: Store | None) -> Store:
+    """The store holding the run's training set; a one-line UserError, saying to pass --store, when the run's
+    own store is gone (or result.json names none) and no --store names where it is now."""
+    store = store_of_run(result, run_dir, given)
+    result_file = run_dir / RESULT_FILE
+    if store is None:
+        raise UserError(f"{result_file}: names no store; pass --store with the store the run was made on")
+    if given is None and not store.exists():
+        raise UserError(
+            f"{store.url}: the run's store ({result_file} names it) is gone; "
+            "pass --store with where it is now (or a copy of it)"
+        )
+    return store
 
 
 def load_digit(path: str | Path) -> np.ndarray:

@@ -202,3 +202,28 @@ def test_report_draws_a_moved_store_of_the_same_images(small_store, tmp_path):
     done = _cli("report", run, "--store", store)
     assert done.returncode == 0, done.stderr
     assert (run / "report.html").is_file()
+
+
+def test_classify_fits_on_a_moved_store_of_the_same_images(small_store, tmp_path):
+    """--store may name where the run's store went (same images, another path): classify gives the same digits
+    there as with the run's store where result.json names it."""
+    from PIL import Image
+
+    from mnist_dask.data.store import Store
+
+    store, _ = small_store
+    drawn = Image.new("L", (40, 40), 255)
+    drawn.paste(0, (18, 5, 22, 35))  # a "1", dark on light
+    drawn.save(tmp_path / "one.png")
+    run = tmp_path / "run"
+    run.mkdir()
+    result = {"job": "x", "store": str(store), "inputs": Store(str(store)).stage_attrs("raw")["fingerprint"]}
+    (run / "result.json").write_text(json.dumps({**result, "model": {"n_neighbors": 3}}))
+    at_home = _cli("classify", tmp_path / "one.png", "--run", run)
+    assert at_home.returncode == 0, at_home.stderr
+    (run / "result.json").write_text(
+        json.dumps({**result, "store": str(tmp_path / "gone.zarr"), "model": {"n_neighbors": 3}})
+    )
+    moved = _cli("classify", tmp_path / "one.png", "--run", run, "--store", store)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout == at_home.stdout and moved.stdout.startswith(f"{tmp_path / 'one.png'}: ")

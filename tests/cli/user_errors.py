@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from support import PROGRESS_LINE, SmallMnist, moto_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,6 +134,8 @@ class Workspace:
         self.file.write_text("not a store\n")
         (root / "huge.png").write_bytes(png_header(20_000, 20_000))  # beyond Pillow's own limit
         (root / "large.png").write_bytes(png_header(10_000, 10_000))  # where Pillow only warns
+        self.digit = root / "one.png"  # a drawn "1": an image classify reads
+        Image.fromarray(np.pad(np.zeros((30, 4), np.uint8), ((5, 5), (18, 18)), constant_values=255)).save(self.digit)
         self.mounts: list[Path] = []
         self.no_mount: str | None = None
         self.http_port = 0
@@ -215,6 +219,8 @@ class Workspace:
 
 # -- the cases -------------------------------------------------------------------------------
 Args = Callable[[Workspace], list[object]]
+#: a k-NN run's result.json naming a store (not there) with other images than the workspace's
+ANOTHER_STORES_RUN = '{"job": "x", "store": "/a/b.zarr", "inputs": {"made": "up"}, "model": {"n_neighbors": 1}}'
 
 
 @dataclass(frozen=True)
@@ -480,6 +486,31 @@ ENVIRONMENT_CASES = [
             ws.store,
         ],
         lambda ws: [f"--store: {ws.store}: does not hold the images this run was made from", "/a/b.zarr"],
+    ),
+    Case(  # the run's training set would be another store's images
+        "classify-with-another-runs-store",
+        lambda ws: [
+            "classify",
+            ws.digit,
+            "--run",
+            ws.run_folder("classify-on-another-store", result=ANOTHER_STORES_RUN),
+            "--store",
+            ws.store,
+        ],
+        lambda ws: [f"--store: {ws.store}: does not hold the images this run was made from", "/a/b.zarr"],
+    ),
+    Case(  # the run's own store removed (or moved), no --store: say where to look
+        "classify-with-its-store-gone",
+        lambda ws: [
+            "classify",
+            ws.digit,
+            "--run",
+            ws.run_folder(
+                "classify-store-gone", result=ANOTHER_STORES_RUN.replace("/a/b.zarr", str(ws.root / "gone.zarr"))
+            ),
+        ],
+        lambda ws: [f"{ws.root / 'gone.zarr'}: the run's store", "is gone", "pass --store"],
+        absent=("ingest",),
     ),
     Case(
         "report-on-a-file",

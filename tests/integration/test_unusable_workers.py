@@ -83,6 +83,42 @@ def test_workers_that_cannot_import_mnist_dask_are_one_line_not_a_hang(tmp_path)
         cluster.close()
 
 
+def test_workers_of_another_mnist_dask_version_are_one_line_naming_both_versions(tmp_path):
+    """One of two workers imports mnist_dask as another release would: the same code under another version number
+    (a shadow package whose modules are this checkout's). Its tasks would run, so the mismatch would go unseen."""
+    import mnist_dask
+
+    shadow = tmp_path / "elsewhere" / "mnist_dask"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        f'__version__ = "0.0.1+elsewhere"\n__path__.append({str(Path(mnist_dask.__file__).parent)!r})\n'
+    )
+    cluster = DaskProcesses(n_workers=1)
+    dask = str(Path(sys.executable).with_name("dask"))
+    other = subprocess.Popen(
+        [dask, "worker", cluster.address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(shadow.parent)},
+    )
+    try:
+        cluster.wait_for_workers(2)
+        store = tmp_path / "m.zarr"
+        idx = SmallMnist().write_idx(tmp_path / "idx")
+        done = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", cluster.address)
+        _one_line(
+            done,
+            f"scheduler {cluster.address}: 1 of 2 workers run another mnist-dask version",
+            f": 0.0.1+elsewhere; this command: {mnist_dask.__version__})",
+            f"install mnist-dask {mnist_dask.__version__} where the workers run",
+        )
+        assert not store.exists()
+    finally:
+        other.terminate()
+        other.wait(timeout=60)
+        cluster.close()
+
+
 def test_workers_dying_on_every_try_of_a_task_are_one_line_naming_the_scheduler(dask_processes):
     """distributed gives up after its allowed failures (KilledWorker): that is the command's one line."""
     with pytest.raises(UserError) as caught:
