@@ -9,6 +9,7 @@ centred by centre of mass in a 28x28 field.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,16 @@ from mnist_dask.errors import UserError
 from mnist_dask.jobs.records import RESULT_FILE, read_result
 from mnist_dask.jobs.run_store import store_of_run
 from mnist_dask.neighbors.knn import KNNClassifier
+from mnist_dask.transforms import kernels
 
 MAX_PIXELS = 40_000_000
+#: transforms that only add or choose training rows (shifted or rotated copies, a sample): a query stays as it is
+ROWS_ONLY = frozenset({"shift", "augment", "rotate", "sample"})
+#: transforms that change each image: a query gets the same, so it is compared like with like
+PER_IMAGE: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
+    "deskew": lambda images, params: kernels.deskew(images),
+    "blur": lambda images, params: kernels.gaussian_blur(images, params["sigma"]),
+}
 
 
 def classify_files(
@@ -39,17 +48,50 @@ def classify_files(
     if "n_neighbors" not in model_params:
         raise UserError(f"{run_dir}: the run has no k-NN model to classify with")
     store = _training_store(result, Path(run_dir), store)
-    X, y = store.read_xy(result.get("dataset", "raw"), "train")
+    dataset = result.get("dataset", "raw")
+    for step in query_steps(store, dataset, Path(run_dir)):
+        images = step(images)
+    X, y = store.read_xy(dataset, "train")
     if X.shape[1] != 784:
         raise UserError(
-            f"{run_dir}: its model works on {result.get('dataset')} ({X.shape[1]} features); "
-            "classify needs a run on 28x28 images"
+            f"{run_dir}: its model works on {dataset} ({X.shape[1]} features); classify needs a run on 28x28 images"
         )
     model = KNNClassifier(n_neighbors=model_params["n_neighbors"], weights=model_params.get("weights", "uniform"))
     model.fit(X.compute(), y.compute())
     proba = model.predict_proba(images.reshape(len(images), -1))
     best = np.argmax(proba, axis=1)
     return [(str(p), int(model.classes_[i]), float(proba[row, i])) for row, (p, i) in enumerate(zip(paths, best))]
+
+
+def query_steps(store: Store, dataset: str, run_dir: Path) -> list[Callable[[np.ndarray], np.ndarray]]:
+    """What a user's image needs, in order, to look like the run's training images: the per-image transforms
+    (deskew, blur) of the dataset's chain, read from its stages' records; the row-only ones need nothing.
+
+    A chain with any other transform (scaling, PCA, downscaling, ...) is refused in one line: its model works on
+    features a single image cannot be given here, and comparing a raw image with them would be silently wrong.
+    """
+    steps: list[Callable[[np.ndarray], np.ndarray]] = []
+    stage = dataset
+    while stage != "raw":
+        fingerprint = (store.stage_attrs(stage) or {}).get("fingerprint") or {}
+        name, params = fingerprint.get("transform"), fingerprint.get("params") or {}
+        if name in PER_IMAGE:
+            steps.insert(0, _with_params(PER_IMAGE[name], params))
+        elif name not in ROWS_ONLY:
+            what = f"'{name}' in its chain" if name else "no record of how it was made"
+            raise UserError(
+                f"{run_dir}: its model works on {dataset}, with {what}; classify takes runs on images "
+                "as they are, shifted, rotated, sampled, deskewed or blurred"
+            )
+        stage = fingerprint.get("input") or "raw"
+    return steps
+
+
+def _with_params(
+    function: Callable[[np.ndarray, dict[str, Any]], np.ndarray], params: dict[str, Any]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``function`` with the stage's parameters bound: a step taking images only."""
+    return lambda images: function(images, params)
 
 
 def _training_store(result: dict[str, Any], run_dir: Path, given: Store | None) -> Store:

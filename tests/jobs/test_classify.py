@@ -3,6 +3,7 @@ classified with the model of a real run; every kind of bad input is one line and
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,59 @@ def test_exif_orientation_16_bit_and_transparency_give_the_same_digit_as_the_pla
         assert np.corrcoef(read.ravel(), expected.ravel())[0, 1] > 0.99, ink
         if ink != "blue":  # float compositing: levels within 1
             assert np.abs(read.astype(int) - expected).max() <= 1, ink
+
+
+# -- runs on transformed images ------------------------------------------------------------------
+def _knn_job(path: Path, steps: str) -> Path:
+    """A k=3 k-NN job file whose training set is made by ``steps`` (TOML inline tables)."""
+    path.write_text(f"experiment = 'knn'\n[params]\nsteps = [{steps}]\n[params.model]\nn_neighbors = 3\n")
+    return path
+
+
+def test_a_run_on_deskewed_blurred_images_sees_the_users_image_deskewed_and_blurred(run_dir, mnist, tmp_path):
+    """A user's image is compared like with like: the printed digits and probabilities are scikit-learn's k-NN
+    on the run's stored training rows with the query deskewed and blurred as they were (before the fix the raw
+    query was compared with deskewed, blurred training images)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from mnist_dask.data.store import Store
+    from mnist_dask.transforms import kernels
+
+    store = run_dir.parent / "mnist.zarr"
+    steps = "{ transform = 'sample', train = 3000, test = 100, seed = 1 }, { transform = 'deskew' }, "
+    job = _knn_job(tmp_path / "deskewed.toml", steps + "{ transform = 'blur', sigma = 1.5 }")
+    done = _cli("run", job, "--store", store, "--run-dir", tmp_path / "run", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    paths = []
+    for i in ODD_DIGITS:
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(_redrawn(mnist["test_images"][i])).save(paths[-1])
+    done = _cli("classify", *paths, "--run", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    printed = [line.rsplit(": ", 1)[1] for line in done.stdout.strip().splitlines()]
+
+    dataset = json.loads((tmp_path / "run" / "result.json").read_text())["dataset"]
+    assert dataset.endswith("+deskew+blur1.5")
+    X, y = Store(str(store)).read_xy(dataset, "train")
+    model = KNeighborsClassifier(n_neighbors=3).fit(X.compute(), y.compute())
+    queries = kernels.gaussian_blur(kernels.deskew(np.stack([load_digit(p) for p in paths])), 1.5)
+    proba = model.predict_proba(queries.reshape(len(paths), -1))
+    best = proba.argmax(axis=1)
+    assert printed == [f"{model.classes_[i]} (probability {proba[row, i]:.2f})" for row, i in enumerate(best)]
+
+
+def test_a_run_on_features_a_single_image_cannot_be_given_is_refused_in_one_line(run_dir, tmp_path):
+    """Standardised pixels (scale) are 784 features like images, but a lone image has no training mean and
+    spread applied: comparing it raw would be silently wrong, so classify refuses, naming the transform."""
+    store = run_dir.parent / "mnist.zarr"
+    steps = "{ transform = 'sample', train = 500, test = 50 }, { transform = 'scale' }"
+    job = _knn_job(tmp_path / "scaled.toml", steps)
+    done = _cli("run", job, "--store", store, "--run-dir", tmp_path / "run", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    drawn = np.full((40, 40), 255, np.uint8)
+    drawn[5:35, 18:22] = 0  # a "1"
+    Image.fromarray(drawn).save(tmp_path / "one.png")
+    done = _cli("classify", tmp_path / "one.png", "--run", tmp_path / "run")
+    assert done.returncode == 2, done.stderr
+    assert "'scale' in its chain" in done.stderr and str(tmp_path / "run") in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
