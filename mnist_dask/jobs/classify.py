@@ -73,7 +73,13 @@ def query_steps(store: Store, dataset: str, run_dir: Path) -> list[Callable[[np.
     steps: list[Callable[[np.ndarray], np.ndarray]] = []
     stage = dataset
     while stage != "raw":
-        fingerprint = (store.stage_attrs(stage) or {}).get("fingerprint") or {}
+        attrs = store.stage_attrs(stage)
+        if not attrs or not attrs.get("complete"):
+            raise UserError(
+                f"{store}: {stage}, which the run's training set ({dataset}) is made from, is not in the store "
+                f"(dropped, or not finished); run the job again to make it"
+            )
+        fingerprint = attrs.get("fingerprint") or {}
         name, params = fingerprint.get("transform"), fingerprint.get("params") or {}
         if name in PER_IMAGE:
             steps.insert(0, _with_params(PER_IMAGE[name], params))

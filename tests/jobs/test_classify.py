@@ -180,6 +180,14 @@ def test_exif_orientation_16_bit_and_transparency_give_the_same_digit_as_the_pla
 
 
 # -- runs on transformed images ------------------------------------------------------------------
+def _drawn_one(path: Path) -> Path:
+    """A "1" drawn dark on a light 40x40 page, saved as an image file."""
+    drawn = np.full((40, 40), 255, np.uint8)
+    drawn[5:35, 18:22] = 0
+    Image.fromarray(drawn).save(path)
+    return path
+
+
 def _knn_job(path: Path, steps: str) -> Path:
     """A k=3 k-NN job file whose training set is made by ``steps`` (TOML inline tables)."""
     path.write_text(f"experiment = 'knn'\n[params]\nsteps = [{steps}]\n[params.model]\nn_neighbors = 3\n")
@@ -226,10 +234,30 @@ def test_a_run_on_features_a_single_image_cannot_be_given_is_refused_in_one_line
     job = _knn_job(tmp_path / "scaled.toml", steps)
     done = _cli("run", job, "--store", store, "--run-dir", tmp_path / "run", "--workers", "2")
     assert done.returncode == 0, done.stderr
-    drawn = np.full((40, 40), 255, np.uint8)
-    drawn[5:35, 18:22] = 0  # a "1"
-    Image.fromarray(drawn).save(tmp_path / "one.png")
+    _drawn_one(tmp_path / "one.png")
     done = _cli("classify", tmp_path / "one.png", "--run", tmp_path / "run")
     assert done.returncode == 2, done.stderr
     assert "'scale' in its chain" in done.stderr and str(tmp_path / "run") in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_run_whose_training_stage_was_dropped_says_so_in_one_line(run_dir, tmp_path):
+    """Its chain cannot be read back from a stage that is gone: the line names the stage and says to run the job
+    again (not that the run is on some transform classify does not take)."""
+    store = run_dir.parent / "mnist.zarr"
+    job = _knn_job(
+        tmp_path / "dropped.toml", "{ transform = 'sample', train = 400, test = 40 }, { transform = 'shift' }"
+    )
+    done = _cli("run", job, "--store", store, "--run-dir", tmp_path / "run", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    dropped = _cli("drop", "derived/sample400-40", "--dependents", "--store", store)
+    assert dropped.returncode == 0, dropped.stderr
+    _drawn_one(tmp_path / "one.png")
+    done = _cli("classify", tmp_path / "one.png", "--run", tmp_path / "run")
+    assert done.returncode == 2, done.stderr
+    assert (
+        "derived/sample400-40" in done.stderr
+        and "not in the store" in done.stderr
+        and "run the job again" in done.stderr
+    )
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
