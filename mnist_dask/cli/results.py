@@ -6,10 +6,18 @@ from pathlib import Path
 
 import click
 
-from mnist_dask.cli.options import StoreChoice, command, store_options
+from mnist_dask.cli.options import StoreChoice, command, runs_root_of, store_options
 from mnist_dask.cli.types import LocalFolder
 
-RUN_FOLDER = LocalFolder(exists=True)
+RUN_FOLDER = LocalFolder()
+
+
+def run_folder(ref: Path, store: StoreChoice) -> Path:
+    """RUN as the user gave it: a run folder, else a run id or job name under the store's runs folder (as
+    ``status`` takes it)."""
+    from mnist_dask.jobs.records import find_run_dir
+
+    return ref if ref.is_dir() else find_run_dir(str(ref), runs_root_of(store, None))
 
 
 @command("report")
@@ -18,13 +26,14 @@ RUN_FOLDER = LocalFolder(exists=True)
 def report(run_dir: Path, store: StoreChoice) -> None:
     """Rebuild a run's report.html from its result.json.
 
-    RUN: the run's folder. The run's own store is used; --store names it where it has moved (a store holding
-    other images than the run's is refused).
+    RUN: the run's folder, or its run id (as status takes it). The run's own store is used; --store names it
+    where it has moved (a store holding other images than the run's is refused).
     """
     from mnist_dask.jobs.records import read_result
     from mnist_dask.jobs.run_store import store_of_run
     from mnist_dask.report.render import write_report
 
+    run_dir = run_folder(run_dir, store)
     result = read_result(run_dir)  # exit 2 before any work when there is no result
     drawn_from = store_of_run(result, run_dir, store.open() if store.given else None) or store.open()
     click.echo(str(write_report(result, run_dir, drawn_from)))
@@ -32,7 +41,9 @@ def report(run_dir: Path, store: StoreChoice) -> None:
 
 @command("classify")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(exists=True, dir_okay=False))
-@click.option("--run", "run_dir", required=True, metavar="RUN_DIR", type=RUN_FOLDER, help="a finished run's folder")
+@click.option(
+    "--run", "run_dir", required=True, metavar="RUN", type=RUN_FOLDER, help="a finished run's folder or run id"
+)
 @store_options
 def classify(images: tuple[str, ...], run_dir: Path, store: StoreChoice) -> None:
     """Predict the digit of your own image files with a run's model.
@@ -42,5 +53,6 @@ def classify(images: tuple[str, ...], run_dir: Path, store: StoreChoice) -> None
     """
     from mnist_dask.jobs.classify import classify_files
 
+    run_dir = run_folder(run_dir, store)
     for path, digit, probability in classify_files(list(images), run_dir, store.open() if store.given else None):
         click.echo(f"{path}: {digit} (probability {probability:.2f})")

@@ -261,3 +261,30 @@ def test_a_run_whose_training_stage_was_dropped_says_so_in_one_line(run_dir, tmp
         and "run the job again" in done.stderr
     )
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_classify_and_report_take_a_run_id_as_status_does(run_dir, tmp_path):
+    """``--run knn_baseline`` (a run id or job name under the store's runs folder) works as ``status`` takes it; it
+    was refused as 'directory does not exist'."""
+    import shutil
+
+    store = run_dir.parent / "mnist.zarr"
+    shutil.copytree(run_dir, tmp_path / "runs" / "knn_baseline")
+    shutil.copytree(store, tmp_path / "mnist.zarr", symlinks=True)  # its runs folder is tmp_path/runs
+    one = _drawn_one(tmp_path / "one.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_folder = _cli("classify", one, "--run", run_dir)
+    for args in (["classify", one, "--run", "knn_baseline"], ["report", "knn_baseline"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "mnist_dask", *map(str, args), "--store", str(tmp_path / "mnist.zarr")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=elsewhere,
+        )
+        assert done.returncode == 0, done.stderr
+        if args[0] == "classify":
+            assert done.stdout == by_folder.stdout
+        else:
+            assert done.stdout.strip() == str(tmp_path / "runs" / "knn_baseline" / "report.html")
