@@ -32,7 +32,11 @@ from mnist_dask.errors import UserError
     show_default=True,
     help="images per Zarr chunk along the first axis",
 )
-@click.option("--force", is_flag=True, help="rewrite the store even if it is up to date")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="rewrite the raw images even if they are up to date; derived stages made from other images are dropped",
+)
 def ingest(
     store: StoreChoice, source: SourceChoice | None, cluster: ClusterChoice, chunk_size: int, force: bool
 ) -> None:
@@ -56,7 +60,13 @@ def ingest(
     if outcome.action == "skipped":
         click.echo(_up_to_date(target, outcome.rows))
     else:
-        click.echo(f"{target}: ingested {chosen} ({rows(outcome.rows)} images)")
+        dropped = (
+            f"; dropped {len(outcome.dropped)} derived stage{'' if len(outcome.dropped) == 1 else 's'} "
+            "made from the images it replaced"
+            if outcome.dropped
+            else ""
+        )
+        click.echo(f"{target}: ingested {chosen} ({rows(outcome.rows)} images){dropped}")
 
 
 def _up_to_date(store: object, counts: dict[str, int]) -> str:

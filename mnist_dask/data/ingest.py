@@ -31,6 +31,7 @@ class IngestOutcome:
 
     action: str
     rows: dict[str, int]
+    dropped: tuple[str, ...] = ()  # derived stages deleted because they were made from the images replaced
 
 
 def ingest(
@@ -88,9 +89,20 @@ def ingest(
             "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")},
         }
 
+    replaced = force and store.stage_attrs(STAGE) is not None and not store.is_complete(STAGE, fingerprint)
     action = produce_stage(store, client, STAGE, fingerprint, force, build, conflict)
+    dropped = _drop_derived(store) if replaced else ()
     attrs = store.stage_attrs(STAGE) or {}
-    return IngestOutcome(action, attrs["provenance"]["rows"])
+    return IngestOutcome(action, attrs["provenance"]["rows"], dropped)
+
+
+def _drop_derived(store: Store) -> tuple[str, ...]:
+    """Delete every derived stage: each was made from the images just replaced, so none may stay 'complete'."""
+    dropped: list[str] = []
+    for stage in store.dependents(STAGE):
+        if stage in store.stages():  # not already deleted as a dependent of an earlier one
+            dropped += store.drop_stage(stage, dependents=True)
+    return tuple(dropped)
 
 
 def _summarise(split: tuple[np.ndarray, np.ndarray]) -> dict:

@@ -302,6 +302,22 @@ def test_ingest_of_other_inputs_into_a_complete_store_needs_force(small, existin
     assert snapshot(existing_store) == before
 
 
+def test_force_with_other_images_drops_the_derived_stages_made_from_the_old_ones(
+    small, existing_store, run_cli, tmp_path
+):
+    """``ingest --force`` of other images on the default local cluster: the derived stages made from the old
+    images are dropped and the line says so (they stayed 'complete' over the new images)."""
+    local = ("--store", existing_store, "--workers", "1")
+    assert_ok(run_cli("transform", "deskew", *local))
+    assert_ok(run_cli("transform", "shift", "--input", "derived/deskew", *local))
+    other = type(small)(seed=7, n_train=25, n_test=9).write_idx(tmp_path / "other")
+    result = run_cli("ingest", "--source", f"idx:{other}", "--force", *local)
+    assert_ok(result)
+    assert result.stdout.strip().endswith("; dropped 2 derived stages made from the images it replaced")
+    assert Store(str(existing_store)).stages() == ["raw"]
+    assert "derived/" not in run_cli("info", existing_store).stdout
+
+
 def test_interrupted_ingest_shows_incomplete_and_is_redone(small, existing_store, ingest, run_cli, mnist_dir):
     Store(str(existing_store)).begin_stage("raw")  # what a run killed after marking the stage started leaves
     result = run_cli("info", existing_store)
