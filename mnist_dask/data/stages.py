@@ -30,7 +30,6 @@ from mnist_dask.cluster import announce_dashboard, run_stage
 from mnist_dask.data import layout
 from mnist_dask.data.checksums import CHUNK_MD5_KEY, block_md5
 from mnist_dask.data.store import Store
-from mnist_dask.errors import UserError
 from mnist_dask.file_lock import Holder, describe, exclusive_file_lock
 
 __all__ = ["CHUNK_MD5_KEY", "block_md5", "produce_stage", "stage_lock", "write_stage"]
@@ -109,10 +108,6 @@ def stage_file_lock(store: Store, stage: str) -> Iterator[None]:
         return
     root = Path(location.root)
     path = root.parent / f".{root.name}.{stage.replace('/', '~')}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{store.url}: cannot create the folder that holds the store ({exc.strerror})") from None
 
     def wait(holder: Holder) -> None:
         command = f" '{holder['command']}'" if "command" in holder else ""
@@ -122,11 +117,13 @@ def stage_file_lock(store: Store, stage: str) -> Iterator[None]:
             flush=True,
         )
 
-    try:
-        with exclusive_file_lock(path, {"command": _command_line(), "stage": stage}, wait):
-            yield
-    except PermissionError as exc:
-        raise UserError(f"{path}: cannot create the lock for writing {stage} ({exc.strerror})") from None
+    with contextlib.ExitStack() as held:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_file_lock(path, {"command": _command_line(), "stage": stage}, wait))
+        except OSError as exc:  # a read-only or full disk, ...: named by the store, as its own write would be
+            raise OSError(exc.errno, exc.strerror, store.url) from None
+        yield
 
 
 def _command_line() -> str:
