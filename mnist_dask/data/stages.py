@@ -1,11 +1,13 @@
 """Writing a stage safely: one writer at a time, incomplete until the last write, chunk checksums.
 
-Every stage (ingest, transforms) writes through :func:`write_stage`. It takes a
-cluster-wide ``distributed.Lock`` named after the store and stage, so concurrent jobs
-that need the same missing stage write it once; it marks the stage incomplete, has the
-workers write each chunk straight to Zarr while computing each chunk's MD5 in the same
-pass (the chunk is computed once, for both), records the checksums on each array, and
-marks the stage complete last. ``mnist-dask verify`` recomputes those checksums.
+Every stage (ingest, transforms) writes through :func:`write_stage`, under the stage's
+lock (:func:`stage_lock`: an operating-system file lock beside a local store, held by the
+command's own process, and a cluster-wide ``distributed.Lock`` named after the store and
+stage), so concurrent commands or jobs that need the same missing stage write it once; it
+marks the stage incomplete, has the workers write each chunk straight to Zarr while
+computing each chunk's MD5 in the same pass (the chunk is computed once, for both),
+records the checksums on each array, and marks the stage complete last. ``mnist-dask
+verify`` recomputes those checksums.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -27,6 +30,7 @@ from mnist_dask.cluster import announce_dashboard, run_stage
 from mnist_dask.data import layout
 from mnist_dask.data.checksums import CHUNK_MD5_KEY, block_md5
 from mnist_dask.data.store import Store
+from mnist_dask.file_lock import Holder, describe, exclusive_file_lock
 
 __all__ = ["CHUNK_MD5_KEY", "block_md5", "produce_stage", "stage_lock", "write_stage"]
 
@@ -74,14 +78,58 @@ def _warn_if_it_may_not_fit(client: Client, store: Store, label: str, nbytes: fl
 
 @contextlib.contextmanager
 def stage_lock(client: Client, store: Store, stage: str, timeout: float | None = None) -> Iterator[None]:
-    """Hold the cluster-wide lock for writing ``stage`` of ``store`` (on ``client``'s scheduler)."""
-    with client.as_current():
+    """Hold the locks for writing ``stage`` of ``store``: one writer at a time, whichever command it runs in.
+
+    A store on a local (or shared POSIX) filesystem is also locked with an operating-system
+    file lock held by this driver process (:func:`stage_file_lock`), because every plain
+    command starts its own cluster and never sees another's ``distributed.Lock``. The
+    cluster-wide lock (on ``client``'s scheduler) still guards remote stores on a shared scheduler.
+    """
+    with stage_file_lock(store, stage), client.as_current():
         lock = Lock(f"mnist-dask:{store.url}:{stage}")
-    lock.acquire(timeout=timeout)
-    try:
+        lock.acquire(timeout=timeout)
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+@contextlib.contextmanager
+def stage_file_lock(store: Store, stage: str) -> Iterator[None]:
+    """Hold ``<store folder>/.<store name>.<stage>.lock`` for a local store (nothing for a remote one).
+
+    The lock file lies beside the store, not in it, so it never shows up as a store's content
+    (and a store that does not exist yet, being ingested, can be locked too). A second command
+    says once on stderr that it waits, then waits for the first to finish the stage.
+    """
+    location = layout.Location.of(store.url, store.storage_options)
+    if not isinstance(location.fs, LocalFileSystem):
         yield
-    finally:
-        lock.release()
+        return
+    root = Path(location.root)
+    path = root.parent / f".{root.name}.{stage.replace('/', '~')}.lock"
+
+    def wait(holder: Holder) -> None:
+        command = f" '{holder['command']}'" if "command" in holder else ""
+        print(
+            f"{stage}: waiting for another command{command}{describe(holder)} writing it in {store.url}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    with contextlib.ExitStack() as held:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_file_lock(path, {"command": _command_line(), "stage": stage}, wait))
+        except OSError as exc:  # a read-only or full disk, ...: named by the store, as its own write would be
+            raise OSError(exc.errno, exc.strerror, store.url) from None
+        yield
+
+
+def _command_line() -> str:
+    """This process's command, as the user typed it (program name without its folder), for the lock file."""
+    words = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    return " ".join(words)[:200]
 
 
 def produce_stage(
@@ -95,11 +143,13 @@ def produce_stage(
 ) -> str:
     """Write a stage unless it is complete with this fingerprint; returns ``written`` or ``skipped``.
 
-    Under the stage's lock: a complete stage with the same fingerprint is skipped, a
-    complete one with another fingerprint calls ``on_conflict`` (which raises) unless
+    Under the stage's lock (a second command waits for the first's): a complete stage with
+    the same fingerprint is skipped, a complete one with another fingerprint calls ``on_conflict`` (which raises) unless
     ``force``; otherwise ``build()`` gives the arrays and provenance to write. With ``force``
     the stage's current metadata is not read at all, so a damaged stage can be rewritten.
     """
+    if not force and store.is_complete(stage, fingerprint):
+        return "skipped"  # complete is the last write: no lock needed (nor a writable folder to lock in)
     with stage_lock(client, store, stage):
         if not force and store.is_complete(stage, fingerprint):
             return "skipped"
