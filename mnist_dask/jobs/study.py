@@ -27,10 +27,9 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.ledger import STATUSES, ledger, reproduced
-from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, RunStatus, read_run_json, write_run_json
+from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, STUDY_FILE, RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
-STUDY_FILE = "study.json"
 COST_FILE = "cost.json"  # in a run folder: the cluster cost of the study run that finished it
 WALL_SECONDS = "wall_seconds"  # in cost.json: the job's wall time in the study that finished it
 #: experiments in the order the study runs them; any other comes after, by name

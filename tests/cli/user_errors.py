@@ -450,6 +450,41 @@ ENVIRONMENT_CASES = [
         lambda ws: [str(ws.root), "holds other files", "--study-dir"],
         store=_untouched("users-files-study"),
     ),
+    Case(  # a folder in a store would be taken for a node of it missing its zarr.json ('ingest again')
+        "run-dir-inside-a-store",
+        lambda ws: ["run", JOB, "--store", ws.copy("in-store-run"), "--run-dir", ws.copy("in-store-run") / "myrun"],
+        lambda ws: ["--run-dir", str(ws.copy("in-store-run") / "myrun"), "lies inside the Zarr store"],
+        store=_untouched("in-store-run"),
+    ),
+    Case(
+        "study-dir-inside-a-store",
+        lambda ws: ["study", JOB, "--store", ws.copy("in-store-study"), "--study-dir", ws.copy("in-store-study") / "x"],
+        lambda ws: ["--study-dir", str(ws.copy("in-store-study") / "x"), "lies inside the Zarr store"],
+        store=_untouched("in-store-study"),
+    ),
+    Case(
+        "runs-dir-inside-a-store",
+        lambda ws: ["runs", "--runs-dir", ws.store / "raw"],
+        lambda ws: ["--runs-dir", str(ws.store / "raw"), "lies inside the Zarr store"],
+    ),
+    Case(  # a study writes its study.json and index.html over a run's folder
+        "study-dir-holds-a-run",
+        lambda ws: [
+            *["study", JOB, "--store", ws.copy("run-as-study"), "--workers", "1", "--study-dir"],
+            ws.run_folder("a-run", status='{"run_id": "a-run", "job": "knn_baseline", "state": "finished"}'),
+        ],
+        lambda ws: [str(ws.root / "runs" / "a-run"), "holds a run", "--study-dir"],
+        store=_untouched("run-as-study"),
+    ),
+    Case(  # a run writes its status.json over a submitted study's
+        "run-dir-holds-a-study",
+        lambda ws: [
+            *["run", JOB, "--store", ws.copy("study-as-run"), "--workers", "1", "--run-dir"],
+            ws.run_folder("a-study", status='{"run_id": "a-study", "job": "study", "state": "finished"}'),
+        ],
+        lambda ws: [str(ws.root / "runs" / "a-study"), "holds a study", "--run-dir"],
+        store=_untouched("study-as-run"),
+    ),
     Case("runs-dir-missing", lambda ws: ["runs", "--runs-dir", "/nonexistent"], _names("/nonexistent")),
     Case("runs-dir-is-a-file", lambda ws: ["runs", "--runs-dir", ws.file], lambda ws: [str(ws.file)]),
     Case(
