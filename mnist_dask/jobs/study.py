@@ -20,7 +20,7 @@ from typing import Any
 
 from distributed import Client, get_task_stream, span
 
-from mnist_dask.cluster import lost_scheduler
+from mnist_dask.cluster import killed_worker_error, lost_scheduler
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
@@ -110,7 +110,8 @@ def run_study(
             if lost_scheduler(client, exc):  # ... unless the cluster is gone: none of them could run
                 raise
             seconds = time.perf_counter() - job_started
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            told = killed_worker_error(client, exc) or exc  # its one line, not distributed's paragraph
+            message = str(told).strip().splitlines()[0] if str(told).strip() else type(told).__name__
             log(f"{prefix}: FAILED after {seconds:.0f} s: {message}")
             record["jobs"].append(_entry(item, "failed", None, message, seconds))
             continue
