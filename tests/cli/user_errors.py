@@ -173,7 +173,7 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """``python -m mnist_dask ARGS`` in a clean environment (own cache, no inherited settings)."""
         clean = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV and not k.startswith("AWS_")}
-        clean.update(MNIST_DASK_CACHE=str(self.cache), **(env or {}))
+        clean.update({"MNIST_DASK_CACHE": str(self.cache), **(env or {})})
         return subprocess.run(
             [sys.executable, "-m", "mnist_dask", *map(str, args)],
             cwd=self.root,
@@ -417,6 +417,21 @@ ENVIRONMENT_CASES = [
         timeout=180,
         mid_work=True,
         progress=("write-raw: warning: 52.40 MiB before compression, ", " free on the disk of "),
+    ),
+    Case(  # relative to the case's folder, where a-file.txt is a file: the cache must be a folder
+        "cache-is-a-file",
+        _ingest("--source", f"idx:{UNREACHABLE}/"),
+        _names("MNIST_DASK_CACHE=a-file.txt", "must be a folder"),
+        env={"MNIST_DASK_CACHE": "a-file.txt"},
+        store=NO_STORE,
+    ),
+    Case(
+        "cache-on-read-only-fs",
+        _ingest("--source", f"idx:{UNREACHABLE}/"),
+        _names("MNIST_DASK_CACHE=read-only", "not writable"),
+        env={"MNIST_DASK_CACHE": "read-only"},
+        store=NO_STORE,
+        needs="mount",
     ),
     Case(
         "run-dir-on-read-only-fs",
