@@ -36,6 +36,10 @@ __all__ = ["ClusterOptions", "connect", "run_stage", "scheduler_address"]
 
 #: Dashboard notices of clients from :func:`connect`, printed when their first stage starts.
 _PENDING_ANNOUNCEMENTS: dict[str, str] = {}
+#: The options of the local clusters :func:`connect` started, and the names of the schedulers it connected to
+#: (by client id): a task's killed workers are explained in their terms.
+_LOCAL_OPTIONS: dict[str, ClusterOptions] = {}
+_SCHEDULER_NAMES: dict[str, str] = {}
 _CHATTY_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio")
 WORKER_SETUP = "mnist_dask.worker_setup"  # the preload each local worker runs as it starts
 
@@ -85,6 +89,8 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         with _workers_ignore_interrupts():
             cluster = _local_cluster(options)
         client = Client(cluster)
+        _LOCAL_OPTIONS[client.id] = options
+    _SCHEDULER_NAMES[client.id] = name
     if not options.quiet:  # announced with the first real work, so a user error stays one line
         workers = len(client.scheduler_info()["workers"])
         where = address or f"local cluster, {workers} worker process{'' if workers == 1 else 'es'}"
@@ -92,10 +98,9 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
     try:
         yield client
     except Exception as exc:
-        if type(exc).__name__ == "KilledWorker":
-            if cluster is not None:
-                raise UserError(_killed_worker_message(exc, options)) from None
-            raise UserError(_killed_remote_worker_message(exc, name)) from None
+        killed = killed_worker_error(client, exc)
+        if killed is not None:
+            raise killed from None
         if not lost_scheduler(client, exc):
             raise
         raise ClusterLostError(
@@ -105,6 +110,8 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         ) from None
     finally:
         _PENDING_ANNOUNCEMENTS.pop(client.id, None)
+        _LOCAL_OPTIONS.pop(client.id, None)
+        _SCHEDULER_NAMES.pop(client.id, None)
         client.close()
         if cluster is not None:
             cluster.close()
@@ -230,13 +237,47 @@ class _StageBar(TextProgressBar):
             sys.stderr.flush()
 
 
+def killed_worker_error(client: Client, exc: BaseException) -> UserError | None:
+    """The one line for a task whose workers kept dying (distributed's KilledWorker) on ``client``'s cluster, or
+    None for any other error: what the command prints, and what a run's record keeps."""
+    if type(exc).__name__ != "KilledWorker":
+        return None
+    options = _LOCAL_OPTIONS.get(client.id)
+    if options is not None:
+        return UserError(_killed_worker_message(exc, options))
+    address = getattr(client.scheduler, "address", None)
+    return UserError(_killed_remote_worker_message(exc, _SCHEDULER_NAMES.get(client.id, f"scheduler {address}")))
+
+
 def _killed_worker_message(exc: BaseException, options: ClusterOptions) -> str:
-    """Why local workers keep dying: almost always memory, so name the option that gives more."""
+    """Why local workers keep dying: almost always memory; the advice that helps with the options given.
+
+    An explicit --memory-limit is each worker's, whatever their number: only a larger one (or fewer threads
+    sharing it) helps. With ``auto`` the workers share this machine's memory: fewer of them get more each.
+    """
+    from dask.utils import parse_bytes
+
     attempts = getattr(exc, "allowed_failures", 2) + 1
+    workers = options.workers or os.cpu_count() or 1
+    who = "the local worker" if workers == 1 else "the local workers"
+    threads = " or fewer --threads-per-worker" if options.threads_per_worker > 1 else ""
+    if options.memory_limit != "auto":
+        advice = f"give each worker more (e.g. --memory-limit {_doubled(parse_bytes(options.memory_limit))}){threads}"
+    elif workers > 1:
+        advice = f"use fewer --workers (with --memory-limit auto they share this machine's memory){threads}"
+    else:
+        advice = "its worker has all of this machine's memory already: use a machine with more (or --scheduler)"
     return (
-        f"--memory-limit {options.memory_limit}: the local workers ran out of memory ({attempts} were killed "
-        "running the same task); give each more (e.g. --memory-limit 4GB) or use fewer --workers"
+        f"--memory-limit {options.memory_limit}: {who} ran out of memory (killed {attempts} times running the "
+        f"same task); {advice}"
     )
+
+
+def _doubled(size: int) -> str:
+    """Twice ``size`` bytes, rounded up to a round figure a person types (600MB, 8GB)."""
+    if 2 * size >= 10**9:
+        return f"{-(-2 * size // 10**9)}GB"
+    return f"{-(-2 * size // 10**8) * 100}MB"
 
 
 def _killed_remote_worker_message(exc: BaseException, name: str) -> str:

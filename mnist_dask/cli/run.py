@@ -35,13 +35,14 @@ def run(
     JOB: a job file, e.g. jobs/knn_baseline.toml."""
     from mnist_dask.cluster import announce_dashboard, connect
     from mnist_dask.jobs.driver import run_job
-    from mnist_dask.jobs.records import check_own_folder, runs_root
+    from mnist_dask.jobs.records import check_folder_kind, check_own_folder, runs_root
     from mnist_dask.jobs.spec import load_job
 
     spec = load_job(job)
     if source and cluster.local:
         source.check_here()
     folder = run_dir or runs_root(store.url) / spec.name
+    check_folder_kind(folder, "--run-dir", "run")
     check_own_folder(folder, "--run-dir")
     options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, before a cluster starts
@@ -74,7 +75,7 @@ def submit(
 
     JOB: a job file. The run id is the last line on stdout."""
     from mnist_dask.cluster import connect
-    from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root
+    from mnist_dask.jobs.records import check_folder_kind, check_own_folder, new_run_id, runs_root
     from mnist_dask.jobs.spec import load_job
     from mnist_dask.jobs.submit import submit_job
 
@@ -85,6 +86,7 @@ def submit(
             "to run here, use 'mnist-dask run'"
         )
     folder = run_dir or runs_root(store.url) / new_run_id(spec.name)
+    check_folder_kind(folder, "--run-dir", "run")
     check_own_folder(folder, "--run-dir")
     with connect(cluster.options(quiet=True)) as client:
         run_id = submit_job(spec, store.open(), client, folder, source=source.source if source else None)

@@ -48,7 +48,7 @@ def study(
     on the same store is skipped unless --force. Writes study.json, a self-contained index.html and figures.md."""
     from mnist_dask.cluster import announce_dashboard, connect
     from mnist_dask.jobs.ledger import reproduced
-    from mnist_dask.jobs.records import check_own_folder, new_run_id, runs_root, study_root
+    from mnist_dask.jobs.records import check_folder_kind, check_own_folder, new_run_id, runs_root, study_root
     from mnist_dask.jobs.study import STUDY_FILE, counted, failed_jobs, run_study, study_jobs
 
     paths = list(jobs) or sorted(JOBS_FOLDER.glob("*.toml"))
@@ -64,6 +64,7 @@ def study(
         from mnist_dask.jobs.submit import submit_study
 
         folder = study_dir or runs_root(store.url) / new_run_id("study")
+        check_folder_kind(folder, "--study-dir", "study")
         check_own_folder(folder, "--study-dir", STUDY_FILE)
         with connect(cluster.options(quiet=True)) as client:
             run_id = submit_study(items, store.open(), client, folder, force=force)
@@ -74,6 +75,7 @@ def study(
         click.echo(run_id)
         return
     folder = study_dir or study_root(store.url)
+    check_folder_kind(folder, "--study-dir", "study")
     check_own_folder(folder, "--study-dir", STUDY_FILE)
     options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ class StoreLocation(click.ParamType):
 
 class LocalFolder(click.Path):
     """A folder on this machine's disk (a run or study folder): ``~`` and ``file://`` as for a store, by
-    :func:`~mnist_dask.locations.local_path`; a remote URL is refused."""
+    :func:`~mnist_dask.locations.local_path`; a remote URL, or a folder in a Zarr store, is refused."""
 
     def __init__(self, exists: bool = False) -> None:
         super().__init__(exists=exists, file_okay=False, path_type=Path)
@@ -91,6 +91,12 @@ class LocalFolder(click.Path):
         path = local_path(text)
         if path is None:
             self.fail(f"{text}: a folder on this machine is needed here, not a URL", param, ctx)
+        from mnist_dask.data.layout import store_around
+
+        store = store_around(path)
+        if store is not None:
+            where = "is a Zarr store" if store == path.absolute() else f"lies inside the Zarr store {store}"
+            self.fail(f"{text}: {where}; choose a folder outside any store", param, ctx)
         return super().convert(path, param, ctx)
 
 

@@ -78,6 +78,24 @@ def cache_dir() -> Path:
     return Path(base) / "mnist-dask"
 
 
+def usable_cache_dir() -> Path:
+    """The download cache (:func:`cache_dir`), made if need be; a one-line UserError naming it (and
+    $MNIST_DASK_CACHE when it came from there) when it is a file or cannot be written."""
+    cache = cache_dir()
+    from_env = CACHE_ENV in os.environ
+    name = f"{CACHE_ENV}={cache}" if from_env else str(cache)
+    fix = f"set {CACHE_ENV} to a folder you can write" if from_env else f"set {CACHE_ENV} to a writable folder"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{name}: is a file (or lies under one); the download cache must be a folder: {fix}") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot make the download cache folder ({exc.strerror}); {fix}") from None
+    if not os.access(cache, os.W_OK | os.X_OK):
+        raise UserError(f"{name}: the download cache folder is not writable; {fix}")
+    return cache
+
+
 def fetch(
     url: str, checksum: Checksum | None, cache: Path | None = None, attempts: int = 3, backoff: float = 1.0
 ) -> Path:
@@ -88,12 +106,17 @@ def fetch(
     an answer that cannot change (404, 403, a checksum mismatch) is not retried and leaves
     nothing in the cache.
     """
-    cache = cache or cache_dir()
-    good = cached(url, checksum, cache)
-    if good is not None:
-        return good
+    if cache is None:
+        good = cached(url, checksum)
+        if good is not None:
+            return good
+        cache = usable_cache_dir()
+    else:
+        good = cached(url, checksum, cache)
+        if good is not None:
+            return good
+        cache.mkdir(parents=True, exist_ok=True)
     target = _cache_path(url, cache)
-    cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     for attempt in range(1, attempts + 1):
         try:

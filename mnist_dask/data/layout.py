@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
@@ -102,6 +103,21 @@ def inspect(url: str, storage_options: dict[str, Any] | None) -> State:
     if _has_raw_stage(place):
         return "unmarked"  # written before stores were marked: adopted (and marked) on the next write
     raise UserError(f"{url}: is a Zarr store that mnist-dask did not create; {_ONLY_OURS}")
+
+
+def store_around(path: Path) -> Path | None:
+    """The Zarr store (v2 or v3) that the local ``path`` is or lies inside, or None.
+
+    The store is the outermost of the nested folders holding Zarr metadata that ``path`` is in: a run
+    or study folder there would be taken for a node of the store missing its metadata.
+    """
+    found = None
+    for folder in (path.absolute(), *path.absolute().parents):
+        if (folder / METADATA).is_file() or any((folder / name).is_file() for name in _ZARR_V2_FILES):
+            found = folder
+        elif found is not None:
+            break
+    return found
 
 
 _ONLY_OURS = "mnist-dask writes only into its own stores: choose a new or empty --store"

@@ -209,12 +209,11 @@ def _openml_arrays() -> tuple[np.ndarray, np.ndarray]:
     """Fetch mnist_784 from OpenML (cached by scikit-learn) as uint8 images and labels."""
     from sklearn.datasets import fetch_openml
 
+    data_home = str(download.usable_cache_dir() / "openml")  # a file or a read-only folder: its own one line
     try:
         with warnings.catch_warnings():  # its "network error ... Retrying" lines: the one error line below says it
             warnings.filterwarnings("ignore", message="A network error occurred", category=UserWarning)
-            bunch = fetch_openml(
-                OPENML_NAME, version=OPENML_VERSION, as_frame=False, data_home=str(download.cache_dir() / "openml")
-            )
+            bunch = fetch_openml(OPENML_NAME, version=OPENML_VERSION, as_frame=False, data_home=data_home)
     except Exception as exc:  # urllib, HTTP and parse errors all mean: no usable download
         reason = exc.reason if isinstance(exc, URLError) else exc  # not "<urlopen error ...>"
         raise UserError(

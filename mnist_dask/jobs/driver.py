@@ -16,7 +16,7 @@ from typing import Any
 from distributed import Client, span
 
 from mnist_dask import __version__
-from mnist_dask.cluster import lost_scheduler, lost_scheduler_error
+from mnist_dask.cluster import killed_worker_error, lost_scheduler, lost_scheduler_error
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
@@ -57,7 +57,8 @@ def run_job(
             result = _run_job(job, store, client, run_dir, source, logged, run_status)
         except BaseException as exc:
             lost = lost_scheduler(client, exc)  # its record says so in one line, not as the cancelled task
-            run_status.failed(lost_scheduler_error(client, run_status.record.get("stage")) if lost else exc)
+            stage = run_status.record.get("stage")
+            run_status.failed(lost_scheduler_error(client, stage) if lost else killed_worker_error(client, exc) or exc)
             raise
         run_status.finished(result)
     return result

@@ -30,6 +30,8 @@ RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
 PREDICTIONS = "predictions.zarr"
 RUN_OUTPUTS = (RESULT_FILE, REPORT_FILE, PREDICTIONS)
+STUDY_FILE = "study.json"  # a study's record in its folder
+STUDY_JOB = "study"  # the job name in a submitted study's status.json
 METADATA_KEY = "mnist-dask-runs"
 SPAN_TAG = "mnist-dask-run"
 LOG_LINES = 20  # log lines kept in the record
@@ -163,6 +165,39 @@ def check_own_folder(folder: Path, option: str, *markers: str) -> None:
             f"{folder.absolute()}: holds other files ({found[0]}{more}) and no earlier run's; "
             f"pass a new or empty folder to {option}"
         )
+
+
+def check_folder_kind(folder: Path, option: str, kind: Literal["run", "study"]) -> None:
+    """Refuse a run folder that holds a study, or a study folder that holds a run (one line naming ``option``).
+
+    Each writes its own files over the other's (status.json, report.html, ...), and ``runs``/``status`` would
+    then show a record that is neither.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    other = "study" if kind == "run" else "run"
+    if _holds(folder) == other:
+        raise UserError(
+            f"{folder.absolute()}: holds a {other} (its {STUDY_FILE if other == 'study' else STATUS_FILE}); "
+            f"pass a new or empty folder, or a {kind}'s, to {option}"
+        )
+
+
+def _holds(folder: Path) -> Literal["run", "study"] | None:
+    """What ``folder`` holds: a study (study.json, or a submitted study's status.json), a run (its outputs, or its
+    status.json), or neither."""
+    if any((folder / name).exists() for name in (STUDY_FILE, f"{STUDY_FILE}.part")):
+        return "study"
+    try:
+        job = json.loads((folder / STATUS_FILE).read_text()).get("job")
+    except (OSError, ValueError, AttributeError):  # none, unreadable, not an object: its outputs may still tell
+        job = None
+    if job == STUDY_JOB:
+        return "study"
+    if job is not None or any((folder / name).exists() for name in RUN_OUTPUTS):
+        return "run"
+    return None
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

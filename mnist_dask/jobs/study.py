@@ -20,17 +20,16 @@ from typing import Any
 
 from distributed import Client, get_task_stream, span
 
-from mnist_dask.cluster import lost_scheduler
+from mnist_dask.cluster import killed_worker_error, lost_scheduler
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
 from mnist_dask.jobs.driver import run_job
 from mnist_dask.jobs.ledger import STATUSES, ledger, reproduced
-from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, RunStatus, read_run_json, write_run_json
+from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, STUDY_FILE, RunStatus, read_run_json, write_run_json
 from mnist_dask.jobs.spec import Job, load_job
 
-STUDY_FILE = "study.json"
 COST_FILE = "cost.json"  # in a run folder: the cluster cost of the study run that finished it
 WALL_SECONDS = "wall_seconds"  # in cost.json: the job's wall time in the study that finished it
 #: experiments in the order the study runs them; any other comes after, by name
@@ -111,7 +110,8 @@ def run_study(
             if lost_scheduler(client, exc):  # ... unless the cluster is gone: none of them could run
                 raise
             seconds = time.perf_counter() - job_started
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            told = killed_worker_error(client, exc) or exc  # its one line, not distributed's paragraph
+            message = str(told).strip().splitlines()[0] if str(told).strip() else type(told).__name__
             log(f"{prefix}: FAILED after {seconds:.0f} s: {message}")
             record["jobs"].append(_entry(item, "failed", None, message, seconds))
             continue

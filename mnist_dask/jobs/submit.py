@@ -17,7 +17,7 @@ from distributed import Client, fire_and_forget, span, worker_client
 
 from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
-from mnist_dask.jobs.records import SPAN_TAG, RunStatus, driver_alive
+from mnist_dask.jobs.records import SPAN_TAG, STUDY_JOB, RunStatus, driver_alive
 from mnist_dask.jobs.spec import Job
 from mnist_dask.jobs.study import StudyJob
 
@@ -33,7 +33,7 @@ def submit_job(job: Job, store: Store, client: Client, run_dir: Path, source: So
 def submit_study(jobs: list[StudyJob], store: Store, client: Client, study_dir: Path, force: bool = False) -> str:
     """Start the whole study on the cluster as one driver task; returns its run id (the study folder's name)."""
     names = {"jobs": [item.job.name for item in jobs]}
-    return _submit(client, store, study_dir, "study", names, lambda record: (drive_study, jobs, store, record, force))
+    return _submit(client, store, study_dir, STUDY_JOB, names, lambda record: (drive_study, jobs, store, record, force))
 
 
 def drive_study(jobs: list[StudyJob], store: Store, record: dict[str, Any], force: bool) -> dict[str, Any]:

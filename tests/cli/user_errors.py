@@ -173,7 +173,7 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """``python -m mnist_dask ARGS`` in a clean environment (own cache, no inherited settings)."""
         clean = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV and not k.startswith("AWS_")}
-        clean.update(MNIST_DASK_CACHE=str(self.cache), **(env or {}))
+        clean.update({"MNIST_DASK_CACHE": str(self.cache), **(env or {})})
         return subprocess.run(
             [sys.executable, "-m", "mnist_dask", *map(str, args)],
             cwd=self.root,
@@ -418,6 +418,21 @@ ENVIRONMENT_CASES = [
         mid_work=True,
         progress=("write-raw: warning: 52.40 MiB before compression, ", " free on the disk of "),
     ),
+    Case(  # relative to the case's folder, where a-file.txt is a file: the cache must be a folder
+        "cache-is-a-file",
+        _ingest("--source", f"idx:{UNREACHABLE}/"),
+        _names("MNIST_DASK_CACHE=a-file.txt", "must be a folder"),
+        env={"MNIST_DASK_CACHE": "a-file.txt"},
+        store=NO_STORE,
+    ),
+    Case(
+        "cache-on-read-only-fs",
+        _ingest("--source", f"idx:{UNREACHABLE}/"),
+        _names("MNIST_DASK_CACHE=read-only", "not writable"),
+        env={"MNIST_DASK_CACHE": "read-only"},
+        store=NO_STORE,
+        needs="mount",
+    ),
     Case(
         "run-dir-on-read-only-fs",
         lambda ws: ["run", JOB, "--store", ws.copy("ro-run"), "--run-dir", ws.read_only / "run", "--workers", "1"],
@@ -449,6 +464,41 @@ ENVIRONMENT_CASES = [
         lambda ws: ["study", JOB, "--store", ws.copy("users-files-study"), "--study-dir", ws.root, "--workers", "1"],
         lambda ws: [str(ws.root), "holds other files", "--study-dir"],
         store=_untouched("users-files-study"),
+    ),
+    Case(  # a folder in a store would be taken for a node of it missing its zarr.json ('ingest again')
+        "run-dir-inside-a-store",
+        lambda ws: ["run", JOB, "--store", ws.copy("in-store-run"), "--run-dir", ws.copy("in-store-run") / "myrun"],
+        lambda ws: ["--run-dir", str(ws.copy("in-store-run") / "myrun"), "lies inside the Zarr store"],
+        store=_untouched("in-store-run"),
+    ),
+    Case(
+        "study-dir-inside-a-store",
+        lambda ws: ["study", JOB, "--store", ws.copy("in-store-study"), "--study-dir", ws.copy("in-store-study") / "x"],
+        lambda ws: ["--study-dir", str(ws.copy("in-store-study") / "x"), "lies inside the Zarr store"],
+        store=_untouched("in-store-study"),
+    ),
+    Case(
+        "runs-dir-inside-a-store",
+        lambda ws: ["runs", "--runs-dir", ws.store / "raw"],
+        lambda ws: ["--runs-dir", str(ws.store / "raw"), "lies inside the Zarr store"],
+    ),
+    Case(  # a study writes its study.json and index.html over a run's folder
+        "study-dir-holds-a-run",
+        lambda ws: [
+            *["study", JOB, "--store", ws.copy("run-as-study"), "--workers", "1", "--study-dir"],
+            ws.run_folder("a-run", status='{"run_id": "a-run", "job": "knn_baseline", "state": "finished"}'),
+        ],
+        lambda ws: [str(ws.root / "runs" / "a-run"), "holds a run", "--study-dir"],
+        store=_untouched("run-as-study"),
+    ),
+    Case(  # a run writes its status.json over a submitted study's
+        "run-dir-holds-a-study",
+        lambda ws: [
+            *["run", JOB, "--store", ws.copy("study-as-run"), "--workers", "1", "--run-dir"],
+            ws.run_folder("a-study", status='{"run_id": "a-study", "job": "study", "state": "finished"}'),
+        ],
+        lambda ws: [str(ws.root / "runs" / "a-study"), "holds a study", "--run-dir"],
+        store=_untouched("study-as-run"),
     ),
     Case("runs-dir-missing", lambda ws: ["runs", "--runs-dir", "/nonexistent"], _names("/nonexistent")),
     Case("runs-dir-is-a-file", lambda ws: ["runs", "--runs-dir", ws.file], lambda ws: [str(ws.file)]),
@@ -794,7 +844,8 @@ SLOW_CASES = [
             ["transform", "pca", "--chunk-size", "60000", "--store", ws.real(), "--workers", "1"]
             + ["--memory-limit", "300MB"]
         ),
-        _names("--memory-limit 300MB", "out of memory"),
+        _names("--memory-limit 300MB", "out of memory", "--memory-limit 600MB"),
+        absent=("--workers",),  # one worker with its own limit: fewer workers cannot help
         store=("untouched", lambda ws: ws.real()),  # the PCA is fitted before its stage is begun
         timeout=300,
         mid_work=True,

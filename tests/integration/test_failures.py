@@ -185,3 +185,23 @@ def test_ctrl_c_on_the_default_local_cluster_is_one_line_with_no_worker_tracebac
         [sys.executable, "-m", "mnist_dask", "status", str(tmp_path)], capture_output=True, text=True, check=True
     ).stdout
     assert "  error: interrupted during predict" in shown.splitlines(), shown
+
+
+def test_workers_out_of_memory_is_the_same_one_line_in_the_run_record_with_advice_that_fits_the_options(
+    store, tmp_path
+):
+    """One local worker with too little memory for predict: the advice names a larger --memory-limit, not fewer
+    --workers (a per-worker limit does not grow with fewer of them), and the run's record keeps the user's line."""
+    run_dir = tmp_path / "memrun"
+    done = _cli(
+        *["run", str(REPO / "jobs" / "knn_baseline.toml"), "--store", store, "--run-dir", str(run_dir)],
+        *["--memory-limit", "300MB", "--workers", "1"],
+    )
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("mnist-dask: error: --memory-limit 300MB: the local worker ran out of memory"), line
+    assert "--memory-limit 600MB" in line and "--workers" not in line, line
+    record = json.loads((run_dir / "status.json").read_text())
+    assert record["state"] == "failed", record
+    assert record["error"] == line.removeprefix("mnist-dask: error: "), record
+    assert record["traceback_tail"] == "", record
