@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import dask.array as da
@@ -89,11 +90,20 @@ def ingest(
             "array_md5": {f"{s}/{k}": summaries[s][k] for s in SPLITS for k in ("images", "labels")},
         }
 
-    replaced = force and store.stage_attrs(STAGE) is not None and not store.is_complete(STAGE, fingerprint)
+    replaced = force and _stored_fingerprint(store) not in (None, fingerprint)
     action = produce_stage(store, client, STAGE, fingerprint, force, build, conflict)
     dropped = _drop_derived(store) if replaced else ()
     attrs = store.stage_attrs(STAGE) or {}
     return IngestOutcome(action, attrs["provenance"]["rows"], dropped)
+
+
+def _stored_fingerprint(store: Store) -> dict[str, Any] | None:
+    """The raw stage's recorded fingerprint; None when there is none, or its metadata is too damaged to tell
+    (the stages made from it are then judged when next used, by their own recorded inputs)."""
+    try:
+        return (store.stage_attrs(STAGE) or {}).get("fingerprint")
+    except UserError:
+        return None
 
 
 def _drop_derived(store: Store) -> tuple[str, ...]:
