@@ -21,7 +21,7 @@ from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS, Context
-from mnist_dask.jobs.ledger import counts, ledger
+from mnist_dask.jobs.ledger import scored
 from mnist_dask.jobs.records import RESULT_FILE, RUN_OUTPUTS, RunStatus, read_result, write_run_json
 from mnist_dask.jobs.run_lock import run_folder_lock
 from mnist_dask.jobs.spec import Job
@@ -112,13 +112,20 @@ def _finish(
     job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path, store: Store, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Attach published figures and timings, write result.json atomically, then the report."""
-    if job.expect:
-        result["expected"] = ledger(job.expect, job.differs, result)
-        result["ledger"] = counts(result["expected"])
-        for key, entry in result["expected"].items():
-            if entry["status"] == "missing":
-                log(f"warning: {job.path}: expect.{key}: the result has no figure of that name (a typo?)")
     result["timings_s"] = timings
+    result = scored(job.expect, job.differs, result)
+    for key, entry in result.get("expected", {}).items():
+        if entry["status"] == "missing":
+            log(f"warning: {job.path}: expect.{key}: the result has no figure of that name (a typo?)")
+    write_run_outputs(result, run_dir, store, log)
+    return result
+
+
+def write_run_outputs(result: dict[str, Any], run_dir: Path, store: Store, log: Callable[[str], None]) -> None:
+    """Write ``run_dir/result.json`` atomically, then its ``report.html`` from what result.json holds.
+
+    Shared by a run that finishes and by a study that re-scores a finished run (mnist_dask.jobs.study).
+    """
     write_run_json(run_dir / RESULT_FILE, result)
     try:  # after result.json: a report failure must not lose the finished run
         from mnist_dask.report.render import write_report  # matplotlib only when a report is written
@@ -126,7 +133,6 @@ def _finish(
         write_report(read_result(run_dir), run_dir, store)  # what result.json holds, as `mnist-dask report` reads it
     except Exception as exc:
         log(f"warning: report.html not written ({type(exc).__name__}: {exc})")
-    return result
 
 
 @contextmanager

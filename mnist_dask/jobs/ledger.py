@@ -53,6 +53,16 @@ def ledger(expect: dict[str, Any], differs: dict[str, str], result: dict[str, An
     return entries
 
 
+def scored(expect: dict[str, Any], differs: dict[str, str], result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with its ``expected`` ledger and its ``ledger`` counts for ``expect`` and ``differs`` as given
+    (neither without ``expect``), before its ``timings_s``: what a run's result.json holds for its job file."""
+    rest = {key: value for key, value in result.items() if key not in ("expected", "ledger", "timings_s")}
+    if expect:
+        rest["expected"] = ledger(expect, differs, dict(rest))  # the figures of what the run computed alone
+        rest["ledger"] = counts(rest["expected"])
+    return {**rest, **({"timings_s": result["timings_s"]} if "timings_s" in result else {})}
+
+
 def lookup(result: dict[str, Any], key: str) -> Any:
     """The value at ``key`` (a dotted path) in the result's metrics, else in the whole result; None if absent."""
     for root in (result.get("metrics"), result):

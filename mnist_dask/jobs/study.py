@@ -4,7 +4,9 @@ Jobs run one after another in a sensible order (the headline k-NN jobs first, th
 scikit-learn experiments after, the searches beyond the notebooks last), each in its run
 folder in the store's own runs folder, under its own span on the dashboard. A job that fails is recorded
 and the others go on. A job whose run folder already holds a finished result of the same job
-(same parsed job file) on the same store inputs is not run again unless ``force``.
+(same parsed job file less its published figures) on the same store inputs is not run again unless
+``force``; when its ``[expect]`` or ``[differs]`` changed since, the run is re-scored in its own folder
+(result.json, report.html), so that the study and the run page it links to tell the same figures.
 ``study.json``, ``index.html`` and ``figures.md`` in the study folder gather the ledger of all
 figures, per-job wall times and floors, and links to every run's report.
 """
@@ -12,6 +14,7 @@ figures, per-job wall times and floors, and links to every run's report.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +28,10 @@ from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
-from mnist_dask.jobs.driver import run_job
-from mnist_dask.jobs.ledger import STATUSES, ledger, reproduced
+from mnist_dask.jobs.driver import run_job, write_run_outputs
+from mnist_dask.jobs.ledger import STATUSES, reproduced, scored
 from mnist_dask.jobs.records import REPORT_FILE, RESULT_FILE, STUDY_FILE, RunStatus, read_run_json, write_run_json
+from mnist_dask.jobs.run_lock import run_folder_lock
 from mnist_dask.jobs.spec import Job, load_job
 
 COST_FILE = "cost.json"  # in a run folder: the cluster cost of the study run that finished it
@@ -95,7 +99,9 @@ def run_study(
         previous = None if force else _finished_result(item, store, inputs)
         if previous is not None:
             log(f"{prefix}: already finished with this job file and store; skipped (--force runs it again)")
-            record["jobs"].append({**_entry(item, "skipped", previous, None, 0.0), **_earlier_cost(item)})
+            cost = _earlier_cost(item)  # of the result as the run left it, before a re-score rewrites it
+            previous = _rescored(item, previous, store, _prefixed(log, prefix, item.job))
+            record["jobs"].append({**_entry(item, "skipped", previous, None, 0.0), **cost})
             continue
         log(f"{prefix}: running")
         if status is not None:
@@ -177,7 +183,8 @@ def _job_seconds(entry: dict[str, Any]) -> float:
 def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any] | None:
     """The run folder's result when it is a finished run of this very job on these store inputs.
 
-    Only what the job computes counts: editing its [expect] or [differs] re-scores the ledger, not the run.
+    Only what the job computes counts: editing its [expect] or [differs] re-scores the run (:func:`_rescored`),
+    it does not run it again.
     """
     path = item.run_dir / RESULT_FILE
     if not path.is_file():
@@ -194,6 +201,40 @@ def _finished_result(item: StudyJob, store: Store, inputs: Any) -> dict[str, Any
     return result if same else None
 
 
+def _rescored(item: StudyJob, result: dict[str, Any], store: Store, log: Callable[[str], None]) -> dict[str, Any]:
+    """A skipped run's result scored against its job file as it is now; when that changed the figures, written
+    back to the run's result.json and report.html (as the driver writes them) under the run folder's lock.
+
+    Its cost.json follows the new result.json, so that later studies still show the run's cluster cost. A folder
+    in use by a run keeps its outputs (that run replaces them), with a warning.
+    """
+    rescored = scored(item.job.expect, item.job.differs, result)
+    if json.dumps(rescored, sort_keys=True) == json.dumps(result, sort_keys=True):  # as written (NaN equals NaN)
+        return result
+    old = (item.run_dir / RESULT_FILE).read_bytes()
+    try:
+        with run_folder_lock(item.run_dir, item.job.name):
+            (item.run_dir / REPORT_FILE).unlink(missing_ok=True)  # a report that fails now must not leave the old one
+            write_run_outputs(rescored, item.run_dir, store, log)
+            _follow_cost(item, old)
+    except UserError as exc:
+        log(f"warning: not re-scored in its run folder: {exc}")
+        return result
+    log(f"published figures re-scored against {item.job.path}: {item.run_dir / RESULT_FILE} and its report updated")
+    return rescored
+
+
+def _follow_cost(item: StudyJob, old: bytes) -> None:
+    """Point the run's cost.json at its rewritten result.json, when it belonged to the result it replaced."""
+    try:
+        cost = read_run_json(item.run_dir / COST_FILE, "no cost", "unreadable cost")
+    except UserError:
+        return
+    if cost.get("result_sha256") == hashlib.sha256(old).hexdigest():
+        new = (item.run_dir / RESULT_FILE).read_bytes()
+        write_run_json(item.run_dir / COST_FILE, {**cost, "result_sha256": hashlib.sha256(new).hexdigest()})
+
+
 def _entry(
     item: StudyJob, state: str, result: dict[str, Any] | None, error: str | None, seconds: float
 ) -> dict[str, Any]:
@@ -201,7 +242,7 @@ def _entry(
     result = result or {}
     # the job file's figures and reasons as they are now (a skipped run may predate an edit of them);
     # a failed job's figures all count as missing, so a broken study never reads as a clean table
-    expected = ledger(item.job.expect, item.job.differs, result)
+    expected = scored(item.job.expect, item.job.differs, result).get("expected", {})  # as result.json holds it
     figures = [{"job": item.job.name, "key": key, **value} for key, value in expected.items()]
     report = item.run_dir / REPORT_FILE
     return {

@@ -146,24 +146,40 @@ def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(d
         assert "  error: study: 1 of 2 jobs failed: broken" in shown.stdout
 
 
-def test_a_skipped_job_counts_with_the_wall_time_of_the_study_that_ran_it_and_one_job_is_singular(small, tmp_path):
-    """A study again over finished runs reports the same job seconds as the study that ran them (not only their
-    stages' share), and its lines say '1 job', 'on 1 worker'."""
+def test_a_skipped_job_is_rescored_in_its_run_folder_keeps_its_wall_time_and_one_job_is_singular(small, tmp_path):
+    """A study again over a finished run whose job file gained published figures ([expect], [differs]) skips it and
+    re-scores it: the run's own result.json and report.html, which the study page links to, hold the same figures
+    as the study (they kept the old scores). It still reports the same job seconds as the study that ran the job
+    (not only its stages' share), and its lines say '1 job', 'on 1 worker'."""
     store = str(tmp_path / "storage" / "mnist.zarr")
     job = tmp_path / "tiny.toml"
     job.write_text(TINY_KNN_JOB)
     idx = small.write_idx(tmp_path / "idx")
     study_file = tmp_path / "storage" / "study" / "study.json"
+    run_dir = tmp_path / "storage" / "runs" / "tiny"
 
     first = _cli("study", str(job), "--store", store, "--source", f"idx:{idx}", "--workers", "1")
     assert first.returncode == 0, first.stderr
     ran = json.loads(study_file.read_text())
+    assert "expected" not in json.loads((run_dir / "result.json").read_text())
+    job.write_text(TINY_KNN_JOB + "[expect]\ntest_accuracy = 2.0\n[differs]\ntest_accuracy = 'impossible on purpose'\n")
     again = _cli("study", str(job), "--store", store, "--workers", "1")
     assert again.returncode == 0, again.stderr
     skipped = json.loads(study_file.read_text())
 
     assert "tiny: already finished with this job file and store; skipped" in again.stderr
     assert [j["state"] for j in skipped["jobs"]] == ["skipped"]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert skipped["figures"] == [{"job": "tiny", "key": key, **entry} for key, entry in result["expected"].items()]
+    assert [(f["key"], f["status"], f["reason"]) for f in skipped["figures"]] == [
+        ("test_accuracy", "differs", "impossible on purpose")
+    ]
+    assert result["ledger"] == skipped["jobs"][0]["ledger"] == skipped["ledger"]
+    assert skipped["jobs"][0]["report"] == str(run_dir / "report.html")
+    report = (run_dir / "report.html").read_text()
+    assert "Published figures beside ours" in report and "impossible on purpose" in report
+    assert 'href="../runs/tiny/report.html"' in (study_file.parent / "index.html").read_text()
+    assert f"tiny: published figures re-scored against {job}" in again.stderr, again.stderr
     assert skipped["jobs"][0]["run_seconds"] == ran["jobs"][0]["seconds"] > 0
     assert skipped["jobs_seconds"] == ran["jobs_seconds"]
     for done in (first, again):

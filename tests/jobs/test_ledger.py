@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_dask.jobs.ledger import compare, counts, ledger, lookup
+from mnist_dask.jobs.ledger import compare, counts, ledger, lookup, scored
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,18 @@ def test_a_plain_toml_number_keeps_its_printed_digits(tmp_path):
     assert entries["test_accuracy"]["published"] == "0.9700"
     assert entries["cv_scores"]["published"] == ["0.9600", 0.95]
     assert type(entries["cv_scores"]["published"][1]) is float
+
+
+def test_scored_replaces_an_earlier_ledger_with_the_job_files_figures_as_they_are_now():
+    """A run scored again holds the ledger of the [expect] and [differs] given, not its old one (none without
+    [expect]); the old ledger is no figure of the run, and its timings stay last, as the driver writes them."""
+    run = {"metrics": {"test_accuracy": 0.97}, "expected": {"old": {"status": "exact"}}, "ledger": {"exact": 1}}
+    again = scored({"test_accuracy": 0.5, "ledger.exact": 1}, {"test_accuracy": "why"}, {**run, "timings_s": {"a": 1}})
+
+    assert again["expected"]["test_accuracy"] == {
+        "published": 0.5, "measured": 0.97, "status": "differs", "reason": "why"
+    }  # fmt: skip
+    assert again["expected"]["ledger.exact"]["status"] == "missing"
+    assert again["ledger"] == {"exact": 0, "within print precision": 0, "differs": 1, "missing": 1}
+    assert list(again)[-1] == "timings_s"
+    assert scored({}, {}, run) == {"metrics": {"test_accuracy": 0.97}}
