@@ -103,11 +103,8 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
             raise killed from None
         if not lost_scheduler(client, exc):
             raise
-        raise ClusterLostError(
-            f"lost the connection to the Dask scheduler {address or 'of the local cluster'} "
-            f"({type(exc).__name__}); completed stages are kept in the store, "
-            "run the command again to resume"
-        ) from None
+        scheduler = address or "of the local cluster"
+        raise lost_scheduler_error(client, cause=exc, scheduler=scheduler, rerun="the command") from None
     finally:
         _PENDING_ANNOUNCEMENTS.pop(client.id, None)
         _LOCAL_OPTIONS.pop(client.id, None)
@@ -122,13 +119,23 @@ def lost_scheduler(client: Client, exc: BaseException) -> bool:
     return isinstance(exc, Exception) and (client.status != "running" or "scheduler-connection-lost" in str(exc))
 
 
-def lost_scheduler_error(client: Client, stage: str | None) -> ClusterLostError:
-    """The one line for a run whose scheduler went away (during ``stage``): what is known and what to do."""
+def lost_scheduler_error(
+    client: Client,
+    stage: str | None = None,
+    *,
+    cause: BaseException | None = None,
+    scheduler: str | None = None,
+    rerun: str = "the job",
+) -> ClusterLostError:
+    """The one line for work whose scheduler went away: which scheduler (``scheduler``, else the client's address),
+    during which ``stage`` or of which ``cause``, that completed stages are kept, and what to ``rerun`` to resume
+    (a run's record: the job; :func:`connect`'s line on stderr: the command)."""
+    name = scheduler or getattr(client.scheduler, "address", None) or "of the run"
     during = f" during {stage}" if stage else ""
-    address = getattr(client.scheduler, "address", None) or "of the run"
+    of = f" ({type(cause).__name__})" if cause is not None else ""
     return ClusterLostError(
-        f"lost the connection to the Dask scheduler {address}{during}; "
-        "completed stages are kept in the store, run the job again to resume"
+        f"lost the connection to the Dask scheduler {name}{during}{of}; "
+        f"completed stages are kept in the store, run {rerun} again to resume"
     )
 
 

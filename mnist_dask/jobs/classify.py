@@ -22,16 +22,9 @@ from mnist_dask.errors import UserError
 from mnist_dask.jobs.records import RESULT_FILE, read_result
 from mnist_dask.jobs.run_store import store_of_run
 from mnist_dask.neighbors.knn import KNNClassifier
-from mnist_dask.transforms import kernels
+from mnist_dask.transforms.registry import TRANSFORMS
 
 MAX_PIXELS = 40_000_000
-#: transforms that only add or choose training rows (shifted or rotated copies, a sample): a query stays as it is
-ROWS_ONLY = frozenset({"shift", "augment", "rotate", "sample"})
-#: transforms that change each image: a query gets the same, so it is compared like with like
-PER_IMAGE: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
-    "deskew": lambda images, params: kernels.deskew(images),
-    "blur": lambda images, params: kernels.gaussian_blur(images, params["sigma"]),
-}
 
 
 def classify_files(
@@ -65,7 +58,8 @@ def classify_files(
 
 def query_steps(store: Store, dataset: str, run_dir: Path) -> list[Callable[[np.ndarray], np.ndarray]]:
     """What a user's image needs, in order, to look like the run's training images: the per-image transforms
-    (deskew, blur) of the dataset's chain, read from its stages' records; the row-only ones need nothing.
+    (deskew, blur: a transform's ``query``) of the dataset's chain, read from its stages' records; the row-only
+    ones (shift, augment, rotate, sample: ``rows_only``) need nothing.
 
     A chain with any other transform (scaling, PCA, downscaling, ...) is refused in one line: its model works on
     features a single image cannot be given here, and comparing a raw image with them would be silently wrong.
@@ -81,9 +75,10 @@ def query_steps(store: Store, dataset: str, run_dir: Path) -> list[Callable[[np.
             )
         fingerprint = attrs.get("fingerprint") or {}
         name, params = fingerprint.get("transform"), fingerprint.get("params") or {}
-        if name in PER_IMAGE:
-            steps.insert(0, _with_params(PER_IMAGE[name], params))
-        elif name not in ROWS_ONLY:
+        transform = TRANSFORMS.get(name) if isinstance(name, str) else None
+        if transform is not None and transform.query is not None:
+            steps.insert(0, _with_params(transform.query, params))
+        elif transform is None or not transform.rows_only:
             what = f"'{name}' in its chain" if name else "no record of how it was made"
             raise UserError(
                 f"{run_dir}: its model works on {dataset}, with {what}; classify takes runs on images "

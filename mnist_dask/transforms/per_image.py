@@ -4,6 +4,7 @@ seeded subset of rows (sample)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -17,32 +18,42 @@ from mnist_dask.transforms import kernels
 from mnist_dask.transforms.arrays import Arrays, carry_labels, copy_split
 
 
-def per_image(
-    function: Callable[..., np.ndarray],
-    out_shape: Callable[[tuple[int, ...]], tuple[int, ...]],
-    dtype: Any,
-    params: tuple[str, ...] = (),
-) -> Callable[[Store, str, dict[str, Any]], Arrays]:
-    """Builder for transforms applied image by image to both splits, chunk by chunk."""
+@dataclass(frozen=True)
+class PerImage:
+    """A numpy kernel applied image by image, and which of the transform's parameters it takes: built lazily over
+    a stage's splits (:meth:`build`), or applied to images at hand (:meth:`apply`: a user's query, see
+    :mod:`mnist_dask.jobs.classify`), through the same :meth:`args`, so the two cannot drift apart."""
 
-    def build(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+    kernel: Callable[..., np.ndarray]
+    out_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+    dtype: Any
+    params: tuple[str, ...] = ()
+
+    def args(self, p: dict[str, Any]) -> dict[str, Any]:
+        """The kernel's keyword arguments: the parameters it takes, from the transform's."""
+        return {key: p[key] for key in self.params}
+
+    def apply(self, images: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+        """The kernel applied to ``images`` at hand, with the transform's parameters ``p``."""
+        return self.kernel(images, **self.args(p))
+
+    def build(self, store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
+        """The kernel applied to both splits of ``input_stage``, chunk by chunk (lazy)."""
         arrays: Arrays = {}
+        args = self.args(p)
         for split in SPLITS:
             images = store.read(f"{input_stage}/{split}/images")
-            shape = out_shape(images.shape[1:])
-            args = {key: p[key] for key in params}
+            shape = self.out_shape(images.shape[1:])
             arrays[f"{split}/images"] = da.map_blocks(
-                function,
+                self.kernel,
                 images,
                 **args,
-                dtype=dtype,
+                dtype=self.dtype,
                 chunks=(images.chunks[0], *shape),
-                name=f"{function.__name__}-{split}-{tokenize(images.name, args)}",
+                name=f"{self.kernel.__name__}-{split}-{tokenize(images.name, args)}",
             )
             arrays.update(carry_labels(store, input_stage, split))
         return arrays
-
-    return build
 
 
 def _downscaled_shape(factor: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
@@ -55,7 +66,7 @@ def _downscale(images: np.ndarray, factor: int) -> np.ndarray:
 
 def build_downscale(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     """Each image's ``factor`` x ``factor`` local means, both splits (float32)."""
-    return per_image(_downscale, _downscaled_shape(p["factor"]), np.float32, params=("factor",))(store, input_stage, p)
+    return PerImage(_downscale, _downscaled_shape(p["factor"]), np.float32, ("factor",)).build(store, input_stage, p)
 
 
 def downscale_name(p: dict[str, Any]) -> str:
@@ -85,6 +96,6 @@ def build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
     return arrays
 
 
-# the two kernels that keep each image's size and dtype
-build_deskew = per_image(kernels.deskew, same_shape, np.uint8)
-build_blur = per_image(kernels.gaussian_blur, same_shape, np.uint8, params=("sigma",))
+# the two kernels that keep each image's size and dtype (and that a query image can be given, see PerImage)
+DESKEW = PerImage(kernels.deskew, same_shape, np.uint8)
+BLUR = PerImage(kernels.gaussian_blur, same_shape, np.uint8, ("sigma",))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from distributed import Client
 
 from mnist_dask.data.stages import produce_stage
@@ -24,13 +25,13 @@ from mnist_dask.transforms.arrays import FEATURES, IMAGES, Arrays
 from mnist_dask.transforms.expansions import augment_name, build_augment, build_rotate, build_shift, shift_name
 from mnist_dask.transforms.fitted import build_mean, build_pca, build_scale, build_variance_threshold, pca_name
 from mnist_dask.transforms.names import marks, number
-from mnist_dask.transforms.per_image import build_blur, build_deskew, build_downscale, build_sample, downscale_name
+from mnist_dask.transforms.per_image import BLUR, DESKEW, build_downscale, build_sample, downscale_name
 from mnist_dask.transforms.validation import resolve_params
 
 
 @dataclass(frozen=True)
 class Transform:
-    """A named transform: its default parameters, output name and lazy array builder.
+    """A named transform: its default parameters, output name and lazy array builder, and what a query image needs.
 
     Its parameters' ranges and choices are in :data:`~mnist_dask.transforms.parameters.PARAMETERS`. ``needs``
     is what its input dataset must hold (images or features) and ``gives`` what its output
@@ -38,6 +39,10 @@ class Transform:
     Every parameter that changes the output is in the stage name (by ``output_name``, or as a mark of
     :func:`~mnist_dask.transforms.names.marks`), so two variants never share a name; ``chunk_size`` is not
     (it changes how the output is chunked).
+
+    A user's image classified with a model trained on this transform's output (:mod:`mnist_dask.jobs.classify`)
+    is given the same ``query`` (a per-image transform's kernel, with the stage's parameters), or nothing when
+    the transform is ``rows_only`` (it only adds or chooses training rows); any other transform is refused there.
     """
 
     name: str
@@ -50,6 +55,8 @@ class Transform:
     marked: tuple[str, ...] = ()  # parameters output_name leaves out: marked in the name when not at their default
     marked_on_copies: dict[str, Any] = field(default_factory=dict)  # ... that matter only on an input with
     # augmented copies: marked there when not at this value (pca's fit_on: unmarked 'originals', as knn_best)
+    query: Callable[[np.ndarray, dict[str, Any]], np.ndarray] | None = None  # (images, params): one query's step
+    rows_only: bool = False  # only adds or chooses training rows: a query image stays as it is
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,7 @@ TRANSFORMS: dict[str, Transform] = {
             build_shift,
             "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
             marked=("seed",),
+            rows_only=True,
         ),
         Transform(
             "downscale",
@@ -192,13 +200,14 @@ TRANSFORMS: dict[str, Transform] = {
             build_downscale,
             "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
         ),
-        Transform("deskew", {}, lambda p: "deskew", build_deskew, "second-moment affine deskew"),
+        Transform("deskew", {}, lambda p: "deskew", DESKEW.build, "second-moment affine deskew", query=DESKEW.apply),
         Transform(
             "blur",
             {"sigma": 1.0},
             lambda p: f"blur{number(p['sigma'])}",
-            build_blur,
+            BLUR.build,
             "Gaussian blur",
+            query=BLUR.apply,
         ),
         Transform(
             "scale", {}, lambda p: "scaled", build_scale, "dask-ml StandardScaler fitted on train", gives=FEATURES
@@ -219,6 +228,7 @@ TRANSFORMS: dict[str, Transform] = {
             build_augment,
             "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
             "copy-major, with copy/offset/angle/source_index per row",
+            rows_only=True,
         ),
         Transform(
             "rotate",
@@ -226,6 +236,7 @@ TRANSFORMS: dict[str, Transform] = {
             lambda p: f"rot{number(p['degrees'])}x3",
             build_rotate,
             "training set plus copies rotated by -degrees and +degrees (3x)",
+            rows_only=True,
         ),
         Transform(
             "sample",
@@ -234,6 +245,7 @@ TRANSFORMS: dict[str, Transform] = {
             build_sample,
             "seeded random subset of the training and test rows (for quick runs)",
             marked=("seed",),
+            rows_only=True,
         ),
         Transform(
             "pca",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from urllib.parse import urlparse
 
 import pytest
 
-from mnist_dask.cluster import ClusterOptions, connect
-from mnist_dask.errors import UserError
+from mnist_dask.cluster import ClusterOptions, connect, lost_scheduler_error
+from mnist_dask.errors import ClusterLostError, UserError
 
 
 def test_local_cluster_scheduler_workers_and_dashboard_bind_to_loopback_only():
@@ -26,6 +27,26 @@ def test_unreachable_scheduler_fails_within_the_connect_timeout():
         with connect(ClusterOptions(scheduler="tcp://127.0.0.1:1", connect_timeout=2)):
             pass
     assert time.monotonic() - started < 30
+
+
+def test_losing_the_local_cluster_is_one_line_for_the_command_and_one_naming_the_stage_for_a_run_record():
+    """The command's line names the local cluster and says to run the command again; a run's record (the same
+    builder, as the job driver calls it) names the scheduler's address and the stage, and says to run the job again."""
+    with pytest.raises(ClusterLostError) as lost:
+        with connect(ClusterOptions(workers=1, quiet=True)) as client:
+            address = client.scheduler.address
+            recorded = str(lost_scheduler_error(client, "predict"))
+            client.cluster.close()  # the scheduler goes away under the command
+            client.submit(sum, [1, 2]).result()
+    assert re.fullmatch(  # (the client's error, named by its type: ClosedClientError, CancelledError, ...)
+        r"lost the connection to the Dask scheduler of the local cluster \(\w+\); "
+        r"completed stages are kept in the store, run the command again to resume",
+        str(lost.value),
+    ), lost.value
+    assert recorded == (
+        f"lost the connection to the Dask scheduler {address} during predict; "
+        "completed stages are kept in the store, run the job again to resume"
+    )
 
 
 def _sigint_ignored() -> bool:
