@@ -30,6 +30,7 @@ from distributed.security import Security
 
 from mnist_dask import __version__
 from mnist_dask.cluster_options import ClusterOptions
+from mnist_dask.code_digest import code_digest
 from mnist_dask.errors import ClusterLostError, UserError
 
 __all__ = ["ClusterOptions", "connect", "run_stage", "scheduler_address"]
@@ -299,11 +300,12 @@ def _killed_remote_worker_message(exc: BaseException, name: str) -> str:
 
 
 def _check_workers(client: Client, address: str, name: str, timeout: float) -> None:
-    """Wait (at most ``timeout`` seconds) for a worker, and make sure every worker imports our mnist_dask version.
+    """Wait (at most ``timeout`` seconds) for a worker, and make sure every worker imports our mnist_dask version
+    from the same source files (:func:`code_digest`: an editable install at another commit keeps its version).
 
     Without a worker, or with workers that cannot unpickle our tasks (which makes a worker close on
-    its first task), every stage would wait forever on the scheduler; a worker with another version
-    of mnist-dask may compute other figures, or fail on our tasks in obscure ways.
+    its first task), every stage would wait forever on the scheduler; a worker with other mnist-dask code
+    may compute other figures, or fail on our tasks in obscure ways.
     """
     from distributed.utils import import_term
 
@@ -328,6 +330,17 @@ def _check_workers(client: Client, address: str, name: str, timeout: float) -> N
         raise UserError(
             f"{name}: {len(other)} of {len(found)} workers run another mnist-dask version (worker {worker}: "
             f"{str(version)[:60]}; this command: {__version__}); install mnist-dask {__version__} where the workers run"
+        )
+    ours = code_digest()
+    codes = client.run(code_digest, on_error="return")  # an older install without the module answers an error
+    other = {worker: code for worker, code in codes.items() if code != ours}
+    if other:
+        worker, code = next(iter(other.items()))
+        shown = code if isinstance(code, str) else "unknown"
+        raise UserError(
+            f"{name}: {len(other)} of {len(found)} workers run mnist-dask {__version__} from other source files "
+            f"(worker {worker}: code {shown}; this command: code {ours}); install the same mnist-dask where the "
+            "workers run"
         )
 
 

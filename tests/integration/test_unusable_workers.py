@@ -119,6 +119,33 @@ def test_workers_of_another_mnist_dask_version_are_one_line_naming_both_versions
         cluster.close()
 
 
+def test_workers_of_the_same_version_with_other_source_files_are_one_line_naming_both_codes(tmp_path):
+    """A worker imports a copy of this checkout with one module edited (as an editable install at another commit):
+    the version string is the same, so only the source digest tells them apart."""
+    import shutil
+
+    import mnist_dask
+    from mnist_dask.code_digest import code_digest
+
+    copy = tmp_path / "elsewhere" / "mnist_dask"
+    shutil.copytree(Path(mnist_dask.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "neighbors" / "knn.py", "a") as module:
+        module.write("# edited at another commit\n")
+    cluster = DaskProcesses(n_workers=1, worker_env={"PYTHONPATH": str(copy.parent)})
+    try:
+        store = tmp_path / "m.zarr"
+        idx = SmallMnist().write_idx(tmp_path / "idx")
+        done = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", cluster.address)
+        _one_line(
+            done,
+            f"scheduler {cluster.address}: 1 of 1 workers run mnist-dask {mnist_dask.__version__} from other source",
+            f"; this command: code {code_digest()}); install the same mnist-dask where the workers run",
+        )
+        assert not store.exists()
+    finally:
+        cluster.close()
+
+
 def test_workers_dying_on_every_try_of_a_task_are_one_line_naming_the_scheduler(dask_processes):
     """distributed gives up after its allowed failures (KilledWorker): that is the command's one line."""
     with pytest.raises(UserError) as caught:
