@@ -34,7 +34,7 @@ class Context:
 
     store: Store
     client: Client
-    run_dir: Path
+    run_dir: Path  # where it writes its files: the run's pending outputs, moved into the run folder once it finishes
     log: Callable[[str], None] = print
     stage: Callable[[str], AbstractContextManager[None]] = field(default=_untimed)
 

@@ -1,7 +1,8 @@
 """Run a job end to end on the cluster: ingest, the job's experiment, then the run folder's result and report.
 
-Stages already complete in the store are skipped. ``result.json`` is written last
-(atomically), so a run folder with a result is a finished run.
+Stages already complete in the store are skipped. A run writes its outputs into ``.pending/`` in its folder and
+moves them up only once it has finished, ``result.json`` last: a run folder with a result is a finished run, and a
+run that fails or is interrupted leaves the previous finished run's results as they were.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS, Context
 from mnist_dask.jobs.ledger import counts, ledger
-from mnist_dask.jobs.records import RESULT_FILE, RUN_OUTPUTS, RunStatus, read_result, write_run_json
+from mnist_dask.jobs.records import (
+    PENDING_OUTPUTS,
+    RESULT_FILE,
+    RUN_OUTPUTS,
+    RunStatus,
+    read_result,
+    write_run_json,
+)
 from mnist_dask.jobs.run_lock import run_folder_lock
 from mnist_dask.jobs.spec import Job
 
@@ -40,12 +48,15 @@ def run_job(
 
     Its progress is kept in ``run_dir/status.json`` (see mnist_dask.jobs.records). The run
     holds ``run_dir`` exclusively (mnist_dask.jobs.run_lock): a second run of the same folder
-    at the same time fails with one line before touching anything in it.
+    at the same time fails with one line before touching anything in it. Its outputs replace
+    the folder's earlier ones only once it has finished (:func:`_publish`).
     """
     run_dir = Path(run_dir).absolute()  # workers would resolve a relative one in their own folders
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_folder_lock(run_dir, job.name):  # a second run of the folder fails here, touching nothing
-        _clear_outputs(run_dir)  # an earlier run's outputs must not pass for this one if it fails
+        pending = run_dir / PENDING_OUTPUTS
+        _remove(pending)  # what a run killed before it finished left
+        pending.mkdir()
         run_status = status or RunStatus(run_dir, run_dir.name, job.name)
         run_status.running()
 
@@ -58,20 +69,35 @@ def run_job(
         except BaseException as exc:
             lost = lost_scheduler(client, exc)  # its record says so in one line, not as the cancelled task
             stage = run_status.record.get("stage")
+            if (run_dir / RESULT_FILE).exists():
+                logged(f"the previous finished run's results in {run_dir} are kept")
             run_status.failed(lost_scheduler_error(client, stage) if lost else killed_worker_error(client, exc) or exc)
             raise
+        finally:
+            _remove(pending)
         run_status.finished(result)
     return result
 
 
-def _clear_outputs(run_dir: Path) -> None:
-    """Remove an earlier run's outputs, so that a failed or interrupted run leaves none looking current."""
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+def _publish(pending: Path, run_dir: Path) -> None:
+    """Replace the earlier run's outputs in ``run_dir`` with the finished run's from ``pending``.
+
+    The earlier result.json goes first and the new one comes last, so the folder never holds a
+    result.json beside another run's report or predictions, even if this is cut short.
+    """
+    for name in RUN_OUTPUTS:  # result.json first
+        _remove(run_dir / name)
+    for name in reversed(RUN_OUTPUTS):
+        if (pending / name).exists():
+            (pending / name).replace(run_dir / name)  # a rename within the folder: nothing is copied
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a folder (a Zarr store) if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _run_job(
@@ -100,8 +126,12 @@ def _run_job(
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
     result["inputs"] = (store.stage_attrs("raw") or {}).get("fingerprint")
-    context = Context(
-        store=store, client=client, run_dir=run_dir, log=log, stage=lambda name: _timed(timings, status, name, log)
+    context = Context(  # the experiment writes its files among the pending outputs
+        store=store,
+        client=client,
+        run_dir=run_dir / PENDING_OUTPUTS,
+        log=log,
+        stage=lambda name: _timed(timings, status, name, log),
     )
     with _timed(timings, status, job.experiment, log), span(job.experiment):
         result.update(EXPERIMENTS[job.experiment].run(context, job.params))
@@ -111,7 +141,8 @@ def _run_job(
 def _finish(
     job: Job, result: dict[str, Any], timings: dict[str, float], run_dir: Path, store: Store, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Attach published figures and timings, write result.json atomically, then the report."""
+    """Attach published figures and timings, write result.json and the report among the pending outputs, then
+    publish them in ``run_dir``."""
     if job.expect:
         result["expected"] = ledger(job.expect, job.differs, result)
         result["ledger"] = counts(result["expected"])
@@ -119,13 +150,15 @@ def _finish(
             if entry["status"] == "missing":
                 log(f"warning: {job.path}: expect.{key}: the result has no figure of that name (a typo?)")
     result["timings_s"] = timings
-    write_run_json(run_dir / RESULT_FILE, result)
+    pending = run_dir / PENDING_OUTPUTS
+    write_run_json(pending / RESULT_FILE, result)
     try:  # after result.json: a report failure must not lose the finished run
         from mnist_dask.report.render import write_report  # matplotlib only when a report is written
 
-        write_report(read_result(run_dir), run_dir, store)  # what result.json holds, as `mnist-dask report` reads it
+        write_report(read_result(pending), pending, store)  # what result.json holds, as `mnist-dask report` reads it
     except Exception as exc:
         log(f"warning: report.html not written ({type(exc).__name__}: {exc})")
+    _publish(pending, run_dir)
     return result
 
 

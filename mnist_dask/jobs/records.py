@@ -25,11 +25,12 @@ from mnist_dask.jobs.run_lock import LOCK_NAME
 from mnist_dask.locations import local_path
 
 STATUS_FILE = "status.json"
-# what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
+# what a run leaves in its folder besides status.json; replaced only when a new run of the folder finishes
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
 PREDICTIONS = "predictions.zarr"
 RUN_OUTPUTS = (RESULT_FILE, REPORT_FILE, PREDICTIONS)
+PENDING_OUTPUTS = ".pending"  # a run in progress writes its outputs here, in its folder; moved up once it finishes
 STUDY_FILE = "study.json"  # a study's record in its folder
 STUDY_JOB = "study"  # the job name in a submitted study's status.json
 METADATA_KEY = "mnist-dask-runs"

@@ -201,8 +201,9 @@ def test_cli_run_with_a_negative_sample_fails_before_anything_starts(tmp_path):
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "run").exists()
 
 
-def test_cli_run_that_fails_clears_the_earlier_runs_outputs_from_its_folder(tmp_path):
-    """A failed rerun leaves no earlier result.json, report.html or predictions.zarr looking like its own."""
+def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path):
+    """A rerun into a finished run's folder removed its result.json, report.html and predictions.zarr before it
+    failed; now a run's outputs replace the earlier ones only once it has finished, and a failed one says so."""
     folder = balanced_small_mnist().write_idx(tmp_path / "idx")
     job = tmp_path / "tiny.toml"
     job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
@@ -212,13 +213,20 @@ def test_cli_run_that_fails_clears_the_earlier_runs_outputs_from_its_folder(tmp_
     assert finished.returncode == 0, finished.stderr
     outputs = ("result.json", "report.html", "predictions.zarr")
     assert all((run_dir / name).exists() for name in outputs)
+    before = {path: data for path, data in snapshot(run_dir).items() if path.split("/")[0] in outputs}
 
-    # more neighbours than the sampled training rows: valid on load, fails once it runs
-    job.write_text(
-        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
-        "[params.model]\nn_neighbors = 5\n"
-    )
+    # 5 stratified folds of 4 images per digit: valid on load, fails only once the search starts
+    job.write_text("experiment = 'knn'\n[params.search]\ncv = 5\n[params.search.param_grid]\nn_neighbors = [1]\n")
     failed = cli("run", job, *args, cwd=tmp_path)
-    assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr
-    assert [name for name in outputs if (run_dir / name).exists()] == []
-    assert '"failed"' in (run_dir / "status.json").read_text()
+    assert_user_error(failed, "params.search.cv = 5: stratified folds need", only_line=False)
+    assert f"the previous finished run's results in {run_dir} are kept" in failed.stderr
+    after = {path: data for path, data in snapshot(run_dir).items() if path.split("/")[0] in outputs}
+    assert after == before
+    assert not (run_dir / ".pending").exists()
+    assert read_status(run_dir)["state"] == "failed"
+
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 3\n")  # a rerun that finishes replaces them
+    again = cli("run", job, *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run_dir / "result.json").read_text())["model"]["n_neighbors"] == 3
+    assert not (run_dir / ".pending").exists() and read_status(run_dir)["state"] == "finished"
