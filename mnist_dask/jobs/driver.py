@@ -21,7 +21,8 @@ from mnist_dask.cluster import killed_worker_error, lost_scheduler, lost_schedul
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
-from mnist_dask.experiments import EXPERIMENTS, Context
+from mnist_dask.errors import UserError
+from mnist_dask.experiments import EXPERIMENTS, Context, ParamsError
 from mnist_dask.jobs.ledger import counts, ledger
 from mnist_dask.jobs.records import (
     PENDING_OUTPUTS,
@@ -100,6 +101,27 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def check_job_fits(job: Job, store: Store) -> None:
+    """Refuse parameters that the store's raw row counts rule out (a sample larger than its input, more neighbours
+    than training rows) in one line naming the job file and the key, before any cluster work; a store without raw
+    yet is checked once ingested."""
+    check = EXPERIMENTS[job.experiment].check
+    if check is None or not store.is_complete("raw"):
+        return
+    rows = {split: int(store.read(f"raw/{split}/labels").shape[0]) for split in ("train", "test")}
+    with _naming_the_job_file(job):
+        check(job.params, rows)
+
+
+@contextmanager
+def _naming_the_job_file(job: Job) -> Iterator[None]:
+    """A parameter the data cannot support, as one line naming the job file: ``<job file>: params.<key> ...``."""
+    try:
+        yield
+    except ParamsError as exc:
+        raise UserError(f"{job.path}: {exc}") from None
+
+
 def _run_job(
     job: Job,
     store: Store,
@@ -126,6 +148,7 @@ def _run_job(
             outcome = ingest(source or parse_source(None), store, client)
             log(f"ingest: {outcome.action} ({', '.join(f'{k} {v:,}' for k, v in outcome.rows.items())})")
     result["inputs"] = (store.stage_attrs("raw") or {}).get("fingerprint")
+    check_job_fits(job, store)  # again: the rows of what was just ingested
     context = Context(  # the experiment writes its files among the pending outputs
         store=store,
         client=client,
@@ -133,7 +156,7 @@ def _run_job(
         log=log,
         stage=lambda name: _timed(timings, status, name, log),
     )
-    with _timed(timings, status, job.experiment, log), span(job.experiment):
+    with _timed(timings, status, job.experiment, log), span(job.experiment), _naming_the_job_file(job):
         result.update(EXPERIMENTS[job.experiment].run(context, job.params))
     return _finish(job, result, timings, run_dir, store, log)
 

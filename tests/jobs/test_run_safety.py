@@ -230,3 +230,29 @@ def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((run_dir / "result.json").read_text())["model"]["n_neighbors"] == 3
     assert not (run_dir / ".pending").exists() and read_status(run_dir)["state"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ("[params.model]\nn_neighbors = 41\n", "params.model.n_neighbors = 41: more neighbours than the 40 training"),
+        ("[params]\nsteps = [{ transform = 'sample', train = 41 }]\n", "params.steps[0].train = 41: more than the 40"),
+    ],
+    ids=["n_neighbors", "sample-train"],
+)
+def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(tmp_path, params, problem):
+    """More neighbours, or a larger sample, than the store's training rows failed only after the cluster started
+    and ingest ran, and the sample's error named neither the job file nor the key; now one line naming both,
+    before a cluster starts, the finished run's folder untouched."""
+    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    run_dir = tmp_path / "run"
+    args = ("--store", tmp_path / "s.zarr", "--run-dir", run_dir, "--workers", 1)
+    finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    before = snapshot(run_dir)
+    job.write_text("experiment = 'knn'\n" + params)
+    failed = cli("run", job, *args, cwd=tmp_path)
+    assert_user_error(failed, f"{job}: {problem}")  # the only line: no cluster started, no stage ran
+    assert snapshot(run_dir) == before
