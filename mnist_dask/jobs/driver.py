@@ -8,6 +8,8 @@ run that fails or is interrupted leaves the previous finished run's results as t
 from __future__ import annotations
 
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from mnist_dask.cluster import killed_worker_error, lost_scheduler, lost_schedul
 from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
-from mnist_dask.errors import UserError
+from mnist_dask.errors import Terminated, UserError
 from mnist_dask.experiments import EXPERIMENTS, Context, ParamsError
 from mnist_dask.jobs.ledger import counts, ledger
 from mnist_dask.jobs.records import (
@@ -66,7 +68,8 @@ def run_job(
             log(line)
 
         try:
-            result = _run_job(job, store, client, run_dir, source, logged, run_status)
+            with _sigterm_as_interrupt():  # `kill PID` ends the run as Ctrl-C does, recorded, not left 'running'
+                result = _run_job(job, store, client, run_dir, source, logged, run_status)
         except BaseException as exc:
             lost = lost_scheduler(client, exc)  # its record says so in one line, not as the cancelled task
             stage = run_status.record.get("stage")
@@ -78,6 +81,25 @@ def run_job(
             _remove(pending)
         run_status.finished(result)
     return result
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so the run records
+    its end; a second SIGTERM ends the process at once. Elsewhere (a driver in a worker's thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _publish(pending: Path, run_dir: Path) -> None:

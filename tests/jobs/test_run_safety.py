@@ -15,10 +15,12 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
+from support import SmallMnist
 
 from mnist_dask.errors import UserError
 from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status, runs_root, study_root
@@ -256,3 +258,41 @@ def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anythi
     failed = cli("run", job, *args, cwd=tmp_path)
     assert_user_error(failed, f"{job}: {problem}")  # the only line: no cluster started, no stage ran
     assert snapshot(run_dir) == before
+
+
+def test_cli_run_sent_sigterm_records_that_it_was_terminated(tmp_path):
+    """``kill PID`` on ``mnist-dask run`` left its status.json saying 'running' for good (``runs`` guessed 'lost'
+    from the pid); now the run records its end as Ctrl-C does, and the command exits 143 in one line."""
+    folder = SmallMnist(n_train=20_000, n_test=5_000).write_idx(tmp_path / "idx", gz=False)  # seconds of work
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    run_dir = tmp_path / "run"
+    env = {key: value for key, value in os.environ.items() if key not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_STORE")}
+    command = [sys.executable, "-m", "mnist_dask", "run", str(job), "--source", f"idx:{folder}"]
+    command += ["--store", str(tmp_path / "s.zarr"), "--run-dir", str(run_dir), "--workers", "1"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while '"running"' not in _text(run_dir / "status.json") and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143 and stderr.rstrip().endswith("mnist-dask: terminated"), stderr
+    assert "Traceback" not in stderr, stderr
+    record = read_status(run_dir)
+    assert record["state"] == "failed" and record["error"].startswith("terminated (SIGTERM)"), record
+    assert not (run_dir / "result.json").exists() and not (run_dir / ".pending").exists()
+
+
+def _text(path: Path) -> str:
+    """A file's text, or '' while it does not exist."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
