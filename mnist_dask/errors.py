@@ -16,6 +16,10 @@ class JobsFailed(Exception):
     """Some jobs of a study failed (each recorded with its error) while the others ran: exit status 1, one line."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The command was sent SIGTERM (``kill PID``): ended as Ctrl-C ends it, recorded as terminated."""
+
+
 def unreadable(path: object, exc: OSError, what: str = "file") -> UserError:
     """The one-line error for a file that could not be read: missing, a folder, or why not."""
     if isinstance(exc, FileNotFoundError):

@@ -23,9 +23,9 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
+from mnist_dask.errors import ClusterLostError, JobsFailed, Terminated, UserError
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PREFIX = "mnist-dask: error: "
 CIRCUMSTANCES = "mnist_dask.circumstances"
 FULL_BELOW = 4 * 2**20  # free bytes under which a filesystem counts as the full one
@@ -98,9 +98,10 @@ def one_line_errors(meta: dict[str, Any]) -> Iterator[None]:
         _fail(_first_line(exc), EXIT_USER)
     except (ClusterLostError, JobsFailed) as exc:
         _fail(_first_line(exc), EXIT_INTERNAL)
-    except KeyboardInterrupt:
-        print("mnist-dask: interrupted", file=sys.stderr)
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"mnist-dask: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        raise click.exceptions.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
     except Exception as exc:
         known = meta.get(CIRCUMSTANCES) or Circumstances()
         line = environment_line(exc, known) if isinstance(exc, OSError) else None

@@ -34,7 +34,7 @@ def run(
 
     JOB: a job file, e.g. jobs/knn_baseline.toml."""
     from mnist_dask.cluster import announce_dashboard, connect
-    from mnist_dask.jobs.driver import run_job
+    from mnist_dask.jobs.driver import check_job_fits, run_job
     from mnist_dask.jobs.records import check_folder_kind, check_own_folder, runs_root
     from mnist_dask.jobs.spec import load_job
 
@@ -44,6 +44,8 @@ def run(
     folder = run_dir or runs_root(store.url) / spec.name
     check_folder_kind(folder, "--run-dir", "run")
     check_own_folder(folder, "--run-dir")
+    if source is None:  # the store's rows are those the run uses: check the job against them before anything starts
+        check_job_fits(spec, store.open())
     options.writes_to(folder)
     folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, before a cluster starts
 

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from distributed import Client
 
 from mnist_dask.data.store import Store
+from mnist_dask.errors import UserError
 
 P = TypeVar("P")
 Result = dict[str, Any]
@@ -34,18 +35,28 @@ class Context:
 
     store: Store
     client: Client
-    run_dir: Path
+    run_dir: Path  # where it writes its files: the run's pending outputs, moved into the run folder once it finishes
     log: Callable[[str], None] = print
     stage: Callable[[str], AbstractContextManager[None]] = field(default=_untimed)
 
 
+class ParamsError(UserError):
+    """A job parameter the data cannot support, as ``params.<key> = <value>: <why>``; the job's driver adds the
+    job file in front."""
+
+
 @dataclass(frozen=True)
 class Experiment(Generic[P]):
-    """A registered experiment: its name, parameter class and the function that runs it."""
+    """A registered experiment: its name, parameter class and the function that runs it.
+
+    ``check``, if any, refuses parameters that raw's row counts (``{"train": n, "test": n}``) rule out, with a
+    :class:`ParamsError`, before any cluster work (the run checks again what only the computed data can tell).
+    """
 
     name: str
     params: type[P]
     run: Callable[[Context, P], Result]
+    check: Callable[[P, dict[str, int]], None] | None = None
 
     @property
     def summary(self) -> str:
@@ -57,12 +68,13 @@ EXPERIMENTS: dict[str, Experiment[Any]] = {}
 
 
 def experiment(
-    name: str, params: type[P]
+    name: str, params: type[P], check: Callable[[P, dict[str, int]], None] | None = None
 ) -> Callable[[Callable[[Context, P], Result]], Callable[[Context, P], Result]]:
-    """Decorator registering ``function(ctx, params)`` as the experiment ``name`` with parameter class ``params``."""
+    """Decorator registering ``function(ctx, params)`` as the experiment ``name`` with parameter class ``params``
+    (and ``check``: see :class:`Experiment`)."""
 
     def add(function: Callable[[Context, P], Result]) -> Callable[[Context, P], Result]:
-        EXPERIMENTS[name] = Experiment(name, params, function)
+        EXPERIMENTS[name] = Experiment(name, params, function, check)
         return function
 
     return add

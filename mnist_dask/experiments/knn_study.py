@@ -23,7 +23,7 @@ from pydantic import AfterValidator, Field, Strict, field_validator
 from mnist_dask.cluster import run_stage
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
-from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments import Context, ParamsError, Result, experiment
 from mnist_dask.experiments.common import misclassified_digits
 from mnist_dask.experiments.metrics import classification_metrics
 from mnist_dask.experiments.params import Count, Options, Positive, Weights, as_dict, default_list, nested, parameters
@@ -31,12 +31,13 @@ from mnist_dask.jobs.records import PREDICTIONS
 from mnist_dask.neighbors.knn import KNNClassifier, kneighbors, vote
 from mnist_dask.neighbors.search import grid_search, search_problem
 from mnist_dask.report import spec
-from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, run_transform
+from mnist_dask.transforms.registry import TRANSFORMS, chain_problem, output_stage, run_transform
 from mnist_dask.transforms.validation import resolve_params
 
 DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
 DEFAULT_WEIGHTS: Weights = "uniform"
 SAMPLE_DIGITS = 50  # test digits shown at the top of the report
+_KEEP_ROWS = frozenset({"downscale", "deskew", "blur", "scale", "varthresh", "pca"})  # transforms keeping every row
 
 
 def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +113,27 @@ class KNNStudyParams:
         return steps
 
 
-@experiment("knn", KNNStudyParams)
+def check_rows(p: KNNStudyParams, rows: dict[str, int]) -> None:
+    """Refuse what raw's row counts already rule out: a sample step asking for more rows than its input has, more
+    neighbours than the dataset's training rows; counted through the steps up to the first that adds rows."""
+    dataset, known = "raw", dict(rows)
+    for i, step in enumerate(p.steps):
+        name = step["transform"]
+        if name == "sample":
+            for split, kind in (("train", "training"), ("test", "test")):
+                if step[split] > known[split]:
+                    raise ParamsError(
+                        f"params.steps[{i}].{split} = {step[split]}: more than the {known[split]} {kind} rows "
+                        f"of {dataset}"
+                    )
+            known = {split: step[split] or known[split] for split in known}
+        elif name not in _KEEP_ROWS:
+            return  # an expansion: its rows are counted once it has run
+        dataset = output_stage(name, {k: v for k, v in step.items() if k != "transform"}, dataset)
+    _check_model_fits(p, dataset, known["train"])
+
+
+@experiment("knn", KNNStudyParams, check=check_rows)
 def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
     """The k-NN study: transform chain, optional grid search, exact k-NN predictions on the test set."""
     store, client = ctx.store, ctx.client
@@ -138,7 +159,7 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
                 groups = None if groups is None else groups[: p.search.rows]
             problem = search_problem(labels, p.search.cv, max(p.search.param_grid.n_neighbors), groups)
             if problem is not None:
-                raise UserError(f"params.search.{problem[0]} = {problem[1]} of {on}")
+                raise ParamsError(f"params.search.{problem[0]} = {problem[1]} of {on}")
             grid = as_dict(p.search.param_grid)
             found = grid_search(X, labels, grid, cv=p.search.cv, groups=groups, scheduler=client)
         result["search"] = {
@@ -261,17 +282,17 @@ def _image_stage(store: Store, dataset: str, n_test: int) -> str:
 def _check_model_fits(p: KNNStudyParams, dataset: str, train_rows: int) -> None:
     """Refuse a model or sweep asking for more neighbours than the dataset has training rows (before any work)."""
     if p.model.n_neighbors is not None and p.model.n_neighbors > train_rows:
-        raise UserError(
+        raise ParamsError(
             f"params.model.n_neighbors = {p.model.n_neighbors}: more neighbours than the {train_rows} "
             f"training rows of {dataset}"
         )
     if p.sweep is not None and max(p.sweep.n_neighbors) > train_rows:
-        raise UserError(
+        raise ParamsError(
             f"params.sweep.n_neighbors = {max(p.sweep.n_neighbors)}: more neighbours than the {train_rows} "
             f"training rows of {dataset}"
         )
     if p.search is None and p.model.n_neighbors is None and train_rows < DEFAULT_K:
-        raise UserError(
+        raise ParamsError(
             f"params.model.n_neighbors: the default {DEFAULT_K} neighbours exceed the {train_rows} training rows "
             f"of {dataset}; set a smaller one"
         )

@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mnist_dask.data.defaults import DEFAULT_STORE
-from mnist_dask.errors import ClusterLostError, JobsFailed, UserError
+from mnist_dask.errors import ClusterLostError, JobsFailed, Terminated, UserError
 from mnist_dask.jobs.run_lock import LOCK_NAME
 from mnist_dask.locations import local_path
 
 STATUS_FILE = "status.json"
-# what a run leaves in its folder besides status.json; cleared when a new run of the folder starts
+# what a run leaves in its folder besides status.json; replaced only when a new run of the folder finishes
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.html"
 PREDICTIONS = "predictions.zarr"
 RUN_OUTPUTS = (RESULT_FILE, REPORT_FILE, PREDICTIONS)
+PENDING_OUTPUTS = ".pending"  # a run in progress writes its outputs here, in its folder; moved up once it finishes
 STUDY_FILE = "study.json"  # a study's record in its folder
 STUDY_JOB = "study"  # the job name in a submitted study's status.json
 METADATA_KEY = "mnist-dask-runs"
@@ -125,13 +126,15 @@ class RunStatus:
     def failed(self, exc: BaseException) -> None:
         """The run ended with an error: its one-line message, and the stage it happened in.
 
-        Ctrl-C is no error of the run's: it reads 'interrupted during STAGE', with no traceback.
+        Ctrl-C is no error of the run's: it reads 'interrupted during STAGE', with no traceback
+        (SIGTERM: 'terminated (SIGTERM) during STAGE').
         """
         tail: list[str] = []
         if isinstance(exc, KeyboardInterrupt):
             stage = self.record.get("stage")
             when = "after" if stage in self.record["stages"] else "during"  # a stage done, the next not begun
-            message = f"interrupted {when} {stage}" if stage else "interrupted"
+            ended = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            message = f"{ended} {when} {stage}" if stage else ended
         else:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             if not isinstance(exc, (UserError, JobsFailed, ClusterLostError)):  # already one line for a person

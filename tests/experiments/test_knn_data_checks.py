@@ -1,4 +1,4 @@
-"""The k-NN study refuses what its data cannot support before any search or prediction, naming the job key.
+"""The k-NN study refuses what its data cannot support before any search or prediction, naming the job file and key.
 
 More neighbours than training rows, more folds than rows, than a class's rows (stratified)
 or than source images (group folds) are one-line errors; a grid that leaves out weights
@@ -75,15 +75,33 @@ def _run(store, client, tmp_path, params):
             "params.search.cv = 41: more folds than the 40 source images (rows of one image share a fold) "
             "of derived/shift5x",
         ),
+        (
+            {"steps": [{"transform": "sample", "train": 41}]},
+            "params.steps[0].train = 41: more than the 40 training rows of raw",
+        ),
+        (
+            {"steps": [{"transform": "deskew"}, {"transform": "sample", "test": 21}]},
+            "params.steps[1].test = 21: more than the 20 test rows of derived/deskew",
+        ),
     ],
-    ids=["model-k", "sweep-k", "default-k", "cv-class", "grid-k", "cv-rows", "cv-groups"],
+    ids=[
+        "model-k",
+        "sweep-k",
+        "default-k",
+        "cv-class",
+        "grid-k",
+        "cv-rows",
+        "cv-groups",
+        "sample-train",
+        "sample-test",
+    ],
 )
 def test_what_the_data_cannot_support_is_one_line_before_any_search_or_prediction(
     store, client, tmp_path, params, message
 ):
     with pytest.raises(UserError) as exc:
         _run(store, client, tmp_path, params)
-    assert str(exc.value) == message
+    assert str(exc.value) == f"job.toml: {message}"
     assert not (tmp_path / "run" / "predictions.zarr").exists()
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["state"] == "failed" and status["error"].endswith(message)

@@ -92,7 +92,7 @@ def test_predictions_the_workers_wrote_to_a_disk_of_their_own_fail_in_one_line(s
     finally:
         cluster.close()
     line = assert_user_error(
-        done, f"{out / 'predictions.zarr'}: ", "chunks the workers wrote", "--run-dir", only_line=False
+        done, f"{out / '.pending' / 'predictions.zarr'}: ", "chunks the workers wrote", "--run-dir", only_line=False
     )
     assert "1 of 1 chunks" in line, line
     assert not (out / "result.json").exists()

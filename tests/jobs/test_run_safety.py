@@ -15,10 +15,12 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from store_damage import assert_user_error, balanced_small_mnist, cli, snapshot
+from support import SmallMnist
 
 from mnist_dask.errors import UserError
 from mnist_dask.jobs.records import RunStatus, check_own_folder, read_status, runs_root, study_root
@@ -201,8 +203,9 @@ def test_cli_run_with_a_negative_sample_fails_before_anything_starts(tmp_path):
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "run").exists()
 
 
-def test_cli_run_that_fails_clears_the_earlier_runs_outputs_from_its_folder(tmp_path):
-    """A failed rerun leaves no earlier result.json, report.html or predictions.zarr looking like its own."""
+def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path):
+    """A rerun into a finished run's folder removed its result.json, report.html and predictions.zarr before it
+    failed; now a run's outputs replace the earlier ones only once it has finished, and a failed one says so."""
     folder = balanced_small_mnist().write_idx(tmp_path / "idx")
     job = tmp_path / "tiny.toml"
     job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
@@ -212,13 +215,84 @@ def test_cli_run_that_fails_clears_the_earlier_runs_outputs_from_its_folder(tmp_
     assert finished.returncode == 0, finished.stderr
     outputs = ("result.json", "report.html", "predictions.zarr")
     assert all((run_dir / name).exists() for name in outputs)
+    before = {path: data for path, data in snapshot(run_dir).items() if path.split("/")[0] in outputs}
 
-    # more neighbours than the sampled training rows: valid on load, fails once it runs
-    job.write_text(
-        "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 3, test = 2 }]\n"
-        "[params.model]\nn_neighbors = 5\n"
-    )
+    # 5 stratified folds of 4 images per digit: valid on load, fails only once the search starts
+    job.write_text("experiment = 'knn'\n[params.search]\ncv = 5\n[params.search.param_grid]\nn_neighbors = [1]\n")
     failed = cli("run", job, *args, cwd=tmp_path)
-    assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr
-    assert [name for name in outputs if (run_dir / name).exists()] == []
-    assert '"failed"' in (run_dir / "status.json").read_text()
+    assert_user_error(failed, "params.search.cv = 5: stratified folds need", only_line=False)
+    assert f"the previous finished run's results in {run_dir} are kept" in failed.stderr
+    after = {path: data for path, data in snapshot(run_dir).items() if path.split("/")[0] in outputs}
+    assert after == before
+    assert not (run_dir / ".pending").exists()
+    assert read_status(run_dir)["state"] == "failed"
+
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 3\n")  # a rerun that finishes replaces them
+    again = cli("run", job, *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run_dir / "result.json").read_text())["model"]["n_neighbors"] == 3
+    assert not (run_dir / ".pending").exists() and read_status(run_dir)["state"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ("[params.model]\nn_neighbors = 41\n", "params.model.n_neighbors = 41: more neighbours than the 40 training"),
+        ("[params]\nsteps = [{ transform = 'sample', train = 41 }]\n", "params.steps[0].train = 41: more than the 40"),
+    ],
+    ids=["n_neighbors", "sample-train"],
+)
+def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(tmp_path, params, problem):
+    """More neighbours, or a larger sample, than the store's training rows failed only after the cluster started
+    and ingest ran, and the sample's error named neither the job file nor the key; now one line naming both,
+    before a cluster starts, the finished run's folder untouched."""
+    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    run_dir = tmp_path / "run"
+    args = ("--store", tmp_path / "s.zarr", "--run-dir", run_dir, "--workers", 1)
+    finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    before = snapshot(run_dir)
+    job.write_text("experiment = 'knn'\n" + params)
+    failed = cli("run", job, *args, cwd=tmp_path)
+    assert_user_error(failed, f"{job}: {problem}")  # the only line: no cluster started, no stage ran
+    assert snapshot(run_dir) == before
+
+
+def test_cli_run_sent_sigterm_records_that_it_was_terminated(tmp_path):
+    """``kill PID`` on ``mnist-dask run`` left its status.json saying 'running' for good (``runs`` guessed 'lost'
+    from the pid); now the run records its end as Ctrl-C does, and the command exits 143 in one line."""
+    folder = SmallMnist(n_train=20_000, n_test=5_000).write_idx(tmp_path / "idx", gz=False)  # seconds of work
+    job = tmp_path / "tiny.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
+    run_dir = tmp_path / "run"
+    env = {key: value for key, value in os.environ.items() if key not in ("DASK_SCHEDULER_ADDRESS", "MNIST_DASK_STORE")}
+    command = [sys.executable, "-m", "mnist_dask", "run", str(job), "--source", f"idx:{folder}"]
+    command += ["--store", str(tmp_path / "s.zarr"), "--run-dir", str(run_dir), "--workers", "1"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while '"running"' not in _text(run_dir / "status.json") and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143 and stderr.rstrip().endswith("mnist-dask: terminated"), stderr
+    assert "Traceback" not in stderr, stderr
+    record = read_status(run_dir)
+    assert record["state"] == "failed" and record["error"].startswith("terminated (SIGTERM)"), record
+    assert not (run_dir / "result.json").exists() and not (run_dir / ".pending").exists()
+
+
+def _text(path: Path) -> str:
+    """A file's text, or '' while it does not exist."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
