@@ -50,7 +50,7 @@ def transform_command(spec: Transform) -> click.Command:
         from mnist_dask.transforms.registry import run_transform
 
         params = {key.removeprefix(_PREFIX): value for key, value in values.items()}
-        target = store.open()
+        target = store.open(may_create=False)  # transforms only add stages to a store that ingest made
         with connect(cluster.options()) as client:
             outcome = run_transform(
                 target, client, spec.name, params, input_stage=input_stage, force=force, transform_command=True

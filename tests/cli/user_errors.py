@@ -275,6 +275,15 @@ def _names(*fragments: str) -> Callable[[Workspace], list[str]]:
 NO_STORE = ("no-store", _new)
 
 
+def _notes(ws: Workspace) -> Path:
+    """A folder of the user's own files: not a store."""
+    folder = ws.root / "notes"
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not a store\n")
+    return folder
+
+
 def _untouched(name: str) -> tuple[str, Callable[[Workspace], Path]]:
     return ("untouched", _on_copy(name))
 
@@ -401,7 +410,27 @@ ENVIRONMENT_CASES = [
         lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", ws.file / "s.zarr", "--workers", "1"],
         lambda ws: [str(ws.file)],
     ),
-    Case("info-store-is-a-file", lambda ws: ["info", ws.file], lambda ws: [str(ws.file)]),
+    Case(  # info writes nothing: no advice to choose a new or empty folder
+        "info-store-is-a-file",
+        lambda ws: ["info", ws.file],
+        lambda ws: [str(ws.file), "not a Zarr store folder", "a store made by 'mnist-dask ingest'"],
+        absent=("new or empty",),
+    ),
+    *[
+        Case(  # commands that only use a store: the folder is not one, and no advice about writing into it
+            f"{command}-on-a-folder-of-other-files",
+            lambda ws, args=args: [*args, _notes(ws)],
+            lambda ws: [f"{_notes(ws)}: is a folder that is not empty and holds no mnist-dask store", "made by"],
+            absent=("new or empty", "writes only"),
+            store=("untouched", _notes),
+        )
+        for command, args in (
+            ("info", ["info"]),
+            ("verify", ["verify", "--workers", "1"]),
+            ("drop", ["drop", "raw", "--store"]),
+            ("transform", ["transform", "deskew", "--workers", "1", "--store"]),
+        )
+    ],
     Case(
         "store-on-read-only-fs",
         lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", ws.read_only / "s.zarr", "--workers", "1"],
