@@ -348,6 +348,23 @@ OPTION_CASES = [
         _names("--sigma", "wide"),
         store=_untouched("blur"),
     ),
+    *[
+        Case(  # refused after click's own checks (by the data, or nan): named as typed, not by the job file's key
+            f"{name}-{option}-{value}",
+            lambda ws, name=name, option=option, value=value: [
+                *["transform", name, f"--{option}", value, "--store", ws.copy(f"param-{name}"), "--workers", "1"]
+            ],
+            _names(f"transform {name}: --{option} must", *extra),
+            absent=(f": {option.replace('-', '_')} ", f": {option.replace('-', '_')}="),  # the job file's key
+            store=_untouched(f"param-{name}"),
+        )
+        for name, option, value, extra in (
+            ("pca", "n-components", "700", ["between 1 and 40 (the training rows it is fitted on), got 700"]),
+            ("sample", "train", "41", ["lie in [0, 40] (the input's train rows), got 41"]),
+            ("varthresh", "threshold", "1e9", ["below the largest pixel variance on train", "got 1e+09"]),
+            ("blur", "sigma", "nan", ["finite number"]),
+        )
+    ],
     Case("transform-unknown", lambda ws: ["transform", "frobnicate"], _names("frobnicate")),
     Case(
         "transform-input-not-a-stage",
