@@ -757,9 +757,34 @@ MESSAGE_CASES = [
     Case(  # the job's stage is taken by the user's own transform (another --chunk-size): run has no --force
         "run-stage-with-other-parameters",
         lambda ws: ["run", REPO / "jobs" / "knn_augmented.toml", "--store", _shifted(ws), "--workers", "1"],
-        lambda ws: ["derived/shift5x", f"mnist-dask drop --store {_shifted(ws)} derived/shift5x"],
-        absent=("--force",),
+        lambda ws: [
+            f"'derived/shift5x' exists with chunks of 7 rows (asked for 5000); "
+            f"drop it to compute it again: mnist-dask drop --store {_shifted(ws)} derived/shift5x"
+        ],
+        absent=("--force", "other parameters or inputs"),
         store=("untouched", lambda ws: _shifted(ws)),
+        mid_work=True,
+    ),
+    Case(  # only the chunking differs: say so, and that --chunk-size 7 uses the stage as it is
+        "transform-stage-with-other-chunk-size",
+        lambda ws: ["transform", "shift", "--store", _shifted(ws), "--workers", "1"],
+        lambda ws: [
+            f"{_shifted(ws)}: 'derived/shift5x' exists with chunks of 7 rows (asked for 5000); "
+            "pass --chunk-size 7 to use it, or --force to replace it"
+        ],
+        absent=("other parameters or inputs",),
+        store=("untouched", lambda ws: _shifted(ws)),
+        mid_work=True,
+    ),
+    Case(  # its input was rewritten (--force, other chunks) after it was computed: say so
+        "transform-stage-after-its-input-was-rewritten",
+        lambda ws: ["transform", "deskew", "--input", "derived/shift5x", "--store", _reshifted(ws), "--workers", "1"],
+        lambda ws: [
+            "'derived/shift5x+deskew' exists, computed from an earlier 'derived/shift5x' (rewritten since); "
+            "use --force to replace it"
+        ],
+        absent=("other parameters or inputs",),
+        store=("untouched", lambda ws: _reshifted(ws)),
         mid_work=True,
     ),
     Case(
@@ -841,6 +866,16 @@ def _predictions(ws: Workspace) -> Path:
 def _shifted(ws: Workspace) -> Path:
     """The small store with ``derived/shift5x`` in chunks of 7 rows (a job's step uses 5000)."""
     return ws.with_stage("shifted", "shift", "--chunk-size", "7")
+
+
+def _reshifted(ws: Workspace) -> Path:
+    """The small store with ``derived/shift5x+deskew`` computed from a ``derived/shift5x`` rewritten since."""
+    target = ws.with_stage("reshifted", "shift", "--chunk-size", "7")
+    if not (target / "derived" / "shift5x+deskew").exists():
+        for args in (["deskew", "--input", "derived/shift5x"], ["shift", "--chunk-size", "9", "--force"]):
+            done = ws.cli("transform", *args, "--store", target, "--workers", "1")
+            assert done.returncode == 0, done.stderr
+    return target
 
 
 def _s3(ws: Workspace, *options: str, bucket: str = "study") -> list[object]:
