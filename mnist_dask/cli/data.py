@@ -85,7 +85,7 @@ def info(store: StoreChoice, as_json: bool) -> None:
     from mnist_dask.data.info import describe, format_description
 
     _refuse_run_predictions(store.url)
-    description = describe(store.open())
+    description = describe(store.open(may_create=False))
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
 
 
@@ -117,7 +117,7 @@ def verify(store: StoreChoice, cluster: ClusterChoice) -> None:
     from mnist_dask.cluster import connect
     from mnist_dask.data.verify import verify_store
 
-    target = store.open()
+    target = store.open(may_create=False)
     if not target.exists():
         raise UserError(f"{target}: no Zarr store here")
     with connect(cluster.options()) as client:
@@ -137,6 +137,6 @@ def drop(store: StoreChoice, stage: str, dependents: bool) -> None:
     """Delete a stage from the store (e.g. one left incomplete or damaged), to compute it again.
 
     STAGE: raw or derived/<name> (see 'mnist-dask info')."""
-    target = store.open()
+    target = store.open(may_create=False)
     for dropped in target.drop_stage(stage, dependents=dependents):
         click.echo(f"{target}: dropped {dropped}")

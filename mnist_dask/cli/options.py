@@ -88,11 +88,11 @@ class StoreChoice:
                 param_hint="--storage-option",
             )
 
-    def open(self) -> Store:
-        """The library's Store for this choice."""
+    def open(self, may_create: bool = True) -> Store:
+        """The library's Store for this choice; ``may_create``: the command may make the store (see Store)."""
         from mnist_dask.data.store import Store
 
-        return Store(self.url, dict(self.storage_options))
+        return Store(self.url, dict(self.storage_options), may_create)
 
 
 def store_options(function: F) -> F:

@@ -35,7 +35,9 @@ def report(run_dir: Path, store: StoreChoice) -> None:
 
     run_dir = run_folder(run_dir, store)
     result = read_result(run_dir)  # exit 2 before any work when there is no result
-    drawn_from = store_of_run(result, run_dir, store.open() if store.given else None) or store.open()
+    drawn_from = store_of_run(result, run_dir, store.open(may_create=False) if store.given else None) or store.open(
+        may_create=False
+    )
     click.echo(str(write_report(result, run_dir, drawn_from)))
 
 
@@ -54,5 +56,7 @@ def classify(images: tuple[str, ...], run_dir: Path, store: StoreChoice) -> None
     from mnist_dask.jobs.classify import classify_files
 
     run_dir = run_folder(run_dir, store)
-    for path, digit, probability in classify_files(list(images), run_dir, store.open() if store.given else None):
+    for path, digit, probability in classify_files(
+        list(images), run_dir, store.open(may_create=False) if store.given else None
+    ):
         click.echo(f"{path}: {digit} (probability {probability:.2f})")

@@ -1,7 +1,8 @@
 """``transform NAME``: one subcommand per transform of the registry, its options generated from the
 transform's parameters (defaults from the registry; help text and ranges from transforms.parameters).
 
-The registry loads dask, so the subcommands are built only when one is asked for.
+The registry loads dask, so the subcommands are built only when one is asked for. A refused parameter
+value is named by the option the user typed (``--n-components``), not by its key in job files.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mnist_dask.cli.options import ClusterChoice, StoreChoice, cluster_options, command, store_options
-from mnist_dask.transforms.parameters import PARAMETERS, Param
+from mnist_dask.transforms.parameters import PARAMETERS, Param, ParameterError
 
 if TYPE_CHECKING:
     from mnist_dask.transforms.registry import Transform
@@ -50,11 +51,14 @@ def transform_command(spec: Transform) -> click.Command:
         from mnist_dask.transforms.registry import run_transform
 
         params = {key.removeprefix(_PREFIX): value for key, value in values.items()}
-        target = store.open()
-        with connect(cluster.options()) as client:
-            outcome = run_transform(
-                target, client, spec.name, params, input_stage=input_stage, force=force, transform_command=True
-            )
+        target = store.open(may_create=False)  # transforms only add stages to a store that ingest made
+        try:
+            with connect(cluster.options()) as client:
+                outcome = run_transform(
+                    target, client, spec.name, params, input_stage=input_stage, force=force, transform_command=True
+                )
+        except ParameterError as exc:  # named by the job file's key: the user typed the option
+            raise exc.for_option() from None
         if outcome.action == "skipped":
             click.echo(f"{target}: {outcome.stage} is up to date; nothing to do (--force recomputes)")
         else:

@@ -73,9 +73,21 @@ class StoreLocation(click.ParamType):
             if ancestor.exists():
                 if not ancestor.is_dir():
                     where = "is a file" if ancestor == path else f"lies under {ancestor}, a file"
-                    self.fail(f"{text}: {where}, not a Zarr store folder; choose a new or empty folder", param, ctx)
+                    self.fail(f"{text}: {where}, not a Zarr store folder; {_store_advice(ctx)}", param, ctx)
                 break
         return text
+
+
+#: the commands that may make a new store at --store (ingest; a job or study given --source): every other one
+#: only uses a store that ingest made
+CREATING_COMMANDS = frozenset({"ingest", "run", "submit", "study"})
+
+
+def _store_advice(ctx: click.Context | None) -> str:
+    """What to give instead of a file: a folder for a new store, or the store that ingest made."""
+    if ctx is None or ctx.command.name in CREATING_COMMANDS:
+        return "choose a new or empty folder"
+    return "give the folder of a store made by 'mnist-dask ingest'"
 
 
 class LocalFolder(click.Path):

@@ -3,7 +3,9 @@
 mnist-dask writes only into its own stores: a new or empty folder, or a Zarr v3 group whose
 root carries the :data:`ROOT_KEY` attribute written when the store was created (stores made
 before that marker are recognised by their ``raw`` stage). Another tool's Zarr store (v2 or
-v3), a non-empty folder or a regular file is refused with one line. Broken metadata is
+v3), a non-empty folder or a regular file is refused with one line, whose advice depends on whether the
+command may create a store there (``ingest``: choose a new or empty folder) or only uses one (``info``:
+give a store made by ``mnist-dask ingest``). Broken metadata is
 named by its ``zarr.json`` file, found by reading every one of them (:func:`metadata_problems`).
 """
 
@@ -69,25 +71,27 @@ class Location:
         return parse_metadata(raw)
 
 
-def inspect(url: str, storage_options: dict[str, Any] | None) -> State:
+def inspect(url: str, storage_options: dict[str, Any] | None, may_create: bool = True) -> State:
     """What is at ``url``: nothing, an empty folder, an mnist-dask store (marked or from before the marker).
 
     Anything else is refused with a one-line :class:`UserError`: a regular file, another tool's
     Zarr v2 or v3 store, a non-empty folder without ``zarr.json``, or an unreadable root ``zarr.json``.
+    ``may_create``: the command may make a store here (its advice: another folder), else it only uses one.
     """
     place = Location.of(url, storage_options)
     fs, root = place.fs, place.root
     fs.invalidate_cache()  # object stores cache listings; the store may have changed since
+    advice = _ONLY_OURS if may_create else _MADE_BY_INGEST
     if fs.isfile(root):
-        raise UserError(f"{url}: is a file, not a store folder; choose a new or empty folder (or an mnist-dask store)")
+        raise UserError(f"{url}: is a file, not a store folder; {_ONLY_OURS_FILE if may_create else advice}")
     if not fs.exists(root):
         return "absent"
     names = {posixpath.basename(entry.rstrip("/")) for entry in fs.ls(root, detail=False)}
     if METADATA not in names:
         if names & _ZARR_V2_FILES:
-            raise UserError(f"{url}: is a Zarr v2 store of another tool; {_ONLY_OURS}")
+            raise UserError(f"{url}: is a Zarr v2 store of another tool; {advice}")
         if names:
-            raise UserError(f"{url}: is a folder that is not empty and holds no mnist-dask store; {_ONLY_OURS}")
+            raise UserError(f"{url}: is a folder that is not empty and holds no mnist-dask store; {advice}")
         return "empty"
     try:
         document = place.read_json(METADATA)
@@ -97,12 +101,12 @@ def inspect(url: str, storage_options: dict[str, Any] | None) -> State:
             "move it away and ingest again"
         ) from None
     if document.get("node_type") != "group":
-        raise UserError(f"{url}: is a Zarr array, not an mnist-dask store; {_ONLY_OURS}")
+        raise UserError(f"{url}: is a Zarr array, not an mnist-dask store; {advice}")
     if isinstance(document.get("attributes", {}).get(ROOT_KEY), dict):
         return "ours"
     if _has_raw_stage(place):
         return "unmarked"  # written before stores were marked: adopted (and marked) on the next write
-    raise UserError(f"{url}: is a Zarr store that mnist-dask did not create; {_ONLY_OURS}")
+    raise UserError(f"{url}: is a Zarr store that mnist-dask did not create; {advice}")
 
 
 def store_around(path: Path) -> Path | None:
@@ -121,6 +125,8 @@ def store_around(path: Path) -> Path | None:
 
 
 _ONLY_OURS = "mnist-dask writes only into its own stores: choose a new or empty --store"
+_ONLY_OURS_FILE = "choose a new or empty folder (or an mnist-dask store)"
+_MADE_BY_INGEST = "give the folder or URL of a store made by 'mnist-dask ingest'"
 
 
 def _has_raw_stage(place: Location) -> bool:

@@ -39,10 +39,15 @@ STAGE_NAME = re.compile(r"^(raw|derived/[A-Za-z0-9_.+-]+)$")
 class Store:
     """A Zarr v3 store at a local path or any fsspec URL (``s3://...``)."""
 
-    def __init__(self, url: str = DEFAULT_STORE, storage_options: dict[str, Any] | None = None):
+    def __init__(
+        self, url: str = DEFAULT_STORE, storage_options: dict[str, Any] | None = None, may_create: bool = True
+    ):
+        """``may_create``: whether the command may make the store (ingest, a job given a source), or only uses
+        one (info, verify, drop, transform): what a refusal of another folder or tool's store advises."""
         path = local_path(url)  # file:// and ~ name local paths too (the same rule as the command line's)
         self.url = url if path is None else str(path.resolve())
         self.storage_options = storage_options or None
+        self.may_create = may_create
         self._ours = False  # set once the location is known to hold an mnist-dask store
 
     def __str__(self) -> str:
@@ -221,7 +226,7 @@ class Store:
     def _root(self) -> zarr.Group | None:
         """The root group for reading, or None when nothing (or an empty folder) is at the URL."""
         if not self._ours:
-            state = layout.inspect(self.url, self.storage_options)
+            state = layout.inspect(self.url, self.storage_options, self.may_create)
             if state in ("absent", "empty"):
                 return None
             self._ours = state == "ours"
@@ -240,7 +245,7 @@ class Store:
                 raise UserError(f"{self.url}: no Zarr store here (run 'mnist-dask ingest' first)")
             return root
         if not self._ours:
-            layout.inspect(self.url, self.storage_options)  # refuses a file, another tool's store, ...
+            layout.inspect(self.url, self.storage_options, self.may_create)  # refuses a file, another tool's store
         try:
             root = zarr.open_group(self.url, mode="a", storage_options=self.storage_options, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):  # a local folder is made: a bucket is missing

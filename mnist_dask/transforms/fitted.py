@@ -12,9 +12,9 @@ import numpy as np
 
 from mnist_dask.data.sources import SPLITS
 from mnist_dask.data.store import Store
-from mnist_dask.errors import UserError
 from mnist_dask.transforms.arrays import Arrays, as_rows, carry_labels
 from mnist_dask.transforms.names import number
+from mnist_dask.transforms.parameters import ParameterError
 from mnist_dask.transforms.randomized_pca import fit_randomized_pca
 
 
@@ -39,7 +39,12 @@ def build_variance_threshold(store: Store, input_stage: str, p: dict[str, Any]) 
     variance = flat["train"].astype(np.float64).var(axis=0).compute()
     keep = variance > p["threshold"]
     if not keep.any():
-        raise UserError(f"transform varthresh: no pixel has variance above {p['threshold']}")
+        raise ParameterError(
+            "varthresh",
+            "threshold",
+            f" must be below the largest pixel variance on train ({variance.max():g}) to keep a pixel, "
+            f"got {p['threshold']:g}",
+        )
     arrays: Arrays = {"selected": da.from_array(keep), "variance": da.from_array(variance)}
     for split in SPLITS:
         arrays[f"{split}/features"] = flat[split][:, keep]
@@ -78,7 +83,7 @@ def build_pca(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
         limit = (
             f"{features} (the input's features)" if features <= rows else f"{rows} (the training rows it is fitted on)"
         )
-        raise UserError(f"transform pca: n_components must be between 1 and {limit}, got {p['n_components']}")
+        raise ParameterError("pca", "n_components", f" must be between 1 and {limit}, got {p['n_components']}")
     if resolve_solver(p["svd_solver"], p["n_components"], rows, features) == "randomized":
         fitted = fit_randomized_pca(fit_rows.rechunk({0: p["chunk_size"]}), p["n_components"], p["seed"])
         components, mean, variance = fitted.components, fitted.mean, fitted.explained_variance

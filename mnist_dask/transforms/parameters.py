@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mnist_dask.errors import UserError
+
 
 @dataclass(frozen=True)
 class Param:
@@ -18,6 +20,33 @@ class Param:
     max: float | None = None
     choices: tuple[str, ...] = ()
     min_open: bool = False  # the minimum itself is not allowed
+
+
+def option_name(key: str) -> str:
+    """The command line's option for a transform parameter: ``n_components`` is ``--n-components``."""
+    return f"--{key.replace('_', '-')}"
+
+
+class ParameterError(UserError):
+    """A transform parameter's value refused, kept apart from the parameter's name so that the message can
+    name it as the user wrote it: the job file's step key (``n_components``, the message as raised) or the
+    command line's option (``--n-components``, by :meth:`for_option`)."""
+
+    def __init__(self, transform: str, key: str, problem: str) -> None:
+        """``problem``: what follows the parameter's name, e.g. `` must lie in [1, 784], got 900``."""
+        self.transform, self.key, self.problem = transform, key, problem
+        super().__init__(self._naming(key))
+
+    def __reduce__(self) -> tuple[type[ParameterError], tuple[str, str, str]]:
+        """Rebuilt from its parts when it crosses processes (the default would pass the message alone)."""
+        return (ParameterError, (self.transform, self.key, self.problem))
+
+    def for_option(self) -> UserError:
+        """The same refusal naming the command line's option, for ``mnist-dask transform NAME --OPTION``."""
+        return UserError(self._naming(option_name(self.key)))
+
+    def _naming(self, name: str) -> str:
+        return f"transform {self.transform}: {name}{self.problem}"
 
 
 _CHUNK = Param("rows per output chunk", min=1)

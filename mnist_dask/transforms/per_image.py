@@ -13,9 +13,9 @@ from dask.base import tokenize
 
 from mnist_dask.data.sources import SPLITS
 from mnist_dask.data.store import Store
-from mnist_dask.errors import UserError
 from mnist_dask.transforms import kernels
 from mnist_dask.transforms.arrays import Arrays, carry_labels, copy_split
+from mnist_dask.transforms.parameters import ParameterError
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,9 @@ def build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
         labels = store.read(f"{input_stage}/{split}/labels")
         size = p[split]
         if size > labels.shape[0]:  # its lower bound is in PARAMETERS
-            raise UserError(f"transform sample: {split}={size} must lie in [0, {labels.shape[0]}]")
+            raise ParameterError(
+                "sample", split, f" must lie in [0, {labels.shape[0]}] (the input's {split} rows), got {size}"
+            )
         rows = np.sort(rng.choice(labels.shape[0], size, replace=False)) if size else np.arange(labels.shape[0])
         for path, array in copy_split(store, input_stage, split).items():
             arrays[path] = array[rows]

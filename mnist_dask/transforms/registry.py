@@ -10,6 +10,7 @@ numpy kernels of :mod:`~mnist_dask.transforms.kernels`.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,16 +100,48 @@ def run_transform(
     }
 
     def conflict() -> None:
-        if transform_command:
-            raise UserError(f"{store}: '{stage}' exists with other parameters or inputs; use --force to replace it")
-        raise UserError(
-            f"{store}: '{stage}' exists, computed with other parameters or inputs; {drop_advice(store, stage)}"
-        )
+        stored = (store.stage_attrs(stage) or {}).get("fingerprint")
+        raise UserError(_conflict_message(store, stage, stored, fingerprint, transform_command))
 
     def build() -> tuple[Arrays, dict[str, Any]]:
         return transform.build(store, input_stage, params), {"transform": name, "params": params, "input": input_stage}
 
     return StageOutcome(produce_stage(store, client, stage, fingerprint, force, build, conflict), stage)
+
+
+def _conflict_message(
+    store: Store, stage: str, stored: object, fingerprint: dict[str, Any], transform_command: bool
+) -> str:
+    """Why a complete stage of this name is not this run's, saying what differs in its recorded fingerprint
+    (only the chunk size, other parameters, a rewritten input), and the remedy of the caller's command.
+
+    ``transform_command``: ``mnist-dask transform`` has --chunk-size and --force; a job can only drop the stage."""
+    differs = _differences(stored, json.loads(json.dumps(fingerprint)))  # as recorded: tuples become lists, ...
+    said = " and ".join(differs) or "with other parameters or inputs"
+    what = f"{store}: '{stage}' exists{',' if said.startswith('computed') else ''} {said}"
+    if not transform_command:
+        return f"{what}; {drop_advice(store, stage)}"
+    if len(differs) == 1 and isinstance(stored, dict) and differs[0].startswith("with chunks of"):
+        return f"{what}; pass --chunk-size {stored['params']['chunk_size']} to use it, or --force to replace it"
+    return f"{what}; use --force to replace it"
+
+
+def _differences(stored: object, wanted: dict[str, Any]) -> list[str]:
+    """What differs between a stage's recorded fingerprint and the one asked for, in words; empty when the
+    record cannot tell (written by an older version, or without one)."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("params"), dict):
+        return []
+    old, new = stored["params"], wanted["params"]
+    keys = [key for key in new if key != "chunk_size"] + sorted(key for key in old if key not in new)
+    differs = []
+    if old.get("chunk_size") != new.get("chunk_size"):
+        differs.append(f"with chunks of {old.get('chunk_size')} rows (asked for {new.get('chunk_size')})")
+    changed = [f"{key}={old.get(key)!r} (asked for {new.get(key)!r})" for key in keys if old.get(key) != new.get(key)]
+    if changed:
+        differs.append(f"with other parameters: {', '.join(changed)}")
+    if any(stored.get(key) != wanted[key] for key in ("input", "input_fingerprint")):
+        differs.append(f"computed from an earlier '{wanted['input']}' (rewritten since)")
+    return differs
 
 
 def _missing_input(store: Store, input_stage: str, begun: bool) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_dask.errors import UserError
-from mnist_dask.transforms.parameters import PARAMETERS
+from mnist_dask.transforms.parameters import PARAMETERS, ParameterError
 
 if TYPE_CHECKING:
     from mnist_dask.transforms.registry import Transform
@@ -20,7 +20,8 @@ def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, An
     """Fill defaults and check each value's type and range, refusing unknown names.
 
     An integer parameter takes an integer (or its text), never a fraction (2.5 is not
-    silently 2); a number takes an integer or a float; a flag takes true or false.
+    silently 2); a number takes an integer or a float; a flag takes true or false. A refused value is a
+    :class:`ParameterError`, which the command line names by its option.
     """
     unknown = sorted(set(params) - set(transform.defaults))
     if unknown:
@@ -33,7 +34,7 @@ def resolve_params(transform: Transform, params: dict[str, Any]) -> dict[str, An
         kind = type(transform.defaults[key])
         converted = _as_kind(value, kind)
         if converted is None:
-            raise UserError(f"transform {transform.name}: {key}={value!r} is not {_KIND_NAMES[kind]}")
+            raise ParameterError(transform.name, key, f"={value!r} is not {_KIND_NAMES[kind]}")
         resolved[key] = converted
     for key, value in resolved.items():
         _check_range(transform.name, key, value)
@@ -47,7 +48,7 @@ def _check_range(name: str, key: str, value: Any) -> None:
     if param is None or isinstance(value, bool):
         return
     if param.choices and value not in param.choices:
-        raise UserError(f"transform {name}: {key} must be one of {', '.join(param.choices)}, got {value!r}")
+        raise ParameterError(name, key, f" must be one of {', '.join(param.choices)}, got {value!r}")
     if not isinstance(value, (int, float)):
         return
     low = -math.inf if param.min is None else param.min
@@ -58,11 +59,11 @@ def _check_range(name: str, key: str, value: Any) -> None:
     if param.max is not None:
         interval = f"{'(' if param.min_open else '['}{low:g}, {high:g}]"
         shown = f"{value:g}" if isinstance(value, float) else value
-        raise UserError(f"transform {name}: {key} must lie in {interval}, got {shown}")
+        raise ParameterError(name, key, f" must lie in {interval}, got {shown}")
     if isinstance(value, int):
-        raise UserError(f"transform {name}: {key} must be {low:g} or more, got {value}")
+        raise ParameterError(name, key, f" must be {low:g} or more, got {value}")
     bound = f" of at least {low:g}" if param.min is not None else ""
-    raise UserError(f"transform {name}: {key} must be a finite number{bound}, got {value}")
+    raise ParameterError(name, key, f" must be a finite number{bound}, got {value}")
 
 
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}

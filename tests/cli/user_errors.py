@@ -275,6 +275,15 @@ def _names(*fragments: str) -> Callable[[Workspace], list[str]]:
 NO_STORE = ("no-store", _new)
 
 
+def _notes(ws: Workspace) -> Path:
+    """A folder of the user's own files: not a store."""
+    folder = ws.root / "notes"
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not a store\n")
+    return folder
+
+
 def _untouched(name: str) -> tuple[str, Callable[[Workspace], Path]]:
     return ("untouched", _on_copy(name))
 
@@ -339,6 +348,23 @@ OPTION_CASES = [
         _names("--sigma", "wide"),
         store=_untouched("blur"),
     ),
+    *[
+        Case(  # refused after click's own checks (by the data, or nan): named as typed, not by the job file's key
+            f"{name}-{option}-{value}",
+            lambda ws, name=name, option=option, value=value: [
+                *["transform", name, f"--{option}", value, "--store", ws.copy(f"param-{name}"), "--workers", "1"]
+            ],
+            _names(f"transform {name}: --{option} must", *extra),
+            absent=(f": {option.replace('-', '_')} ", f": {option.replace('-', '_')}="),  # the job file's key
+            store=_untouched(f"param-{name}"),
+        )
+        for name, option, value, extra in (
+            ("pca", "n-components", "700", ["between 1 and 40 (the training rows it is fitted on), got 700"]),
+            ("sample", "train", "41", ["lie in [0, 40] (the input's train rows), got 41"]),
+            ("varthresh", "threshold", "1e9", ["below the largest pixel variance on train", "got 1e+09"]),
+            ("blur", "sigma", "nan", ["finite number"]),
+        )
+    ],
     Case("transform-unknown", lambda ws: ["transform", "frobnicate"], _names("frobnicate")),
     Case(
         "transform-input-not-a-stage",
@@ -401,7 +427,27 @@ ENVIRONMENT_CASES = [
         lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", ws.file / "s.zarr", "--workers", "1"],
         lambda ws: [str(ws.file)],
     ),
-    Case("info-store-is-a-file", lambda ws: ["info", ws.file], lambda ws: [str(ws.file)]),
+    Case(  # info writes nothing: no advice to choose a new or empty folder
+        "info-store-is-a-file",
+        lambda ws: ["info", ws.file],
+        lambda ws: [str(ws.file), "not a Zarr store folder", "a store made by 'mnist-dask ingest'"],
+        absent=("new or empty",),
+    ),
+    *[
+        Case(  # commands that only use a store: the folder is not one, and no advice about writing into it
+            f"{command}-on-a-folder-of-other-files",
+            lambda ws, args=args: [*args, _notes(ws)],
+            lambda ws: [f"{_notes(ws)}: is a folder that is not empty and holds no mnist-dask store", "made by"],
+            absent=("new or empty", "writes only"),
+            store=("untouched", _notes),
+        )
+        for command, args in (
+            ("info", ["info"]),
+            ("verify", ["verify", "--workers", "1"]),
+            ("drop", ["drop", "raw", "--store"]),
+            ("transform", ["transform", "deskew", "--workers", "1", "--store"]),
+        )
+    ],
     Case(
         "store-on-read-only-fs",
         lambda ws: ["ingest", "--source", f"idx:{ws.idx}", "--store", ws.read_only / "s.zarr", "--workers", "1"],
@@ -711,9 +757,34 @@ MESSAGE_CASES = [
     Case(  # the job's stage is taken by the user's own transform (another --chunk-size): run has no --force
         "run-stage-with-other-parameters",
         lambda ws: ["run", REPO / "jobs" / "knn_augmented.toml", "--store", _shifted(ws), "--workers", "1"],
-        lambda ws: ["derived/shift5x", f"mnist-dask drop --store {_shifted(ws)} derived/shift5x"],
-        absent=("--force",),
+        lambda ws: [
+            f"'derived/shift5x' exists with chunks of 7 rows (asked for 5000); "
+            f"drop it to compute it again: mnist-dask drop --store {_shifted(ws)} derived/shift5x"
+        ],
+        absent=("--force", "other parameters or inputs"),
         store=("untouched", lambda ws: _shifted(ws)),
+        mid_work=True,
+    ),
+    Case(  # only the chunking differs: say so, and that --chunk-size 7 uses the stage as it is
+        "transform-stage-with-other-chunk-size",
+        lambda ws: ["transform", "shift", "--store", _shifted(ws), "--workers", "1"],
+        lambda ws: [
+            f"{_shifted(ws)}: 'derived/shift5x' exists with chunks of 7 rows (asked for 5000); "
+            "pass --chunk-size 7 to use it, or --force to replace it"
+        ],
+        absent=("other parameters or inputs",),
+        store=("untouched", lambda ws: _shifted(ws)),
+        mid_work=True,
+    ),
+    Case(  # its input was rewritten (--force, other chunks) after it was computed: say so
+        "transform-stage-after-its-input-was-rewritten",
+        lambda ws: ["transform", "deskew", "--input", "derived/shift5x", "--store", _reshifted(ws), "--workers", "1"],
+        lambda ws: [
+            "'derived/shift5x+deskew' exists, computed from an earlier 'derived/shift5x' (rewritten since); "
+            "use --force to replace it"
+        ],
+        absent=("other parameters or inputs",),
+        store=("untouched", lambda ws: _reshifted(ws)),
         mid_work=True,
     ),
     Case(
@@ -795,6 +866,16 @@ def _predictions(ws: Workspace) -> Path:
 def _shifted(ws: Workspace) -> Path:
     """The small store with ``derived/shift5x`` in chunks of 7 rows (a job's step uses 5000)."""
     return ws.with_stage("shifted", "shift", "--chunk-size", "7")
+
+
+def _reshifted(ws: Workspace) -> Path:
+    """The small store with ``derived/shift5x+deskew`` computed from a ``derived/shift5x`` rewritten since."""
+    target = ws.with_stage("reshifted", "shift", "--chunk-size", "7")
+    if not (target / "derived" / "shift5x+deskew").exists():
+        for args in (["deskew", "--input", "derived/shift5x"], ["shift", "--chunk-size", "9", "--force"]):
+            done = ws.cli("transform", *args, "--store", target, "--workers", "1")
+            assert done.returncode == 0, done.stderr
+    return target
 
 
 def _s3(ws: Workspace, *options: str, bucket: str = "study") -> list[object]:

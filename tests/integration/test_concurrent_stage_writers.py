@@ -80,9 +80,10 @@ def test_two_transforms_started_together_write_the_stage_once_and_the_store_veri
         assert sum(line.startswith(WAITING) for line in stderr.splitlines()) <= 1, stderr
         if second == "refused":
             assert code == 2 and stdout == "", stderr
+            held, asked = sizes if f"(asked for {sizes[1]})" in stderr else sizes[::-1]  # whichever wrote first
             assert _own_lines(stderr) == [
-                f"mnist-dask: error: {store}: '{STAGE}' exists with other parameters or inputs; "
-                "use --force to replace it"
+                f"mnist-dask: error: {store}: '{STAGE}' exists with chunks of {held} rows (asked for {asked}); "
+                f"pass --chunk-size {held} to use it, or --force to replace it"
             ]
         else:
             assert code == 0, stderr
