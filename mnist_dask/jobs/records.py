@@ -329,12 +329,27 @@ def with_scheduler_state(client: Any, record: dict[str, Any]) -> dict[str, Any]:
 
     A driver that left the scheduler after the record was read may have finished meanwhile: its last
     write to the scheduler comes before its task ends, so the record is read again before 'lost'.
+    A driver whose client was closed under it (its worker stopped or killed) could not publish its end, but its run
+    folder may hold it: where that folder is readable here and its record ended, that record is the run's state, as
+    ``status FOLDER`` says.
     """
     alive = submitted_driver_alive(client, record)
     if alive is False:
         newer = scheduler_runs(client).get(str(record.get("run_id")))
         record = newer if isinstance(newer, dict) else record
+    if record.get("state") in ("queued", "running"):
+        record = _ended_in_folder(record) or record
     return with_state(record, alive)
+
+
+def _ended_in_folder(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The same run's record in its run folder, when that folder is readable here and the record there ended."""
+    try:
+        found = json.loads((Path(str(record.get("run_dir"))) / STATUS_FILE).read_text())
+    except (OSError, ValueError):  # not shared with this machine, or unreadable: the scheduler's record stands
+        return None
+    ended = isinstance(found, dict) and found.get("state") in ("failed", "finished")
+    return found if ended and found.get("run_id") == record.get("run_id") else None
 
 
 def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | None:

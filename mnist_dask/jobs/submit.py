@@ -17,6 +17,7 @@ from distributed import Client, fire_and_forget, span, worker_client
 
 from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
+from mnist_dask.errors import ClusterLostError
 from mnist_dask.jobs.records import SPAN_TAG, STUDY_JOB, RunStatus, driver_alive
 from mnist_dask.jobs.spec import Job
 from mnist_dask.jobs.study import StudyJob
@@ -82,7 +83,7 @@ def _submit(
 def _drive(record: dict[str, Any], work: Callable[[Client, RunStatus], dict[str, Any]]) -> dict[str, Any]:
     """(On a worker) carry on the run's record with the worker's client and do the work under the run's span."""
     with worker_client() as client:
-        status = RunStatus.resume(record, client)
+        status = SubmittedRunStatus.resume(record, client)
         try:
             with span(SPAN_TAG, status.record["run_id"]):
                 return work(client, status)
@@ -90,6 +91,39 @@ def _drive(record: dict[str, Any], work: Callable[[Client, RunStatus], dict[str,
             if status.record["state"] != "failed":  # failed before the work could say so
                 status.failed(exc)
             raise
+
+
+class SubmittedRunStatus(RunStatus):
+    """The record of a run whose driver is a task on a worker: a client closed under the driver is its worker's doing.
+
+    The driver uses its worker's client; when that worker is stopped or killed, the worker closes the client, the
+    driver's futures are cancelled, and that reads like a lost scheduler (the driver's :class:`ClusterLostError`)
+    though the scheduler is up. A client that lost its scheduler is reconnecting instead, and keeps that error.
+    """
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the failure, naming the driver's worker when it was the worker that went away."""
+        if isinstance(exc, ClusterLostError) and self.client is not None and self.client.status in _CLOSED:
+            exc = worker_gone_error(self.record.get("stage"))
+        super().failed(exc)
+
+
+_CLOSED = ("closing", "closed")  # a Client's status once closed (by its worker); "connecting": its scheduler lost
+
+
+def worker_gone_error(stage: object) -> ClusterLostError:
+    """The one line for a submitted run whose driver's worker was stopped or killed (the scheduler still up)."""
+    during = f" during {stage}" if stage else ""
+    try:
+        from distributed import get_worker
+
+        worker = f" {get_worker().address}"
+    except ValueError:  # not on a worker
+        worker = ""
+    return ClusterLostError(
+        f"the worker{worker} running the run's driver was stopped or killed{during} (the scheduler was not lost); "
+        "completed stages are kept in the store: submit the job again to resume"
+    )
 
 
 def _wait_until_held(client: Client, key: str, future: Any) -> None:
