@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mnist_dask.cli.errors import EXIT_INTERNAL
 from mnist_dask.cli.formatting import describe_run, runs_table
 from mnist_dask.cli.options import (
     ClusterChoice,
@@ -17,6 +18,8 @@ from mnist_dask.cli.options import (
     runs_root_of,
     store_options,
 )
+
+ENDED_BADLY = ("failed", "lost")  # states for which ``status`` exits 1
 
 
 @command("status")
@@ -29,6 +32,9 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
     """Show a run's state, stage and progress (or its error).
 
     RUN: a run id (under --runs-dir, else the store's own runs folder) or a run folder.
+
+    Exit status 0 for a finished, queued or running run, 1 for a failed or lost one (also with --json), so that a
+    script can wait on a run and tell how it ended; 2 for a user error (no such run, an unreadable record).
     """
     from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import find_run_dir, read_status, scheduler_record, with_state
@@ -43,6 +49,8 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
         click.echo(json.dumps({**record, **({"progress": progress} if progress else {})}, indent=2))
     else:
         click.echo(describe_run(record, progress))
+    if record["state"] in ENDED_BADLY:
+        raise click.exceptions.Exit(EXIT_INTERNAL)
 
 
 @command("runs")

@@ -29,8 +29,10 @@ def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def _status(run_id: str, *options: str) -> dict:
     done = _cli("status", run_id, "--json", *options)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    assert done.stderr == "", done.stderr
+    record = json.loads(done.stdout)
+    assert done.returncode == (1 if record["state"] in ("failed", "lost") else 0), record  # how it ended
+    return record
 
 
 def _follow(run_id: str, store: str, scheduler: str, timeout: float = 400) -> list[dict]:
@@ -119,7 +121,7 @@ def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, t
     assert final["error"].startswith(f"{train}: non-integer value")
     assert final["stage"] == "ingest"
     text = _cli("status", run_id, "--scheduler", dask_processes.address)
-    assert text.returncode == 0 and "failed" in text.stdout and f"error: {final['error']}" in text.stdout
+    assert text.returncode == 1 and "failed" in text.stdout and f"error: {final['error']}" in text.stdout
     assert not (Path(final["run_dir"]) / "result.json").exists()
 
 
@@ -188,7 +190,7 @@ def test_a_running_record_whose_process_is_gone_is_lost(tmp_path):
 
     assert run_state(status.record) == "lost"
     assert listed.returncode == 0 and "lost" in listed.stdout.splitlines()[1]
-    assert shown.returncode == 0 and "lost" in shown.stdout and "the job again to resume" in shown.stdout
+    assert shown.returncode == 1 and "lost" in shown.stdout and "the job again to resume" in shown.stdout
 
 
 def test_a_driver_that_finished_after_its_record_was_read_is_not_called_lost(dask_processes):

@@ -1,0 +1,60 @@
+"""``status`` and ``runs`` over run folders as runs leave them (records written by :class:`RunStatus`): how a run
+ended is in ``status``'s exit status, and ``runs`` lists every folder, an unreadable record too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_dask.errors import UserError
+from mnist_dask.jobs.records import RunStatus
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_dask", *map(str, args)], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _runs(root: Path) -> dict[str, RunStatus]:
+    """Four run folders under ``root``, one in each state a run can be left in."""
+    made = {state: RunStatus(root / f"run-{state}", f"run-{state}", "knn_baseline") for state in ("finished", "failed")}
+    made["finished"].running()
+    made["finished"].finished({"metrics": {"test_accuracy": 0.9691}})
+    made["failed"].running()
+    made["failed"].stage("predict")
+    made["failed"].failed(UserError("train.csv: non-integer value"))
+    made["running"] = RunStatus(root / "run-running", "run-running", "knn_baseline")
+    made["running"].running()  # this process: alive
+    made["lost"] = RunStatus(root / "run-lost", "run-lost", "knn_baseline")
+    made["lost"].running()
+    made["lost"]._write(pid=_dead_pid())  # as if its process had been killed
+    return made
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_exits_1_for_a_failed_or_lost_run_and_0_for_one_finished_or_running(tmp_path, as_json):
+    """A script that waited for a run to end tells how it ended from ``status``'s exit status."""
+    _runs(tmp_path)
+    for state, expected in (("finished", 0), ("running", 0), ("failed", 1), ("lost", 1)):
+        shown = _cli("status", f"run-{state}", "--runs-dir", tmp_path, *(["--json"] if as_json else []))
+        assert shown.returncode == expected, (state, shown.stdout, shown.stderr)
+        assert shown.stderr == ""  # the state and error are the output, not an error of the command's
+        if as_json:
+            assert json.loads(shown.stdout)["state"] == state
+        else:
+            assert shown.stdout.startswith(f"run run-{state} (job knn_baseline): {state}\n"), shown.stdout
+    failed = _cli("status", "run-failed", "--runs-dir", tmp_path).stdout
+    assert "  error: train.csv: non-integer value" in failed.splitlines()
