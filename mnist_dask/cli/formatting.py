@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_dask.jobs.ledger import MET, STATUSES, reproduced
+from mnist_dask.jobs.records import UNREADABLE
 
 LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
@@ -52,16 +53,16 @@ def follow_command(folder: Path) -> str:
 
 def runs_table(records: list[dict[str, Any]]) -> str:
     """One line per run (state already decided): id, state, start, and the stage, accuracy or error."""
-    lines = [f"{'RUN':44s} {'STATE':9s} {'STARTED':19s} {'STAGE / RESULT'}"]
+    lines = [f"{'RUN':44s} {'STATE':10s} {'STARTED':19s} {'STAGE / RESULT'}"]
     for record in records:
         started = str(record.get("started") or record.get("submitted") or "")[:19].replace("T", " ")
-        lines.append(f"{record['run_id']:44s} {record['state']:9s} {started:19s} {outcome(record)}")
+        lines.append(f"{record['run_id']:44s} {record['state']:10s} {started:19s} {outcome(record)}")
     return "\n".join(lines)
 
 
 def outcome(record: dict[str, Any]) -> str:
     """One short cell: the stage in flight, the accuracy, or the error."""
-    if record["state"] == "failed":
+    if record["state"] in ("failed", UNREADABLE):
         return f"error: {record.get('error', '')}"[:80]
     if record["state"] == "finished":
         accuracy = record.get("test_accuracy")

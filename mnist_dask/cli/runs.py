@@ -59,7 +59,10 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
 @cluster_options(local=False)
 @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
 def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_json: bool) -> None:
-    """List the store's runs (from its own runs folder, or --runs-dir; and from the scheduler with --scheduler)."""
+    """List the store's runs (from its own runs folder, or --runs-dir; and from the scheduler with --scheduler).
+
+    A run folder whose status.json cannot be read is listed as 'unreadable', with the reason.
+    """
     from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import list_runs, scheduler_runs, with_scheduler_state, with_state
 

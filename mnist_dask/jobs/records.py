@@ -35,6 +35,7 @@ STUDY_JOB = "study"  # the job name in a submitted study's status.json
 METADATA_KEY = "mnist-dask-runs"
 SPAN_TAG = "mnist-dask-run"
 LOG_LINES = 20  # log lines kept in the record
+UNREADABLE = "unreadable"  # the state ``runs`` lists for a run folder whose status.json cannot be read
 _DONE_STATES = ("memory", "released", "forgotten", "erred")
 DEFAULT_STORE_NAME = Path(DEFAULT_STORE).name  # a store so named keeps plain runs/ and study/ beside it
 
@@ -251,19 +252,26 @@ def find_run_dir(ref: str, runs_root: Path) -> Path:
 
 
 def list_runs(runs_root: Path) -> list[dict[str, Any]]:
-    """Every run record under runs_root, oldest first; a UserError when runs_root is not a folder."""
+    """Every run record under runs_root, oldest first; a UserError when runs_root is not a folder.
+
+    A folder whose status.json cannot be read (garbled, not readable, not a run's) is listed too, as a row in the
+    state ``unreadable`` whose ``error`` says why (what ``status`` of that folder says), never left out unsaid.
+    """
     root = Path(runs_root)
     if not root.is_dir():
         raise UserError(f"{root}: {'not a folder' if root.exists() else 'no such folder'} (of run folders)")
     records = []
     for path in sorted(root.glob(f"*/{STATUS_FILE}")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a half-copied folder is not a run
-        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
-            records.append(record)
+            records.append(read_status(path.parent))
+        except UserError as exc:
+            records.append(unreadable_run(path.parent, str(exc).removeprefix(f"{path}: ")))
     return sorted(records, key=lambda r: str(r.get("submitted") or r.get("started") or ""))
+
+
+def unreadable_run(run_dir: Path, reason: str) -> dict[str, Any]:
+    """The row ``runs`` shows for a run folder whose status.json cannot be read: the folder's name, and why."""
+    return {"run_id": Path(run_dir).name, "job": None, "state": UNREADABLE, "error": reason, "run_dir": str(run_dir)}
 
 
 def scheduler_runs(client: Any) -> dict[str, dict[str, Any]]:
