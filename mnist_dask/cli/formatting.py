@@ -13,10 +13,18 @@ LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
     "store: run or submit the job again to resume"
 )
+SUBMITTED_LOST_HINT = (
+    "the run's driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
+    "it again on another worker ('status --scheduler' tells); if not, submit the job again to resume from the "
+    "stages kept in the store"
+)
 
 
-def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None) -> str:
-    """Several lines about one run (its ``state`` already decided) for a person."""
+def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None, from_scheduler: bool = False) -> str:
+    """Several lines about one run (its ``state`` already decided) for a person.
+
+    ``from_scheduler``: the state was decided by asking the scheduler whether it still holds the run's driver.
+    """
     lines = [f"run {record['run_id']} (job {record.get('job')}): {record['state']}"]
     for key in ("submitted", "started", "finished"):
         if record.get(key):
@@ -33,7 +41,10 @@ def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None)
     if record["state"] == "failed":
         lines.append(f"  error: {record.get('error')}")
     if record["state"] == "lost":
-        lines.append(f"  {LOST_HINT}")
+        submitted = bool(record.get("driver_key")) and not from_scheduler  # its pid gone; the scheduler not asked
+        lines.append(f"  {SUBMITTED_LOST_HINT if submitted else LOST_HINT}")
+    if record["state"] in ("queued", "running") and record.get("note"):
+        lines.append(f"  note: {record['note']}")
     if record["state"] == "finished" and isinstance(record.get("test_accuracy"), (int, float)):
         lines.append(f"  test accuracy: {record['test_accuracy']:.4f}")
     if record.get("run_dir"):

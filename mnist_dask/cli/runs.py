@@ -43,12 +43,13 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
     if not cluster.local:
         with connect(cluster.options(quiet=True, needs_workers=False)) as client:
             record, progress = scheduler_record(client, run)
+    from_scheduler = record is not None
     if record is None:
         record = with_state(read_status(find_run_dir(run, runs_root_of(store, runs_dir))))
     if as_json:
         click.echo(json.dumps({**record, **({"progress": progress} if progress else {})}, indent=2))
     else:
-        click.echo(describe_run(record, progress))
+        click.echo(describe_run(record, progress, from_scheduler=from_scheduler))
     if record["state"] in ENDED_BADLY:
         raise click.exceptions.Exit(EXIT_INTERNAL)
 

@@ -293,10 +293,11 @@ def run_state(record: dict[str, Any], driver_alive: bool | None = None) -> str:
     """Where a run stands: its recorded state, or 'lost' when its driver is known to be gone.
 
     Gone: a submitted run's driver task is no longer on the scheduler (``driver_alive`` False),
-    or a running run's driver process on this host has exited.
+    or a running run's driver process on this host has exited (unless the scheduler still holds its driver task,
+    ``driver_alive`` True: the scheduler starts a driver whose worker went away again on another worker).
     """
     state = str(record.get("state", "unknown"))
-    if state not in ("queued", "running"):
+    if state not in ("queued", "running") or driver_alive is True:
         return state
     if driver_alive is False:
         return "lost"
@@ -337,27 +338,26 @@ def with_scheduler_state(client: Any, record: dict[str, Any]) -> dict[str, Any]:
 
     A driver that left the scheduler after the record was read may have finished meanwhile: its last
     write to the scheduler comes before its task ends, so the record is read again before 'lost'.
-    A driver whose client was closed under it (its worker stopped or killed) could not publish its end, but its run
-    folder may hold it: where that folder is readable here and its record ended, that record is the run's state, as
-    ``status FOLDER`` says.
+    A driver whose client was closed under it (its worker stopped or killed) could not publish its last record, but
+    its run folder holds it (the driver writes the folder first, then the scheduler): where that folder is readable
+    here, its record is the run's, as ``status FOLDER`` says.
     """
     alive = submitted_driver_alive(client, record)
     if alive is False:
         newer = scheduler_runs(client).get(str(record.get("run_id")))
         record = newer if isinstance(newer, dict) else record
     if record.get("state") in ("queued", "running"):
-        record = _ended_in_folder(record) or record
+        record = _in_folder(record) or record
     return with_state(record, alive)
 
 
-def _ended_in_folder(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The same run's record in its run folder, when that folder is readable here and the record there ended."""
+def _in_folder(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The same run's record in its run folder, when that folder is readable here (None otherwise)."""
     try:
         found = json.loads((Path(str(record.get("run_dir"))) / STATUS_FILE).read_text())
     except (OSError, ValueError):  # not shared with this machine, or unreadable: the scheduler's record stands
         return None
-    ended = isinstance(found, dict) and found.get("state") in ("failed", "finished")
-    return found if ended and found.get("run_id") == record.get("run_id") else None
+    return found if isinstance(found, dict) and found.get("run_id") == record.get("run_id") else None
 
 
 def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | None:
