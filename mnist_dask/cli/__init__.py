@@ -1,8 +1,8 @@
 """The ``mnist-dask`` command (also ``dask mnist``): a click group of thin command modules over the library.
 
 Exit status 0 on success, 2 on a user error, 1 on a lost cluster or a bug, each failure one
-line on stderr (see :mod:`mnist_dask.cli.errors`). Importing this package imports click and
-nothing heavy: ``--version`` and ``--help`` answer without loading dask.
+line on stderr (see :mod:`mnist_dask.cli.errors`); ``status`` also exits 1 for a failed or lost run.
+Importing this package imports click and nothing heavy: ``--version`` and ``--help`` answer without loading dask.
 """
 
 from __future__ import annotations

@@ -7,15 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from mnist_dask.jobs.ledger import MET, STATUSES, reproduced
+from mnist_dask.jobs.records import UNREADABLE
 
 LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
     "store: run or submit the job again to resume"
 )
+SUBMITTED_LOST_HINT = (
+    "the run's driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
+    "it again on another worker ('status --scheduler' tells); if not, submit the job again to resume from the "
+    "stages kept in the store"
+)
 
 
-def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None) -> str:
-    """Several lines about one run (its ``state`` already decided) for a person."""
+def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None, from_scheduler: bool = False) -> str:
+    """Several lines about one run (its ``state`` already decided) for a person.
+
+    ``from_scheduler``: the state was decided by asking the scheduler whether it still holds the run's driver.
+    """
     lines = [f"run {record['run_id']} (job {record.get('job')}): {record['state']}"]
     for key in ("submitted", "started", "finished"):
         if record.get(key):
@@ -32,7 +41,10 @@ def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None)
     if record["state"] == "failed":
         lines.append(f"  error: {record.get('error')}")
     if record["state"] == "lost":
-        lines.append(f"  {LOST_HINT}")
+        submitted = bool(record.get("driver_key")) and not from_scheduler  # its pid gone; the scheduler not asked
+        lines.append(f"  {SUBMITTED_LOST_HINT if submitted else LOST_HINT}")
+    if record["state"] in ("queued", "running") and record.get("note"):
+        lines.append(f"  note: {record['note']}")
     if record["state"] == "finished" and isinstance(record.get("test_accuracy"), (int, float)):
         lines.append(f"  test accuracy: {record['test_accuracy']:.4f}")
     if record.get("run_dir"):
@@ -52,16 +64,16 @@ def follow_command(folder: Path) -> str:
 
 def runs_table(records: list[dict[str, Any]]) -> str:
     """One line per run (state already decided): id, state, start, and the stage, accuracy or error."""
-    lines = [f"{'RUN':44s} {'STATE':9s} {'STARTED':19s} {'STAGE / RESULT'}"]
+    lines = [f"{'RUN':44s} {'STATE':10s} {'STARTED':19s} {'STAGE / RESULT'}"]
     for record in records:
         started = str(record.get("started") or record.get("submitted") or "")[:19].replace("T", " ")
-        lines.append(f"{record['run_id']:44s} {record['state']:9s} {started:19s} {outcome(record)}")
+        lines.append(f"{record['run_id']:44s} {record['state']:10s} {started:19s} {outcome(record)}")
     return "\n".join(lines)
 
 
 def outcome(record: dict[str, Any]) -> str:
     """One short cell: the stage in flight, the accuracy, or the error."""
-    if record["state"] == "failed":
+    if record["state"] in ("failed", UNREADABLE):
         return f"error: {record.get('error', '')}"[:80]
     if record["state"] == "finished":
         accuracy = record.get("test_accuracy")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mnist_dask.cli.errors import EXIT_INTERNAL
 from mnist_dask.cli.formatting import describe_run, runs_table
 from mnist_dask.cli.options import (
     ClusterChoice,
@@ -17,6 +18,8 @@ from mnist_dask.cli.options import (
     runs_root_of,
     store_options,
 )
+
+ENDED_BADLY = ("failed", "lost")  # states for which ``status`` exits 1
 
 
 @command("status")
@@ -29,6 +32,9 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
     """Show a run's state, stage and progress (or its error).
 
     RUN: a run id (under --runs-dir, else the store's own runs folder) or a run folder.
+
+    Exit status 0 for a finished, queued or running run, 1 for a failed or lost one (also with --json), so that a
+    script can wait on a run and tell how it ended; 2 for a user error (no such run, an unreadable record).
     """
     from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import find_run_dir, read_status, scheduler_record, with_state
@@ -37,12 +43,15 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
     if not cluster.local:
         with connect(cluster.options(quiet=True, needs_workers=False)) as client:
             record, progress = scheduler_record(client, run)
+    from_scheduler = record is not None
     if record is None:
         record = with_state(read_status(find_run_dir(run, runs_root_of(store, runs_dir))))
     if as_json:
         click.echo(json.dumps({**record, **({"progress": progress} if progress else {})}, indent=2))
     else:
-        click.echo(describe_run(record, progress))
+        click.echo(describe_run(record, progress, from_scheduler=from_scheduler))
+    if record["state"] in ENDED_BADLY:
+        raise click.exceptions.Exit(EXIT_INTERNAL)
 
 
 @command("runs")
@@ -51,7 +60,10 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
 @cluster_options(local=False)
 @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
 def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_json: bool) -> None:
-    """List the store's runs (from its own runs folder, or --runs-dir; and from the scheduler with --scheduler)."""
+    """List the store's runs (from its own runs folder, or --runs-dir; and from the scheduler with --scheduler).
+
+    A run folder whose status.json cannot be read is listed as 'unreadable', with the reason.
+    """
     from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import list_runs, scheduler_runs, with_scheduler_state, with_state
 

@@ -36,6 +36,7 @@ STUDY_JOB = "study"  # the job name in a submitted study's status.json
 METADATA_KEY = "mnist-dask-runs"
 SPAN_TAG = "mnist-dask-run"
 LOG_LINES = 20  # log lines kept in the record
+UNREADABLE = "unreadable"  # the state ``runs`` lists for a run folder whose status.json cannot be read
 _DONE_STATES = ("memory", "released", "forgotten", "erred")
 DEFAULT_STORE_NAME = Path(DEFAULT_STORE).name  # a store so named keeps plain runs/ and study/ beside it
 
@@ -254,19 +255,26 @@ def find_run_dir(ref: str, runs_root: Path) -> Path:
 
 
 def list_runs(runs_root: Path) -> list[dict[str, Any]]:
-    """Every run record under runs_root, oldest first; a UserError when runs_root is not a folder."""
+    """Every run record under runs_root, oldest first; a UserError when runs_root is not a folder.
+
+    A folder whose status.json cannot be read (garbled, not readable, not a run's) is listed too, as a row in the
+    state ``unreadable`` whose ``error`` says why (what ``status`` of that folder says), never left out unsaid.
+    """
     root = Path(runs_root)
     if not root.is_dir():
         raise UserError(f"{root}: {'not a folder' if root.exists() else 'no such folder'} (of run folders)")
     records = []
     for path in sorted(root.glob(f"*/{STATUS_FILE}")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a half-copied folder is not a run
-        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
-            records.append(record)
+            records.append(read_status(path.parent))
+        except UserError as exc:
+            records.append(unreadable_run(path.parent, str(exc).removeprefix(f"{path}: ")))
     return sorted(records, key=lambda r: str(r.get("submitted") or r.get("started") or ""))
+
+
+def unreadable_run(run_dir: Path, reason: str) -> dict[str, Any]:
+    """The row ``runs`` shows for a run folder whose status.json cannot be read: the folder's name, and why."""
+    return {"run_id": Path(run_dir).name, "job": None, "state": UNREADABLE, "error": reason, "run_dir": str(run_dir)}
 
 
 def scheduler_runs(client: Any) -> dict[str, dict[str, Any]]:
@@ -288,10 +296,11 @@ def run_state(record: dict[str, Any], driver_alive: bool | None = None) -> str:
     """Where a run stands: its recorded state, or 'lost' when its driver is known to be gone.
 
     Gone: a submitted run's driver task is no longer on the scheduler (``driver_alive`` False),
-    or a running run's driver process on this host has exited.
+    or a running run's driver process on this host has exited (unless the scheduler still holds its driver task,
+    ``driver_alive`` True: the scheduler starts a driver whose worker went away again on another worker).
     """
     state = str(record.get("state", "unknown"))
-    if state not in ("queued", "running"):
+    if state not in ("queued", "running") or driver_alive is True:
         return state
     if driver_alive is False:
         return "lost"
@@ -332,12 +341,26 @@ def with_scheduler_state(client: Any, record: dict[str, Any]) -> dict[str, Any]:
 
     A driver that left the scheduler after the record was read may have finished meanwhile: its last
     write to the scheduler comes before its task ends, so the record is read again before 'lost'.
+    A driver whose client was closed under it (its worker stopped or killed) could not publish its last record, but
+    its run folder holds it (the driver writes the folder first, then the scheduler): where that folder is readable
+    here, its record is the run's, as ``status FOLDER`` says.
     """
     alive = submitted_driver_alive(client, record)
     if alive is False:
         newer = scheduler_runs(client).get(str(record.get("run_id")))
         record = newer if isinstance(newer, dict) else record
+    if record.get("state") in ("queued", "running"):
+        record = _in_folder(record) or record
     return with_state(record, alive)
+
+
+def _in_folder(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The same run's record in its run folder, when that folder is readable here (None otherwise)."""
+    try:
+        found = json.loads((Path(str(record.get("run_dir"))) / STATUS_FILE).read_text())
+    except (OSError, ValueError):  # not shared with this machine, or unreadable: the scheduler's record stands
+        return None
+    return found if isinstance(found, dict) and found.get("run_id") == record.get("run_id") else None
 
 
 def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | None:

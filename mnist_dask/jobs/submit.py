@@ -82,14 +82,50 @@ def _submit(
 def _drive(record: dict[str, Any], work: Callable[[Client, RunStatus], dict[str, Any]]) -> dict[str, Any]:
     """(On a worker) carry on the run's record with the worker's client and do the work under the run's span."""
     with worker_client() as client:
-        status = RunStatus.resume(record, client)
+        status = SubmittedRunStatus.resume(record, client)
         try:
             with span(SPAN_TAG, status.record["run_id"]):
                 return work(client, status)
         except BaseException as exc:
-            if status.record["state"] != "failed":  # failed before the work could say so
+            if status.record["state"] != "failed":  # failed before the work could say so (or its worker went)
                 status.failed(exc)
             raise
+
+
+class SubmittedRunStatus(RunStatus):
+    """The record of a run whose driver is a task on a worker: a client closed under the driver is its worker's doing.
+
+    The driver uses its worker's client; when that worker is stopped or killed, the worker closes the client and the
+    driver's futures are cancelled (which read like a lost scheduler), though the scheduler is up and still holds the
+    driver task: it starts the driver again on the next worker free for it, which resumes from the stages kept in the
+    store. The run is then queued again, not failed. A client that lost its scheduler is reconnecting instead.
+    """
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the failure; or, when the driver's worker went away, the run queued again on the scheduler."""
+        if self.client is not None and self.client.status in _CLOSED:
+            if self.record["state"] != "queued":  # once (_drive calls this again after run_job did), or not begun
+                self._write(state="queued", stage=None, note=worker_gone_note(self.record.get("stage")))
+            return
+        super().failed(exc)
+
+
+_CLOSED = ("closing", "closed")  # a Client's status once closed (by its worker); "connecting": its scheduler lost
+
+
+def worker_gone_note(stage: object) -> str:
+    """The line for a submitted run whose driver's worker was stopped or killed (the scheduler still up)."""
+    during = f" during {stage}" if stage else ""
+    try:
+        from distributed import get_worker
+
+        worker = f" {get_worker().address}"
+    except ValueError:  # not on a worker
+        worker = ""
+    return (
+        f"the worker{worker} running the run's driver was stopped or killed{during} (the scheduler was not lost); "
+        "the scheduler starts the driver again on the next free worker, resuming from the stages kept in the store"
+    )
 
 
 def _wait_until_held(client: Client, key: str, future: Any) -> None:

@@ -156,7 +156,7 @@ def test_scheduler_loss_fails_fast_with_one_line_and_leaves_the_store_intact(sto
     assert not (tmp_path / "result.json").exists()
     assert Store(store).is_complete("raw")
     shown = _cli("status", str(tmp_path))  # what the run's record says about it afterwards
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 1, shown.stderr  # a failed run
     assert "failed" in shown.stdout.splitlines()[0], shown.stdout
     (error,) = [line for line in shown.stdout.splitlines() if line.startswith("  error: ")]
     lost = f"  error: lost the connection to the Dask scheduler {doomed.address} during predict"
@@ -181,10 +181,9 @@ def test_ctrl_c_on_the_default_local_cluster_is_one_line_with_no_worker_tracebac
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.splitlines()[-1] == "mnist-dask: interrupted"
     assert not (tmp_path / "result.json").exists()
-    shown = subprocess.run(
-        [sys.executable, "-m", "mnist_dask", "status", str(tmp_path)], capture_output=True, text=True, check=True
-    ).stdout
-    assert "  error: interrupted during predict" in shown.splitlines(), shown
+    shown = _cli("status", str(tmp_path))
+    assert shown.returncode == 1, shown.stderr  # an interrupted run failed
+    assert "  error: interrupted during predict" in shown.stdout.splitlines(), shown.stdout
 
 
 def test_workers_out_of_memory_is_the_same_one_line_in_the_run_record_with_advice_that_fits_the_options(

@@ -105,8 +105,8 @@ def _follow_study(run_id: str, store: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         done = _cli("status", run_id, "--json", "--store", store)
-        assert done.returncode == 0, done.stderr
         record = json.loads(done.stdout)
+        assert done.returncode == (1 if record["state"] in ("failed", "lost") else 0), done.stderr
         if record["state"] not in ("queued", "running"):
             return record
         assert time.monotonic() < deadline, record
@@ -133,7 +133,7 @@ def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(d
     record = _follow_study(run_id, store)
 
     shown = subprocess.run(printed_follow_command(submitted.stderr), capture_output=True, text=True, cwd=idx)
-    assert shown.returncode == 0 and shown.stdout.startswith(f"run {run_id} (job study): failed"), shown
+    assert shown.returncode == 1 and shown.stdout.startswith(f"run {run_id} (job study): failed"), shown
 
     study = json.loads((tmp_path / "storage" / "runs" / run_id / "study.json").read_text())
     assert [(j["job"], j["state"]) for j in study["jobs"]] == [("broken", "failed"), ("tiny", "finished")]
@@ -141,7 +141,7 @@ def test_a_submitted_study_with_a_failed_job_is_recorded_failed_naming_the_job(d
     assert record["error"].startswith("study: 1 of 2 jobs failed: broken ("), record["error"]
     for where in (("--store", store), ("--scheduler", dask_processes.address)):
         shown = _cli("status", run_id, *where)
-        assert shown.returncode == 0, shown.stderr
+        assert shown.returncode == 1, shown.stderr  # a failed study
         assert f"run {run_id} (job study): failed" in shown.stdout
         assert "  error: study: 1 of 2 jobs failed: broken" in shown.stdout
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,8 +30,10 @@ def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def _status(run_id: str, *options: str) -> dict:
     done = _cli("status", run_id, "--json", *options)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    assert done.stderr == "", done.stderr
+    record = json.loads(done.stdout)
+    assert done.returncode == (1 if record["state"] in ("failed", "lost") else 0), record  # how it ended
+    return record
 
 
 def _follow(run_id: str, store: str, scheduler: str, timeout: float = 400) -> list[dict]:
@@ -119,7 +122,7 @@ def test_a_job_failing_on_the_cluster_reports_its_error(dask_processes, small, t
     assert final["error"].startswith(f"{train}: non-integer value")
     assert final["stage"] == "ingest"
     text = _cli("status", run_id, "--scheduler", dask_processes.address)
-    assert text.returncode == 0 and "failed" in text.stdout and f"error: {final['error']}" in text.stdout
+    assert text.returncode == 1 and "failed" in text.stdout and f"error: {final['error']}" in text.stdout
     assert not (Path(final["run_dir"]) / "result.json").exists()
 
 
@@ -188,7 +191,7 @@ def test_a_running_record_whose_process_is_gone_is_lost(tmp_path):
 
     assert run_state(status.record) == "lost"
     assert listed.returncode == 0 and "lost" in listed.stdout.splitlines()[1]
-    assert shown.returncode == 0 and "lost" in shown.stdout and "the job again to resume" in shown.stdout
+    assert shown.returncode == 1 and "lost" in shown.stdout and "the job again to resume" in shown.stdout
 
 
 def test_a_driver_that_finished_after_its_record_was_read_is_not_called_lost(dask_processes):
@@ -204,3 +207,50 @@ def test_a_driver_that_finished_after_its_record_was_read_is_not_called_lost(das
         assert with_scheduler_state(client, read_earlier)["state"] == "finished"
         client.set_metadata([METADATA_KEY, "r-1"], read_earlier)  # a driver that died without a word
         assert with_scheduler_state(client, read_earlier)["state"] == "lost"
+
+
+def test_a_submitted_run_whose_workers_are_stopped_is_queued_again_and_resumes_on_a_new_worker(small, tmp_path):
+    """'dask worker' stopped (SIGTERM) under a running driver: the scheduler keeps the driver task and starts it again
+    on the next worker, so both views say queued again (naming the worker), not failed nor a lost scheduler."""
+    from support import DaskProcesses, SmallMnist
+
+    idx = SmallMnist(n_train=10000, n_test=2000).write_idx(tmp_path / "idx")  # a run of seconds: time to stop it
+    store = str(tmp_path / "store" / "mnist.zarr")
+    cluster = DaskProcesses(n_workers=2)
+    rejoined = None
+    try:
+        job = str(REPO / "jobs" / "knn_baseline.toml")
+        submitted = _cli("submit", job, "--scheduler", cluster.address, "--store", store, "--source", f"idx:{idx}")
+        assert submitted.returncode == 0, submitted.stderr
+        run_id = submitted.stdout.strip().splitlines()[-1]
+        record_file = tmp_path / "store" / "runs" / run_id / "status.json"
+        deadline = time.monotonic() + 120
+        while not record_file.is_file() or json.loads(record_file.read_text())["state"] != "running":
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.02)
+        cluster.workers.send_signal(signal.SIGTERM)
+        cluster.workers.wait(60)
+
+        views = [_status(run_id, "--store", store), _status(run_id, "--scheduler", cluster.address)]
+        for record in views:
+            assert record["state"] == "queued", record
+            assert record["note"].startswith("the worker tcp://127.0.0.1:"), record
+            assert "running the run's driver was stopped or killed during " in record["note"], record
+            assert "the scheduler starts the driver again on the next free worker" in record["note"], record
+        shown = _cli("status", run_id, "--scheduler", cluster.address)
+        assert shown.returncode == 0 and f"  note: {views[0]['note']}" in shown.stdout.splitlines(), shown.stdout
+
+        dask = str(Path(sys.executable).with_name("dask"))
+        rejoined = subprocess.Popen(
+            [dask, "worker", cluster.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        final = _follow(run_id, store, cluster.address)[-1]
+        assert final["state"] == "finished", final  # the same run, resumed by the scheduler
+        assert (Path(final["run_dir"]) / "result.json").is_file()
+    finally:
+        if rejoined is not None:
+            rejoined.terminate()
+            rejoined.wait(30)
+        cluster.close()
