@@ -217,17 +217,19 @@ def test_info_json_parses_and_describes_the_store(real_store, run_cli, mnist_dir
     assert description["arrays"]["raw/test/images"]["compressors"]
 
 
-@pytest.mark.integration
-def test_ingest_with_default_local_cluster_shows_the_dashboard(run_cli, mnist_dir, mnist, tmp_path):
+def test_ingest_with_default_local_cluster_shows_the_dashboard(run_cli, small, tmp_path):
+    """The default path (no --scheduler) starts a LocalCluster of 2 worker processes; small data in chunks of 16
+    (3 train chunks) spreads the ingest over both. Real MNIST on the default path: test_user_errors_slow, classify."""
     store = tmp_path / "local.zarr"
-    result = run_cli("ingest", "--source", f"idx:{mnist_dir}", "--store", store, "--workers", "2", timeout=300)
+    source = f"idx:{small.write_idx(tmp_path / 'idx')}"
+    result = run_cli("ingest", "--source", source, "--store", store, "--workers", "2", "--chunk-size", "16")
     assert_ok(result)
     assert "Dask: local cluster, 2 worker processes; dashboard http://127.0.0.1:" in result.stderr
     assert "/status" in result.stderr
     group = zarr.open_group(str(store), mode="r")
-    assert group["raw/train/images"].shape == (60_000, 28, 28)
-    np.testing.assert_array_equal(group["raw/test/labels"][:], mnist["test_labels"])
-    np.testing.assert_array_equal(group["raw/train/images"][-100:], mnist["train_images"][-100:])
+    assert group["raw/train/images"].shape == (40, 28, 28)
+    np.testing.assert_array_equal(group["raw/test/labels"][:], small.arrays["test_labels"])
+    np.testing.assert_array_equal(group["raw/train/images"][-30:], small.arrays["train_images"][-30:])
 
 
 # -- small generated data -------------------------------------------------------------------
@@ -303,13 +305,15 @@ def test_ingest_of_other_inputs_into_a_complete_store_needs_force(small, existin
 
 
 def test_force_with_other_images_drops_the_derived_stages_made_from_the_old_ones(
-    small, existing_store, run_cli, tmp_path
+    small, existing_store, run_cli, cluster, tmp_path
 ):
     """``ingest --force`` of other images on the default local cluster: the derived stages made from the old
-    images are dropped and the line says so (they stayed 'complete' over the new images)."""
+    images are dropped and the line says so (they stayed 'complete' over the new images). The two derived
+    stages are made on the module's cluster (no LocalCluster start of their own)."""
     local = ("--store", existing_store, "--workers", "1")
-    assert_ok(run_cli("transform", "deskew", *local))
-    assert_ok(run_cli("transform", "shift", "--input", "derived/deskew", *local))
+    on_module_cluster = ("--store", existing_store, "--scheduler", cluster.scheduler_address)
+    assert_ok(run_cli("transform", "deskew", *on_module_cluster))
+    assert_ok(run_cli("transform", "shift", "--input", "derived/deskew", *on_module_cluster))
     other = type(small)(seed=7, n_train=25, n_test=9).write_idx(tmp_path / "other")
     result = run_cli("ingest", "--source", f"idx:{other}", "--force", *local)
     assert_ok(result)

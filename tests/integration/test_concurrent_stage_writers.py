@@ -40,8 +40,9 @@ def small_store(tmp_path_factory, client, mnist) -> Path:
 
 
 def _transform(store: Path, chunk_size: int) -> subprocess.Popen[str]:
-    """``mnist-dask transform shift`` on the default path (its own LocalCluster), started and not waited for."""
-    command = ["transform", "shift", "--chunk-size", str(chunk_size), "--store", str(store)]
+    """``mnist-dask transform shift`` on the default path (its own LocalCluster, of one worker: what is shared is
+    the driver's lock, not the workers), started and not waited for."""
+    command = ["transform", "shift", "--chunk-size", str(chunk_size), "--store", str(store), "--workers", "1"]
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_dask", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -49,7 +50,10 @@ def _transform(store: Path, chunk_size: int) -> subprocess.Popen[str]:
 
 def _verify(store: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_dask", "verify", str(store)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mnist_dask", "verify", str(store), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -1,8 +1,8 @@
 """A transform stage killed half way is redone to exactly the uninterrupted result (the 25x shift set).
 
-The store holds the first 12,000 real training images (and 2,000 test images): their 25x
-expansion is 300,000 rows in 150 chunks, enough to kill the driver with most chunks unwritten,
-at a fifth of the full set's cost; the property does not depend on the number of rows.
+The store holds the first 6,000 real training images (and 1,000 test images): their 25x
+expansion is 150,000 rows in 150 chunks of 1,000, enough to kill the driver with most chunks
+unwritten, at a tenth of the full set's cost; the property does not depend on the number of rows.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.transforms.kernels import shift_offsets
 
-TRAIN_ROWS, TEST_ROWS, CHUNK = 12_000, 2_000, 2_000
+TRAIN_ROWS, TEST_ROWS, CHUNK = 6_000, 1_000, 1_000
 
 
 def _expected_order(seed: int, n: int, m: int) -> np.ndarray:
