@@ -30,6 +30,7 @@ from mnist_dask.data.store import Store
 from mnist_dask.experiments import EXPERIMENTS
 from mnist_dask.experiments.knn_outputs import add_noise, multilabel_targets, neighbour_mode
 from mnist_dask.jobs.driver import run_job
+from mnist_dask.jobs.records import PENDING_OUTPUTS
 from mnist_dask.jobs.spec import load_job, parse_job
 from mnist_dask.report.figures import confusion_values
 
@@ -323,10 +324,17 @@ def test_denoise_equals_sklearn_multioutput_knn(store, client, data, tmp_path):
 
 def test_a_report_that_cannot_be_written_does_not_lose_the_finished_run(store, client, tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / "report.html.part").mkdir(parents=True)  # the report's temporary file cannot be written
     lines: list[str] = []
+
+    def log(line: str) -> None:
+        """Once the run has made its pending outputs' folder, the report's temporary file there cannot be written."""
+        lines.append(line)
+        blocker = run_dir / PENDING_OUTPUTS / "report.html.part"
+        if blocker.parent.is_dir() and not blocker.exists():
+            blocker.mkdir()
+
     job = parse_job({"experiment": "denoise", "params": {"sample": 500, "test_sample": 20}}, str(tmp_path / "d.toml"))
-    result = run_job(job, store, client, run_dir, log=lines.append)
+    result = run_job(job, store, client, run_dir, log=log)
     assert json.loads((run_dir / "result.json").read_text())["metrics"] == result["metrics"]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert not (run_dir / "report.html").exists()

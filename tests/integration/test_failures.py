@@ -20,6 +20,7 @@ import zarr
 from support import DaskProcesses
 
 from mnist_dask.data.store import Store
+from mnist_dask.jobs.records import PENDING_OUTPUTS
 
 pytestmark = pytest.mark.integration
 
@@ -55,9 +56,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _wait_for_predict(driver: subprocess.Popen, run_dir: Path, timeout: float = 300) -> None:
-    """Block until the driver has started the predict stage (its Zarr output exists)."""
+    """Block until the driver has started the predict stage (its Zarr output exists, among the pending outputs)."""
     deadline = time.monotonic() + timeout
-    while not (run_dir / "predictions.zarr" / "proba" / "zarr.json").exists():
+    while not (run_dir / PENDING_OUTPUTS / "predictions.zarr" / "proba" / "zarr.json").exists():
         assert driver.poll() is None, driver.communicate()[1]
         assert time.monotonic() < deadline, "predict stage never started"
         time.sleep(0.1)

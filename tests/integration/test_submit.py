@@ -254,3 +254,34 @@ def test_a_submitted_run_whose_workers_are_stopped_is_queued_again_and_resumes_o
             rejoined.terminate()
             rejoined.wait(30)
         cluster.close()
+
+
+def test_a_submitted_run_whose_driver_task_the_scheduler_gave_up_is_lost_in_both_views(small, tmp_path, monkeypatch):
+    """The driver's worker process killed (SIGKILL) on a scheduler allowing no failures: the scheduler gives the
+    driver task up (erred) and forgets it (no client but fire-and-forget wants it). Both views say lost (exit 1),
+    never a run 'running' or 'queued' forever."""
+    from support import DaskProcesses, SmallMnist
+
+    idx = SmallMnist(n_train=10000, n_test=2000).write_idx(tmp_path / "idx")  # a run of seconds: time to kill it
+    store = str(tmp_path / "store" / "mnist.zarr")
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")  # the scheduler's (and workers') config
+    cluster = DaskProcesses(n_workers=2)
+    try:
+        job = str(REPO / "jobs" / "knn_baseline.toml")
+        submitted = _cli("submit", job, "--scheduler", cluster.address, "--store", store, "--source", f"idx:{idx}")
+        assert submitted.returncode == 0, submitted.stderr
+        run_id = submitted.stdout.strip().splitlines()[-1]
+        record_file = tmp_path / "store" / "runs" / run_id / "status.json"
+        deadline = time.monotonic() + 120
+        while not record_file.is_file() or json.loads(record_file.read_text())["state"] != "running":
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.02)
+        os.kill(json.loads(record_file.read_text())["pid"], signal.SIGKILL)  # the worker process running the driver
+
+        deadline = time.monotonic() + 60
+        while (seen := _status(run_id, "--scheduler", cluster.address))["state"] != "lost":
+            assert seen["state"] == "running" and time.monotonic() < deadline, seen  # never queued: it is given up
+            time.sleep(0.5)
+        assert _status(run_id, "--store", store)["state"] == "lost"
+    finally:
+        cluster.close()

@@ -53,7 +53,7 @@ def test_shift5x_rows_are_scipy_shifts_of_their_source_images(store, client, mni
 
 def test_same_parameters_skip_and_changed_parameters_refuse_without_force(store, client):
     assert run_transform(store, client, "shift", {}).action == "skipped"
-    with pytest.raises(UserError, match="other parameters"):  # chunk_size is not in the name: same stage
+    with pytest.raises(UserError, match=r"exists with chunks of 5000 rows \(asked for 4000\)"):  # same stage name
         run_transform(store, client, "shift", {"chunk_size": 4000})
     with pytest.raises(UserError, match="unknown parameter 'radius2'"):
         run_transform(store, client, "shift", {"radius2": 1})
