@@ -209,6 +209,20 @@ def test_a_driver_that_finished_after_its_record_was_read_is_not_called_lost(das
         assert with_scheduler_state(client, read_earlier)["state"] == "lost"
 
 
+def _submitted_and_running(scheduler: str, store: str, idx: Path) -> tuple[str, Path]:
+    """Submit knn_baseline on the store (ingesting ``idx``) and wait until its driver runs; its id and record file."""
+    job = str(REPO / "jobs" / "knn_baseline.toml")
+    submitted = _cli("submit", job, "--scheduler", scheduler, "--store", store, "--source", f"idx:{idx}")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip().splitlines()[-1]
+    record_file = Path(store).parent / "runs" / run_id / "status.json"
+    deadline = time.monotonic() + 120
+    while not record_file.is_file() or json.loads(record_file.read_text())["state"] != "running":
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.02)
+    return run_id, record_file
+
+
 def test_a_submitted_run_whose_workers_are_stopped_is_queued_again_and_resumes_on_a_new_worker(small, tmp_path):
     """'dask worker' stopped (SIGTERM) under a running driver: the scheduler keeps the driver task and starts it again
     on the next worker, so both views say queued again (naming the worker), not failed nor a lost scheduler."""
@@ -219,15 +233,7 @@ def test_a_submitted_run_whose_workers_are_stopped_is_queued_again_and_resumes_o
     cluster = DaskProcesses(n_workers=2)
     rejoined = None
     try:
-        job = str(REPO / "jobs" / "knn_baseline.toml")
-        submitted = _cli("submit", job, "--scheduler", cluster.address, "--store", store, "--source", f"idx:{idx}")
-        assert submitted.returncode == 0, submitted.stderr
-        run_id = submitted.stdout.strip().splitlines()[-1]
-        record_file = tmp_path / "store" / "runs" / run_id / "status.json"
-        deadline = time.monotonic() + 120
-        while not record_file.is_file() or json.loads(record_file.read_text())["state"] != "running":
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.02)
+        run_id, _ = _submitted_and_running(cluster.address, store, idx)
         cluster.workers.send_signal(signal.SIGTERM)
         cluster.workers.wait(60)
 
@@ -267,15 +273,7 @@ def test_a_submitted_run_whose_driver_task_the_scheduler_gave_up_is_lost_in_both
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", "0")  # the scheduler's (and workers') config
     cluster = DaskProcesses(n_workers=2)
     try:
-        job = str(REPO / "jobs" / "knn_baseline.toml")
-        submitted = _cli("submit", job, "--scheduler", cluster.address, "--store", store, "--source", f"idx:{idx}")
-        assert submitted.returncode == 0, submitted.stderr
-        run_id = submitted.stdout.strip().splitlines()[-1]
-        record_file = tmp_path / "store" / "runs" / run_id / "status.json"
-        deadline = time.monotonic() + 120
-        while not record_file.is_file() or json.loads(record_file.read_text())["state"] != "running":
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.02)
+        run_id, record_file = _submitted_and_running(cluster.address, store, idx)
         os.kill(json.loads(record_file.read_text())["pid"], signal.SIGKILL)  # the worker process running the driver
 
         deadline = time.monotonic() + 60

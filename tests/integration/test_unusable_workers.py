@@ -41,6 +41,14 @@ def _one_line(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
     return done.stderr
 
 
+def _ingest_is_refused(cluster: DaskProcesses, tmp_path: Path, *fragments: str) -> None:
+    """An ingest on the cluster is the one line holding every fragment, and creates no store."""
+    store = tmp_path / "m.zarr"
+    idx = SmallMnist().write_idx(tmp_path / "idx")
+    _one_line(_cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", cluster.address), *fragments)
+    assert not store.exists()
+
+
 @pytest.fixture(scope="module")
 def no_workers() -> Iterator[DaskProcesses]:
     """A scheduler alone."""
@@ -103,16 +111,13 @@ def test_workers_of_another_mnist_dask_version_are_one_line_naming_both_versions
     )
     try:
         cluster.wait_for_workers(2)
-        store = tmp_path / "m.zarr"
-        idx = SmallMnist().write_idx(tmp_path / "idx")
-        done = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", cluster.address)
-        _one_line(
-            done,
+        _ingest_is_refused(
+            cluster,
+            tmp_path,
             f"scheduler {cluster.address}: 1 of 2 workers run another mnist-dask version",
             f": 0.0.1+elsewhere; this command: {mnist_dask.__version__})",
             f"install mnist-dask {mnist_dask.__version__} where the workers run",
         )
-        assert not store.exists()
     finally:
         other.terminate()
         other.wait(timeout=60)
@@ -133,15 +138,12 @@ def test_workers_of_the_same_version_with_other_source_files_are_one_line_naming
         module.write("# edited at another commit\n")
     cluster = DaskProcesses(n_workers=1, worker_env={"PYTHONPATH": str(copy.parent)})
     try:
-        store = tmp_path / "m.zarr"
-        idx = SmallMnist().write_idx(tmp_path / "idx")
-        done = _cli("ingest", "--store", store, "--source", f"idx:{idx}", "--scheduler", cluster.address)
-        _one_line(
-            done,
+        _ingest_is_refused(
+            cluster,
+            tmp_path,
             f"scheduler {cluster.address}: 1 of 1 workers run mnist-dask {mnist_dask.__version__} from other source",
             f"; this command: code {code_digest()}); install the same mnist-dask where the workers run",
         )
-        assert not store.exists()
     finally:
         cluster.close()
 
