@@ -26,6 +26,7 @@ from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import Terminated, UserError
 from mnist_dask.experiments import EXPERIMENTS, Context, ParamsError
+from mnist_dask.jobs.driver_worker import own_worker_scheduler, requeued_note
 from mnist_dask.jobs.ledger import scored
 from mnist_dask.jobs.records import (
     PENDING_OUTPUTS,
@@ -72,11 +73,16 @@ def run_job(
             with _sigterm_as_interrupt():  # `kill PID` ends the run as Ctrl-C does, recorded, not left 'running'
                 result = _run_job(job, store, client, run_dir, source, logged, run_status)
         except BaseException as exc:
-            lost = lost_scheduler(client, exc)  # its record says so in one line, not as the cancelled task
             stage = run_status.record.get("stage")
             if (run_dir / RESULT_FILE).exists():
                 logged(f"the previous finished run's results in {run_dir} are kept")
-            run_status.failed(lost_scheduler_error(client, stage) if lost else killed_worker_error(client, exc) or exc)
+            requeued = requeued_note(client, stage)  # a submitted driver (a study's too) whose worker was stopped
+            if requeued is not None:
+                run_status.requeued(requeued)
+            elif lost_scheduler(client, exc):  # its record says so in one line, not as the cancelled task
+                run_status.failed(lost_scheduler_error(client, stage, scheduler=own_worker_scheduler()))
+            else:
+                run_status.failed(killed_worker_error(client, exc) or exc)
             raise
         finally:
             _remove(pending)

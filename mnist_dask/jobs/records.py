@@ -143,6 +143,10 @@ class RunStatus:
                 tail = traceback.format_exception(exc)[-3:]
         self._write(state="failed", finished=_now(), error=message, traceback_tail="".join(tail)[-2000:])
 
+    def requeued(self, note: str) -> None:
+        """A submitted run whose driver's worker went away: the scheduler starts the driver again (``note`` says so)."""
+        self._write(state="queued", stage=None, note=note)
+
     def _write(self, **fields: Any) -> None:
         self.record.update(fields)
         self.run_dir.mkdir(parents=True, exist_ok=True)

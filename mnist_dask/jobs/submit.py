@@ -17,6 +17,7 @@ from distributed import Client, fire_and_forget, span, worker_client
 
 from mnist_dask.data.sources import Source
 from mnist_dask.data.store import Store
+from mnist_dask.jobs.driver_worker import requeued_note
 from mnist_dask.jobs.records import SPAN_TAG, STUDY_JOB, RunStatus, driver_alive
 from mnist_dask.jobs.spec import Job
 from mnist_dask.jobs.study import StudyJob
@@ -93,39 +94,16 @@ def _drive(record: dict[str, Any], work: Callable[[Client, RunStatus], dict[str,
 
 
 class SubmittedRunStatus(RunStatus):
-    """The record of a run whose driver is a task on a worker: a client closed under the driver is its worker's doing.
-
-    The driver uses its worker's client; when that worker is stopped or killed, the worker closes the client and the
-    driver's futures are cancelled (which read like a lost scheduler), though the scheduler is up and still holds the
-    driver task: it starts the driver again on the next worker free for it, which resumes from the stages kept in the
-    store. The run is then queued again, not failed. A client that lost its scheduler is reconnecting instead.
-    """
+    """The record of a run whose driver is a task on a worker: a client closed under the driver while the scheduler
+    still answers is its worker's doing, and the run is queued again (mnist_dask.jobs.driver_worker)."""
 
     def failed(self, exc: BaseException) -> None:
-        """Record the failure; or, when the driver's worker went away, the run queued again on the scheduler."""
-        if self.client is not None and self.client.status in _CLOSED:
-            if self.record["state"] != "queued":  # once (_drive calls this again after run_job did), or not begun
-                self._write(state="queued", stage=None, note=worker_gone_note(self.record.get("stage")))
-            return
-        super().failed(exc)
-
-
-_CLOSED = ("closing", "closed")  # a Client's status once closed (by its worker); "connecting": its scheduler lost
-
-
-def worker_gone_note(stage: object) -> str:
-    """The line for a submitted run whose driver's worker was stopped or killed (the scheduler still up)."""
-    during = f" during {stage}" if stage else ""
-    try:
-        from distributed import get_worker
-
-        worker = f" {get_worker().address}"
-    except ValueError:  # not on a worker
-        worker = ""
-    return (
-        f"the worker{worker} running the run's driver was stopped or killed{during} (the scheduler was not lost); "
-        "the scheduler starts the driver again on the next free worker, resuming from the stages kept in the store"
-    )
+        """Record the failure; or, when the driver's worker went away under a live scheduler, the run queued again."""
+        note = requeued_note(self.client, self.record.get("stage"))
+        if note is None:
+            super().failed(exc)
+        elif self.record["state"] != "queued":  # once (_drive calls this again after run_job did), or not begun
+            self.requeued(note)
 
 
 def _wait_until_held(client: Client, key: str, future: Any) -> None:

@@ -283,3 +283,27 @@ def test_a_submitted_run_whose_driver_task_the_scheduler_gave_up_is_lost_in_both
         assert _status(run_id, "--store", store)["state"] == "lost"
     finally:
         cluster.close()
+
+
+def test_a_submitted_run_whose_scheduler_is_stopped_fails_naming_it_and_is_never_queued_again(small, tmp_path):
+    """Ctrl-C on 'dask scheduler' under a submitted run: the scheduler tells its workers to close, and they close their
+    clients as a stopped worker does, but nothing will start the driver again; the run folder's record says failed,
+    naming the scheduler (exit 1), not queued for good."""
+    from support import DaskProcesses, SmallMnist
+
+    idx = SmallMnist(n_train=10000, n_test=2000).write_idx(tmp_path / "idx")  # a run of seconds: time to kill it
+    store = str(tmp_path / "store" / "mnist.zarr")
+    cluster = DaskProcesses(n_workers=2)
+    try:
+        run_id, record_file = _submitted_and_running(cluster.address, store, idx)
+        cluster.scheduler.send_signal(signal.SIGINT)
+        cluster.scheduler.wait(60)
+        deadline = time.monotonic() + 60
+        while (record := json.loads(record_file.read_text()))["state"] == "running":  # until the driver records
+            assert time.monotonic() < deadline, record
+            time.sleep(0.2)
+    finally:
+        cluster.close()
+    assert record["state"] == "failed", record
+    assert record["error"].startswith(f"lost the connection to the Dask scheduler {cluster.address} during "), record
+    assert _status(run_id, "--store", store)["state"] == "failed"
