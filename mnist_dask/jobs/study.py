@@ -209,11 +209,14 @@ def _rescored(item: StudyJob, result: dict[str, Any], store: Store, log: Callabl
     in use by a run keeps its outputs (that run replaces them), with a warning.
     """
     rescored = scored(item.job.expect, item.job.differs, result)
-    if json.dumps(rescored, sort_keys=True) == json.dumps(result, sort_keys=True):  # as written (NaN equals NaN)
+    if _as_written(rescored) == _as_written(result):
         return result
-    old = (item.run_dir / RESULT_FILE).read_bytes()
     try:
         with run_folder_lock(item.run_dir, item.job.name):
+            old = (item.run_dir / RESULT_FILE).read_bytes()
+            if _as_written(json.loads(old)) != _as_written(result):  # a run finished here since: its result stands
+                log("warning: not re-scored in its run folder: a run replaced its result meanwhile")
+                return result
             (item.run_dir / REPORT_FILE).unlink(missing_ok=True)  # a report that fails now must not leave the old one
             write_run_outputs(rescored, item.run_dir, store, log)
             _follow_cost(item, old)
@@ -222,6 +225,11 @@ def _rescored(item: StudyJob, result: dict[str, Any], store: Store, log: Callabl
         return result
     log(f"published figures re-scored against {item.job.path}: {item.run_dir / RESULT_FILE} and its report updated")
     return rescored
+
+
+def _as_written(result: dict[str, Any]) -> str:
+    """A result as JSON with sorted keys, to compare two (NaN equals NaN there, unlike in the dicts)."""
+    return json.dumps(result, sort_keys=True)
 
 
 def _follow_cost(item: StudyJob, old: bytes) -> None:

@@ -105,3 +105,27 @@ def test_study_runs_every_job_reports_failures_and_skips_what_is_finished(store,
     assert _earlier_cost(jobs[2])["tasks"] == rerun["jobs"][0]["tasks"]
     (tmp_path / "runs" / "zero_detector" / "result.json").write_text("{}")  # a result the kept cost is not for
     assert _earlier_cost(jobs[2]) == {}
+
+
+def test_a_rescore_leaves_a_result_that_a_run_replaced_meanwhile(tmp_path):
+    """The study read a finished result and decided to re-score it; a run of the same folder then finished with
+    another result before the study took the folder's lock: that newer result stands, untouched, with a warning."""
+    from mnist_dask.data.store import Store
+    from mnist_dask.jobs.spec import load_job
+    from mnist_dask.jobs.study import StudyJob, _rescored
+
+    job_file = tmp_path / "tiny.toml"
+    job_file.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n[expect]\ntest_accuracy = 0.5\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    newer = {"job": "tiny", "metrics": {"test_accuracy": 0.75}, "timings_s": {}}
+    (run_dir / "result.json").write_text(json.dumps(newer))
+    read_by_the_study = {**newer, "metrics": {"test_accuracy": 0.25}}
+    lines: list[str] = []
+    kept = _rescored(
+        StudyJob(load_job(job_file), run_dir), read_by_the_study, Store(str(tmp_path / "s.zarr")), lines.append
+    )
+    assert kept == read_by_the_study
+    assert json.loads((run_dir / "result.json").read_text()) == newer
+    assert not (run_dir / "report.html").exists()
+    assert lines == ["warning: not re-scored in its run folder: a run replaced its result meanwhile"]
