@@ -143,6 +143,26 @@ def test_rows_are_counted_through_an_expansion_before_it_is_computed(store, clie
 
 
 @pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"train_sample": 41}, "params.train_sample = 41: more than the 40 training rows of raw"),
+        ({"test_sample": 21}, "params.test_sample = 21: more than the 20 test rows of raw"),
+        ({"cv": 41}, "params.cv = 41: more folds than the 40 training rows of raw"),
+        ({"train_sample": 10, "cv": 11}, "params.cv = 11: more folds than the 10 training rows of derived/sample10-0"),
+    ],
+    ids=["train_sample", "test_sample", "cv", "cv-of-sample"],
+)
+def test_knn_best_refuses_what_raws_rows_rule_out_before_any_stage(store, client, tmp_path, params, message):
+    """knn_best's own sample failed inside its first stage with 'transform sample: train must lie in [0, 40]',
+    naming neither the job file nor the key; now checked with the store's rows before the run."""
+    with pytest.raises(UserError) as exc:
+        _run(store, client, tmp_path, params, experiment="knn_best")
+    assert str(exc.value) == f"job.toml: {message}"
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and status["error"].endswith(message)
+
+
+@pytest.mark.parametrize(
     "experiment, params, message",
     [
         (
@@ -150,8 +170,9 @@ def test_rows_are_counted_through_an_expansion_before_it_is_computed(store, clie
             {"steps": [{"transform": "shift"}, {"transform": "sample", "train": 201}]},
             "params.steps[1].train = 201: more than the 200 training rows of derived/shift5x",
         ),
+        ("knn_best", {"train_sample": 41}, "params.train_sample = 41: more than the 40 training rows of raw"),
     ],
-    ids=["knn-sample-after-shift"],
+    ids=["knn-sample-after-shift", "knn_best-train_sample"],
 )
 def test_the_run_itself_names_the_key_too(store, client, tmp_path, experiment, params, message):
     """An experiment run without the driver's check up front (the rows it could not count before) refuses the
