@@ -67,6 +67,11 @@ class Experiment(Generic[P]):
 EXPERIMENTS: dict[str, Experiment[Any]] = {}
 
 
+def stage_rows(store: Store, stage: str) -> dict[str, int]:
+    """The rows of each split of a dataset stage, ``{"train": n, "test": n}``, as a ``check`` takes them."""
+    return {split: int(store.read(f"{stage}/{split}/labels").shape[0]) for split in ("train", "test")}
+
+
 def experiment(
     name: str, params: type[P], check: Callable[[P, dict[str, int]], None] | None = None
 ) -> Callable[[Callable[[Context, P], Result]], Callable[[Context, P], Result]]:

@@ -37,13 +37,13 @@ from distributed import Client
 from pydantic import Field, Strict
 
 from mnist_dask.data.store import Store
-from mnist_dask.experiments import Context, Result, experiment
+from mnist_dask.experiments import Context, ParamsError, Result, experiment, stage_rows
 from mnist_dask.experiments.params import Bool, Count, Float, Options, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
 from mnist_dask.neighbors.search import Fold, fold_neighbors, vote_search
 from mnist_dask.report import spec
-from mnist_dask.transforms.registry import run_transform
+from mnist_dask.transforms.registry import output_stage, run_transform
 
 Chain = tuple[tuple[str, dict[str, Any]], ...]  # (transform, params) steps applied to raw
 
@@ -90,9 +90,25 @@ class KNNBestParams:
     test_sample: Count = 0
 
 
-@experiment("knn_best", KNNBestParams)
+def check_rows(p: KNNBestParams, rows: dict[str, int]) -> None:
+    """Refuse what raw's row counts (``{"train": n, "test": n}``) rule out: a sample larger than its split, more
+    folds than the training rows searched."""
+    for key, split, kind in (("train_sample", "train", "training"), ("test_sample", "test", "test")):
+        value = getattr(p, key)
+        if value > rows[split]:
+            raise ParamsError(f"params.{key} = {value}: more than the {rows[split]} {kind} rows of raw")
+    train = p.train_sample or rows["train"]
+    if p.cv > train:
+        dataset = "raw"
+        for name, step in _base_chain(p):
+            dataset = output_stage(name, step, dataset)
+        raise ParamsError(f"params.cv = {p.cv}: more folds than the {train} training rows of {dataset}")
+
+
+@experiment("knn_best", KNNBestParams, check=check_rows)
 def run(ctx: Context, params: KNNBestParams) -> Result:
     """Search the ingredients by CV on the training set, then score every ablation row on the test set once."""
+    check_rows(params, stage_rows(ctx.store, "raw"))  # checked up front too, where raw was there before the run
     search = _Search(ctx, params)
     rows = search.ablation()
     chosen = max(rows, key=lambda c: c.cv_score)

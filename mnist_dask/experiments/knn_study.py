@@ -23,7 +23,7 @@ from pydantic import AfterValidator, Field, Strict, field_validator
 from mnist_dask.cluster import run_stage
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
-from mnist_dask.experiments import Context, ParamsError, Result, experiment
+from mnist_dask.experiments import Context, ParamsError, Result, experiment, stage_rows
 from mnist_dask.experiments.common import misclassified_digits
 from mnist_dask.experiments.metrics import classification_metrics
 from mnist_dask.experiments.params import Count, Options, Positive, Weights, as_dict, default_list, nested, parameters
@@ -37,7 +37,6 @@ from mnist_dask.transforms.validation import resolve_params
 DEFAULT_K = 5  # scikit-learn's KNeighborsClassifier()
 DEFAULT_WEIGHTS: Weights = "uniform"
 SAMPLE_DIGITS = 50  # test digits shown at the top of the report
-_KEEP_ROWS = frozenset({"downscale", "deskew", "blur", "scale", "varthresh", "pca"})  # transforms keeping every row
 
 
 def _transform_step(step: dict[str, Any]) -> dict[str, Any]:
@@ -115,22 +114,30 @@ class KNNStudyParams:
 
 def check_rows(p: KNNStudyParams, rows: dict[str, int]) -> None:
     """Refuse what raw's row counts already rule out: a sample step asking for more rows than its input has, more
-    neighbours than the dataset's training rows; counted through the steps up to the first that adds rows."""
+    neighbours than the dataset's training rows; counted through every step, by the transforms' own row counts
+    (a shift of radius 1 multiplies the training rows by 5)."""
     dataset, known = "raw", dict(rows)
     for i, step in enumerate(p.steps):
-        name = step["transform"]
+        name, options = step["transform"], _options(step)
         if name == "sample":
-            for split, kind in (("train", "training"), ("test", "test")):
-                if step[split] > known[split]:
-                    raise ParamsError(
-                        f"params.steps[{i}].{split} = {step[split]}: more than the {known[split]} {kind} rows "
-                        f"of {dataset}"
-                    )
-            known = {split: step[split] or known[split] for split in known}
-        elif name not in _KEEP_ROWS:
-            return  # an expansion: its rows are counted once it has run
-        dataset = output_stage(name, {k: v for k, v in step.items() if k != "transform"}, dataset)
+            _check_sample(i, options, known, dataset)
+        known = TRANSFORMS[name].rows(options, known)
+        dataset = output_stage(name, options, dataset)
     _check_model_fits(p, dataset, known["train"])
+
+
+def _options(step: dict[str, Any]) -> dict[str, Any]:
+    """A step's transform parameters (the step without its ``transform`` name)."""
+    return {k: v for k, v in step.items() if k != "transform"}
+
+
+def _check_sample(i: int, options: dict[str, Any], rows: dict[str, int], dataset: str) -> None:
+    """Refuse ``steps[i]``, a sample, asking for more rows of a split than its input ``dataset`` has."""
+    for split, kind in (("train", "training"), ("test", "test")):
+        if options[split] > rows[split]:
+            raise ParamsError(
+                f"params.steps[{i}].{split} = {options[split]}: more than the {rows[split]} {kind} rows of {dataset}"
+            )
 
 
 @experiment("knn", KNNStudyParams, check=check_rows)
@@ -139,8 +146,10 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
     store, client = ctx.store, ctx.client
     result: dict[str, Any] = {}
     dataset = "raw"
-    for step in p.steps:
-        name, options = step["transform"], {k: v for k, v in step.items() if k != "transform"}
+    for i, step in enumerate(p.steps):
+        name, options = step["transform"], _options(step)
+        if name == "sample":  # checked up front too, where the rows were known before the steps ran
+            _check_sample(i, options, stage_rows(store, dataset), dataset)
         with ctx.stage(f"transform {name}"):
             outcome = run_transform(store, client, name, options, input_stage=dataset)
         dataset = outcome.stage

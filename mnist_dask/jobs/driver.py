@@ -25,7 +25,7 @@ from mnist_dask.data.ingest import ingest
 from mnist_dask.data.sources import Source, parse_source
 from mnist_dask.data.store import Store
 from mnist_dask.errors import Terminated, UserError
-from mnist_dask.experiments import EXPERIMENTS, Context, ParamsError
+from mnist_dask.experiments import EXPERIMENTS, Context, ParamsError, stage_rows
 from mnist_dask.jobs.driver_worker import own_worker_scheduler, requeued_note
 from mnist_dask.jobs.ledger import scored
 from mnist_dask.jobs.records import (
@@ -137,9 +137,8 @@ def check_job_fits(job: Job, store: Store) -> None:
     check = EXPERIMENTS[job.experiment].check
     if check is None or not store.is_complete("raw"):
         return
-    rows = {split: int(store.read(f"raw/{split}/labels").shape[0]) for split in ("train", "test")}
     with _naming_the_job_file(job):
-        check(job.params, rows)
+        check(job.params, stage_rows(store, "raw"))
 
 
 @contextmanager

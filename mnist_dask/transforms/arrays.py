@@ -3,6 +3,8 @@ for training rows, the original image each row came from."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.array as da
 import numpy as np
 
@@ -10,6 +12,12 @@ from mnist_dask.data.store import Store
 
 Arrays = dict[str, da.Array]  # path relative to the stage -> lazy array
 IMAGES, FEATURES = "images", "features"  # what a dataset stage holds per split, beside its labels
+RowCounts = dict[str, int]  # rows per split: {"train": n, "test": n}
+
+
+def same_rows(p: dict[str, Any], rows: RowCounts) -> RowCounts:
+    """The row counts of a transform that keeps every row of both splits (its parameters do not matter)."""
+    return dict(rows)
 
 
 def copy_split(store: Store, input_stage: str, split: str) -> Arrays:

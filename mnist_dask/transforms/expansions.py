@@ -13,7 +13,7 @@ from dask.base import tokenize
 from mnist_dask.data.store import Store
 from mnist_dask.errors import UserError
 from mnist_dask.transforms import kernels
-from mnist_dask.transforms.arrays import Arrays, copy_split, source_index
+from mnist_dask.transforms.arrays import Arrays, RowCounts, copy_split, source_index
 from mnist_dask.transforms.names import number
 
 
@@ -167,6 +167,21 @@ def augment_name(p: dict[str, Any]) -> str:
     """``aug<m>x-s<r><c|s>-r<deg>``: number of copies, shift set and rotation angle."""
     shifts = f"s{p['radius']}{p['shape'][0]}" if p["radius"] else "s0"
     return f"aug{len(augment_copies(p))}x-{shifts}-r{number(p['degrees'])}"
+
+
+def shift_rows(p: dict[str, Any], rows: RowCounts) -> RowCounts:
+    """The row counts of a ``shift`` stage: every training row once per offset (radius 1 cross: 5x); test as is."""
+    return {**rows, "train": rows["train"] * len(_offsets(p))}
+
+
+def augment_rows(p: dict[str, Any], rows: RowCounts) -> RowCounts:
+    """The row counts of an ``augment`` stage: every training row once per copy; test as is."""
+    return {**rows, "train": rows["train"] * len(augment_copies(p))}
+
+
+def rotate_rows(p: dict[str, Any], rows: RowCounts) -> RowCounts:
+    """The row counts of a ``rotate`` stage: every training row and its two rotated copies (3x); test as is."""
+    return {**rows, "train": rows["train"] * len(augment_copies({**p, "radius": 0}, "rotate"))}
 
 
 def build_rotate(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:

@@ -14,7 +14,7 @@ from dask.base import tokenize
 from mnist_dask.data.sources import SPLITS
 from mnist_dask.data.store import Store
 from mnist_dask.transforms import kernels
-from mnist_dask.transforms.arrays import Arrays, carry_labels, copy_split
+from mnist_dask.transforms.arrays import Arrays, RowCounts, carry_labels, copy_split
 from mnist_dask.transforms.parameters import ParameterError
 
 
@@ -96,6 +96,11 @@ def build_sample(store: Store, input_stage: str, p: dict[str, Any]) -> Arrays:
         for path, array in copy_split(store, input_stage, split).items():
             arrays[path] = array[rows]
     return arrays
+
+
+def sample_rows(p: dict[str, Any], rows: RowCounts) -> RowCounts:
+    """The row counts of a ``sample`` stage: ``train`` and ``test`` rows (0 keeps a split whole)."""
+    return {split: p[split] or rows[split] for split in rows}
 
 
 # the two kernels that keep each image's size and dtype (and that a query image can be given, see PerImage)

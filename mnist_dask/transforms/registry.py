@@ -22,11 +22,20 @@ from distributed import Client
 from mnist_dask.data.stages import produce_stage
 from mnist_dask.data.store import STAGE_NAME, Store
 from mnist_dask.errors import UserError
-from mnist_dask.transforms.arrays import FEATURES, IMAGES, Arrays
-from mnist_dask.transforms.expansions import augment_name, build_augment, build_rotate, build_shift, shift_name
+from mnist_dask.transforms.arrays import FEATURES, IMAGES, Arrays, RowCounts, same_rows
+from mnist_dask.transforms.expansions import (
+    augment_name,
+    augment_rows,
+    build_augment,
+    build_rotate,
+    build_shift,
+    rotate_rows,
+    shift_name,
+    shift_rows,
+)
 from mnist_dask.transforms.fitted import build_mean, build_pca, build_scale, build_variance_threshold, pca_name
 from mnist_dask.transforms.names import marks, number
-from mnist_dask.transforms.per_image import BLUR, DESKEW, build_downscale, build_sample, downscale_name
+from mnist_dask.transforms.per_image import BLUR, DESKEW, build_downscale, build_sample, downscale_name, sample_rows
 from mnist_dask.transforms.validation import resolve_params
 
 
@@ -58,6 +67,8 @@ class Transform:
     # augmented copies: marked there when not at this value (pca's fit_on: unmarked 'originals', as knn_best)
     query: Callable[[np.ndarray, dict[str, Any]], np.ndarray] | None = None  # (images, params): one query's step
     rows_only: bool = False  # only adds or chooses training rows: a query image stays as it is
+    rows: Callable[[dict[str, Any], RowCounts], RowCounts] = same_rows  # (params, the input's rows per split): the
+    # output's, known before it runs (a job's parameters are checked against them up front)
 
 
 @dataclass(frozen=True)
@@ -225,6 +236,7 @@ TRANSFORMS: dict[str, Transform] = {
             "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
             marked=("seed",),
             rows_only=True,
+            rows=shift_rows,
         ),
         Transform(
             "downscale",
@@ -262,6 +274,7 @@ TRANSFORMS: dict[str, Transform] = {
             "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
             "copy-major, with copy/offset/angle/source_index per row",
             rows_only=True,
+            rows=augment_rows,
         ),
         Transform(
             "rotate",
@@ -270,6 +283,7 @@ TRANSFORMS: dict[str, Transform] = {
             build_rotate,
             "training set plus copies rotated by -degrees and +degrees (3x)",
             rows_only=True,
+            rows=rotate_rows,
         ),
         Transform(
             "sample",
@@ -279,6 +293,7 @@ TRANSFORMS: dict[str, Transform] = {
             "seeded random subset of the training and test rows (for quick runs)",
             marked=("seed",),
             rows_only=True,
+            rows=sample_rows,
         ),
         Transform(
             "pca",

@@ -235,17 +235,36 @@ def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("params", "problem"),
+    ("rerun", "problem"),
     [
-        ("[params.model]\nn_neighbors = 41\n", "params.model.n_neighbors = 41: more neighbours than the 40 training"),
-        ("[params]\nsteps = [{ transform = 'sample', train = 41 }]\n", "params.steps[0].train = 41: more than the 40"),
+        (
+            "experiment = 'knn'\n[params.model]\nn_neighbors = 41\n",
+            "params.model.n_neighbors = 41: more neighbours than the 40 training rows of raw",
+        ),
+        (
+            "experiment = 'knn'\n[params]\nsteps = [{ transform = 'sample', train = 41 }]\n",
+            "params.steps[0].train = 41: more than the 40 training rows of raw",
+        ),
+        (
+            "experiment = 'knn'\n[params]\nsteps = [{ transform = 'shift' }, { transform = 'sample', train = 201 }]\n",
+            "params.steps[1].train = 201: more than the 200 training rows of derived/shift5x",
+        ),
+        (
+            "experiment = 'knn'\n[params]\nsteps = [{ transform = 'rotate' }]\n[params.model]\nn_neighbors = 121\n",
+            "params.model.n_neighbors = 121: more neighbours than the 120 training rows of derived/rot10x3",
+        ),
+        (
+            "experiment = 'knn_best'\n[params]\ntrain_sample = 41\n",
+            "params.train_sample = 41: more than the 40 training rows of raw",
+        ),
     ],
-    ids=["n_neighbors", "sample-train"],
+    ids=["n_neighbors", "sample-train", "sample-after-shift", "k-after-rotate", "knn_best-train_sample"],
 )
-def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(tmp_path, params, problem):
+def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(tmp_path, rerun, problem):
     """More neighbours, or a larger sample, than the store's training rows failed only after the cluster started
     and ingest ran, and the sample's error named neither the job file nor the key; now one line naming both,
-    before a cluster starts, the finished run's folder untouched."""
+    before a cluster starts, the finished run's folder untouched. The rows are counted through the steps that
+    add rows (a shift of radius 1: 5x, a rotate: 3x), and knn_best's own sample is checked the same way."""
     folder = balanced_small_mnist().write_idx(tmp_path / "idx")
     job = tmp_path / "tiny.toml"
     job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
@@ -254,7 +273,7 @@ def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anythi
     finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr
     before = snapshot(run_dir)
-    job.write_text("experiment = 'knn'\n" + params)
+    job.write_text(rerun)
     failed = cli("run", job, *args, cwd=tmp_path)
     assert_user_error(failed, f"{job}: {problem}")  # the only line: no cluster started, no stage ran
     assert snapshot(run_dir) == before
