@@ -92,16 +92,18 @@ def info(store: StoreChoice, as_json: bool) -> None:
 def _refuse_run_predictions(url: str) -> None:
     """Say that a run's ``predictions.zarr`` is what it is (not an MNIST store), rather than refuse it as
     another tool's store with advice about writing."""
-    from mnist_dask.jobs.records import PREDICTIONS, RESULT_FILE, STATUS_FILE
+    from mnist_dask.jobs.records import PENDING_OUTPUTS, PREDICTIONS, RESULT_FILE, STATUS_FILE
     from mnist_dask.locations import local_path
 
     path = local_path(url)
     if path is None or path.name != PREDICTIONS:
         return
-    run = path.parent
+    run, whose = path.parent, "the run in"
+    if run.name == PENDING_OUTPUTS:  # a run in progress writes there (mnist_dask.jobs.driver)
+        run, whose = run.parent, "the run in progress (or cut short) in"
     if (run / STATUS_FILE).is_file() or (run / RESULT_FILE).is_file():
         raise UserError(
-            f"{url}: holds the test-set predictions of the run in {run}, not an MNIST store; "
+            f"{url}: holds the test-set predictions of {whose} {run}, not an MNIST store; "
             f"see 'mnist-dask status {run}' and its {RESULT_FILE}"
         )
 

@@ -843,6 +843,15 @@ MESSAGE_CASES = [
         lambda ws: [f"{_predictions(ws)}: holds the test-set predictions of the run in {_predictions(ws).parent}"],
         absent=("choose a new or empty --store", "did not create"),
     ),
+    Case(
+        "info-on-the-predictions-of-a-run-in-progress",
+        lambda ws: ["info", _predictions(ws, pending=True)],
+        lambda ws: [
+            f"{_predictions(ws, pending=True)}: holds the test-set predictions of the run in progress (or cut short) "
+            f"in {_predictions(ws, pending=True).parent.parent}"
+        ],
+        absent=("choose a new or empty --store", "did not create"),
+    ),
     Case("status-unknown-run", lambda ws: ["status", "no-such-run", "--runs-dir", ws.root], _names("no-such-run")),
     Case(
         "submit-without-scheduler",
@@ -853,11 +862,15 @@ MESSAGE_CASES = [
 ]
 
 
-def _predictions(ws: Workspace) -> Path:
-    """A run folder's ``predictions.zarr`` as ``mnist-dask run`` leaves it (a plain Zarr group of arrays)."""
+def _predictions(ws: Workspace, pending: bool = False) -> Path:
+    """A run folder's ``predictions.zarr`` as ``mnist-dask run`` leaves it (a plain Zarr group of arrays); ``pending``:
+    as a run in progress writes it, among its pending outputs."""
     import zarr
 
-    path = ws.run_folder("predicted", result="{}") / "predictions.zarr"
+    from mnist_dask.jobs.records import PENDING_OUTPUTS
+
+    run = ws.run_folder("predicted", result="{}")
+    path = (run / PENDING_OUTPUTS if pending else run) / "predictions.zarr"
     if not path.exists():
         zarr.open_group(path, mode="w").create_array("predicted", shape=(4,), dtype="uint8")
     return path
