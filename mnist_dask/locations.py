@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: the advice for a command that only uses a store, given a place that holds none
+USE_A_STORE_MADE_BY_INGEST = "give the folder or URL of a store made by 'mnist-dask ingest'"
+
 FILE_SCHEME = "file://"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mnist_dask.errors import UserError
-from mnist_dask.locations import local_path
+from mnist_dask.locations import USE_A_STORE_MADE_BY_INGEST, local_path
 
 MIN_WORKER_MEMORY = 256 * 2**20  # a worker process with the study's libraries loaded takes ~160 MB
 
@@ -87,7 +87,7 @@ def _store_advice(ctx: click.Context | None) -> str:
     """What to give instead of a file: a folder for a new store, or the store that ingest made."""
     if ctx is None or ctx.command.name in CREATING_COMMANDS:
         return "choose a new or empty folder"
-    return "give the folder of a store made by 'mnist-dask ingest'"
+    return USE_A_STORE_MADE_BY_INGEST
 
 
 class LocalFolder(click.Path):

@@ -22,6 +22,7 @@ from fsspec import AbstractFileSystem
 
 from mnist_dask import __version__
 from mnist_dask.errors import UserError
+from mnist_dask.locations import USE_A_STORE_MADE_BY_INGEST
 
 ROOT_KEY = "mnist_dask_store"  # root group attribute: this store was created by mnist-dask
 STORE_FORMAT = 1
@@ -81,7 +82,7 @@ def inspect(url: str, storage_options: dict[str, Any] | None, may_create: bool =
     place = Location.of(url, storage_options)
     fs, root = place.fs, place.root
     fs.invalidate_cache()  # object stores cache listings; the store may have changed since
-    advice = _ONLY_OURS if may_create else _MADE_BY_INGEST
+    advice = _ONLY_OURS if may_create else USE_A_STORE_MADE_BY_INGEST
     if fs.isfile(root):
         raise UserError(f"{url}: is a file, not a store folder; {_ONLY_OURS_FILE if may_create else advice}")
     if not fs.exists(root):
@@ -126,7 +127,6 @@ def store_around(path: Path) -> Path | None:
 
 _ONLY_OURS = "mnist-dask writes only into its own stores: choose a new or empty --store"
 _ONLY_OURS_FILE = "choose a new or empty folder (or an mnist-dask store)"
-_MADE_BY_INGEST = "give the folder or URL of a store made by 'mnist-dask ingest'"
 
 
 def _has_raw_stage(place: Location) -> bool:
