@@ -113,7 +113,8 @@ def _publish(pending: Path, run_dir: Path) -> None:
     """Replace the earlier run's outputs in ``run_dir`` with the finished run's from ``pending``.
 
     The earlier result.json goes first and the new one comes last, so the folder never holds a
-    result.json beside another run's report or predictions, even if this is cut short.
+    result.json beside another run's report or predictions, even if this is cut short (then neither run's
+    results are left: what was not moved yet goes with the pending folder).
     """
     for name in RUN_OUTPUTS:  # result.json first
         _remove(run_dir / name)

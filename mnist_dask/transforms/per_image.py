@@ -26,7 +26,7 @@ class PerImage:
 
     kernel: Callable[..., np.ndarray]
     out_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
-    dtype: Any
+    dtype: type[np.number]  # of the kernel's output, for the lazy array (np.uint8, np.float32)
     params: tuple[str, ...] = ()
 
     def args(self, p: dict[str, Any]) -> dict[str, Any]:
