@@ -35,7 +35,9 @@ from mnist_dask.transforms.validation import resolve_params
 class Transform:
     """A named transform: its default parameters, output name and lazy array builder, and what a query image needs.
 
-    Its parameters' ranges and choices are in :data:`~mnist_dask.transforms.parameters.PARAMETERS`. ``needs``
+    Its ``help`` and ``defaults`` come from :mod:`~mnist_dask.transforms.parameters` (``SUMMARIES``,
+    ``DEFAULTS``), as do its parameters' ranges and choices (``PARAMETERS``): the command line reads them there
+    without loading dask. ``needs``
     is what its input dataset must hold (images or features) and ``gives`` what its output
     holds (None: not a dataset, e.g. ``mean``), so a chain that cannot work is refused up front.
     Every parameter that changes the output is in the stage name (by ``output_name``, or as a mark of
