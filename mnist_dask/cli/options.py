@@ -265,11 +265,9 @@ def cluster_options(local: bool = True) -> Callable[[F], F]:
 def _refuse_local_shape_with_a_scheduler(cluster: ClusterOptions) -> None:
     """--workers, --threads-per-worker and --memory-limit shape the local cluster: with an existing scheduler
     they would be silently ignored, so giving both is a usage error (the user expects a cluster of that shape)."""
-    if cluster.local:
-        return
     ctx = click.get_current_context()
     given = [name for name in _LOCAL_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
-    if not given:
+    if not given or cluster.local:  # in this order: cluster.local reads dask's config (imports dask)
         return
     import dask.config
 

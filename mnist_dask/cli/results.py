@@ -30,11 +30,13 @@ def report(run_dir: Path, store: StoreChoice) -> None:
     where it has moved (a store holding other images than the run's is refused).
     """
     from mnist_dask.jobs.records import read_result
-    from mnist_dask.jobs.run_store import store_of_run
-    from mnist_dask.report.render import write_report
 
     run_dir = run_folder(run_dir, store)
     result = read_result(run_dir)  # exit 2 before any work when there is no result
+    # heavy: imported when the work starts
+    from mnist_dask.jobs.run_store import store_of_run
+    from mnist_dask.report.render import write_report
+
     drawn_from = store_of_run(result, run_dir, store.open(may_create=False) if store.given else None) or store.open(
         may_create=False
     )
@@ -53,9 +55,13 @@ def classify(images: tuple[str, ...], run_dir: Path, store: StoreChoice) -> None
     IMAGE: PNG, BMP, JPEG, ... files. The run's own store is used; --store names it where it has moved (a store
     holding other images than the run's is refused).
     """
-    from mnist_dask.jobs.classify import classify_files
+    from mnist_dask.jobs.records import read_result
 
     run_dir = run_folder(run_dir, store)
+    read_result(run_dir)  # exit 2 before the heavy imports when there is no result (classify_files reads it again)
+    # heavy: imported when the work starts
+    from mnist_dask.jobs.classify import classify_files
+
     for path, digit, probability in classify_files(
         list(images), run_dir, store.open(may_create=False) if store.given else None
     ):

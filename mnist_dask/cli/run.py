@@ -33,8 +33,6 @@ def run(
     """Run a job file here (ingest, transforms, search, predict, evaluate).
 
     JOB: a job file, e.g. jobs/knn_baseline.toml."""
-    from mnist_dask.cluster import announce_dashboard, connect
-    from mnist_dask.jobs.driver import check_job_fits, run_job
     from mnist_dask.jobs.records import check_folder_kind, check_own_folder, runs_root
     from mnist_dask.jobs.spec import load_job
 
@@ -44,6 +42,10 @@ def run(
     folder = run_dir or runs_root(store.url) / spec.name
     check_folder_kind(folder, "--run-dir", "run")
     check_own_folder(folder, "--run-dir")
+    # heavy: imported when the work starts
+    from mnist_dask.cluster import announce_dashboard, connect
+    from mnist_dask.jobs.driver import check_job_fits, run_job
+
     if source is None:  # the store's rows are those the run uses: check the job against them before anything starts
         check_job_fits(spec, store.open())
     options.writes_to(folder)
@@ -76,10 +78,8 @@ def submit(
     """Start a job on a Dask cluster and return at once with its run id.
 
     JOB: a job file. The run id is the last line on stdout."""
-    from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import check_folder_kind, check_own_folder, new_run_id, runs_root
     from mnist_dask.jobs.spec import load_job
-    from mnist_dask.jobs.submit import submit_job
 
     spec = load_job(job)
     if cluster.local:
@@ -90,6 +90,10 @@ def submit(
     folder = run_dir or runs_root(store.url) / new_run_id(spec.name)
     check_folder_kind(folder, "--run-dir", "run")
     check_own_folder(folder, "--run-dir")
+    # heavy: imported when the work starts
+    from mnist_dask.cluster import connect
+    from mnist_dask.jobs.submit import submit_job
+
     with connect(cluster.options(quiet=True)) as client:
         run_id = submit_job(spec, store.open(), client, folder, source=source.source if source else None)
     click.echo(f"submitted {spec.name} as {run_id}: follow it with {follow_command(folder)}", err=True)

@@ -36,11 +36,12 @@ def status(run: str, store: StoreChoice, runs_dir: Path | None, cluster: Cluster
     Exit status 0 for a finished, queued or running run, 1 for a failed or lost one (also with --json), so that a
     script can wait on a run and tell how it ended; 2 for a user error (no such run, an unreadable record).
     """
-    from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import find_run_dir, read_status, scheduler_record, with_state
 
     record, progress = None, None
     if not cluster.local:
+        from mnist_dask.cluster import connect  # heavy: imported only to ask a scheduler
+
         with connect(cluster.options(quiet=True, needs_workers=False)) as client:
             record, progress = scheduler_record(client, run)
     from_scheduler = record is not None
@@ -64,13 +65,14 @@ def runs(store: StoreChoice, runs_dir: Path | None, cluster: ClusterChoice, as_j
 
     A run folder whose status.json cannot be read is listed as 'unreadable', with the reason.
     """
-    from mnist_dask.cluster import connect
     from mnist_dask.jobs.records import list_runs, scheduler_runs, with_scheduler_state, with_state
 
     root = runs_root_of(store, runs_dir)
     found = list_runs(root) if runs_dir is not None or root.is_dir() else []  # no default folder yet: no runs
     records = {record["run_id"]: with_state(record) for record in found}
     if not cluster.local:
+        from mnist_dask.cluster import connect  # heavy: imported only to ask a scheduler
+
         with connect(cluster.options(quiet=True, needs_workers=False)) as client:
             for run_id, record in scheduler_runs(client).items():
                 records[run_id] = with_scheduler_state(client, record)

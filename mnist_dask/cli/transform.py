@@ -1,40 +1,33 @@
 """``transform NAME``: one subcommand per transform of the registry, its options generated from the
-transform's parameters (defaults from the registry; help text and ranges from transforms.parameters).
+transform's parameters (summaries, defaults, help text and ranges from transforms.parameters).
 
-The registry loads dask, so the subcommands are built only when one is asked for. A refused parameter
-value is named by the option the user typed (``--n-components``), not by its key in job files.
+The registry loads dask, so it is imported only when a transform runs: ``--help`` and a refused option
+answer without it. A refused parameter value is named by the option the user typed (``--n-components``),
+not by its key in job files.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from mnist_dask.cli.options import ClusterChoice, StoreChoice, cluster_options, command, store_options
-from mnist_dask.transforms.parameters import PARAMETERS, Param, ParameterError
-
-if TYPE_CHECKING:
-    from mnist_dask.transforms.registry import Transform
+from mnist_dask.transforms.parameters import DEFAULTS, PARAMETERS, SUMMARIES, Param, ParameterError
 
 _PREFIX = "param_"  # transform parameters' names in the callback's keyword arguments
 
 
 class TransformGroup(click.Group):
-    """The transform subcommands, built from the registry on first use."""
+    """The transform subcommands, built from the parameter tables on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """The registry's transforms, in its order."""
-        from mnist_dask.transforms.registry import TRANSFORMS
-
-        return list(TRANSFORMS)
+        return list(DEFAULTS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """The command of one transform, or None for an unknown name (click reports it)."""
-        from mnist_dask.transforms.registry import TRANSFORMS
-
-        spec = TRANSFORMS.get(cmd_name)
-        return transform_command(spec) if spec is not None else None
+        return transform_command(cmd_name) if cmd_name in DEFAULTS else None
 
 
 @click.group("transform", cls=TransformGroup, short_help="Compute a derived dataset (shift, downscale, ...)")
@@ -42,11 +35,12 @@ def transform() -> None:
     """Compute a derived dataset (shift, downscale, ...) as a resumable stage of the store."""
 
 
-def transform_command(spec: Transform) -> click.Command:
-    """The ``transform NAME`` command of one registry entry."""
+def transform_command(name: str) -> click.Command:
+    """The ``transform NAME`` command of one registry entry (described by the light tables of its parameters)."""
 
     def run(store: StoreChoice, cluster: ClusterChoice, input_stage: str, force: bool, **values: Any) -> None:
         # its docstring (the command's help) is the transform's, set below
+        # heavy: imported when the work starts
         from mnist_dask.cluster import connect
         from mnist_dask.transforms.registry import run_transform
 
@@ -55,7 +49,7 @@ def transform_command(spec: Transform) -> click.Command:
         try:
             with connect(cluster.options()) as client:
                 outcome = run_transform(
-                    target, client, spec.name, params, input_stage=input_stage, force=force, transform_command=True
+                    target, client, name, params, input_stage=input_stage, force=force, transform_command=True
                 )
         except ParameterError as exc:  # named by the job file's key: the user typed the option
             raise exc.for_option() from None
@@ -64,9 +58,10 @@ def transform_command(spec: Transform) -> click.Command:
         else:
             click.echo(f"{target}: wrote {outcome.stage}")
 
-    run.__doc__ = spec.help[:1].upper() + spec.help[1:] + "."
-    for key, default in reversed(spec.defaults.items()):
-        run = parameter_option(key, default, PARAMETERS.get(spec.name, {}).get(key, Param("")))(run)
+    summary = SUMMARIES[name]
+    run.__doc__ = summary[:1].upper() + summary[1:] + "."
+    for key, default in reversed(DEFAULTS[name].items()):
+        run = parameter_option(key, default, PARAMETERS.get(name, {}).get(key, Param("")))(run)
     run = click.option("--force", is_flag=True, help="recompute even if the result is up to date")(run)
     run = click.option(
         "--input",
@@ -76,7 +71,7 @@ def transform_command(spec: Transform) -> click.Command:
         metavar="STAGE",
         help="dataset to transform: raw or derived/<name>",
     )(run)
-    return command(spec.name)(cluster_options()(store_options(run)))
+    return command(name)(cluster_options()(store_options(run)))
 
 
 def parameter_option(key: str, default: Any, param: Param) -> Any:

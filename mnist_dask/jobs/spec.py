@@ -14,12 +14,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 
 from mnist_dask.errors import UserError, unreadable
 from mnist_dask.jobs.ledger import PrintedFloat
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_LEVEL = ("name", "description", "experiment", "params", "expect", "differs")
@@ -65,14 +66,17 @@ def load_job(path: str | Path) -> Job:
 
 def parse_job(data: dict[str, Any], path: str) -> Job:
     """Validate a job's parsed TOML; ``path`` names the file in error messages."""
-    from mnist_dask.experiments import EXPERIMENTS
-
     unknown = sorted(set(data) - set(_TOP_LEVEL))
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(_TOP_LEVEL)}")
     name = _typed(data, "name", str, Path(path).stem, path)
     if not _NAME.match(name):
         raise UserError(f"{path}: name {name!r} must be letters, digits, '_', '-' or '.' (it names the run folder)")
+    # heavy: imported when the work starts (the experiments' modules load dask; the checks above need none of it)
+    from pydantic import ValidationError
+
+    from mnist_dask.experiments import EXPERIMENTS
+
     experiment = _typed(data, "experiment", str, None, path)
     if experiment is None:
         raise UserError(f"{path}: needs experiment = NAME; choose from {', '.join(sorted(EXPERIMENTS))}")

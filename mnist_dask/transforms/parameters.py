@@ -1,12 +1,15 @@
-"""What each transform parameter means and which values it takes: the help text and ranges of
-``mnist-dask transform NAME --PARAM`` options, beside the defaults in :data:`registry.TRANSFORMS`.
+"""What each transform is and what each of its parameters means: the one-line summaries, the defaults,
+and the help text and ranges of ``mnist-dask transform NAME --PARAM`` options. :data:`registry.TRANSFORMS`
+takes its summaries and defaults from here.
 
-Kept free of heavy imports, so the command line can describe a transform without loading dask.
+Kept free of heavy imports, so the command line can describe a transform, or refuse a bad option, without
+loading dask.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mnist_dask.errors import UserError
 
@@ -48,6 +51,46 @@ class ParameterError(UserError):
     def _naming(self, name: str) -> str:
         return f"transform {self.transform}: {name}{self.problem}"
 
+
+#: each transform's one-line summary (its command's help), in the registry's order
+SUMMARIES: dict[str, str] = {
+    "shift": "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
+    "downscale": "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
+    "deskew": "second-moment affine deskew",
+    "blur": "Gaussian blur",
+    "scale": "dask-ml StandardScaler fitted on train",
+    "varthresh": "variance-threshold feature selection (fitted on train)",
+    "mean": "mean image, overall and per digit",
+    "augment": "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
+    "copy-major, with copy/offset/angle/source_index per row",
+    "rotate": "training set plus copies rotated by -degrees and +degrees (3x)",
+    "sample": "seeded random subset of the training and test rows (for quick runs)",
+    "pca": "dask-ml PCA fitted on the training split only (float32 features; "
+    "optional whitening, or partial whitening by explained_variance ** -scale_power)",
+}
+
+#: each transform's parameters and their default values, in the order of its command's options
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "shift": {"radius": 1, "shape": "cross", "seed": 42, "chunk_size": 5000},
+    "downscale": {"factor": 3},
+    "deskew": {},
+    "blur": {"sigma": 1.0},
+    "scale": {},
+    "varthresh": {"threshold": 0.0},
+    "mean": {},
+    "augment": {"radius": 1, "shape": "cross", "degrees": 10.0, "chunk_size": 5000},
+    "rotate": {"degrees": 10.0, "chunk_size": 5000},
+    "sample": {"train": 0, "test": 0, "seed": 0},
+    "pca": {
+        "n_components": 50,
+        "whiten": False,
+        "scale_power": 0.0,
+        "fit_on": "all",
+        "svd_solver": "full",
+        "seed": 0,
+        "chunk_size": 10000,
+    },
+}
 
 _CHUNK = Param("rows per output chunk", min=1)
 _SHAPE = Param(

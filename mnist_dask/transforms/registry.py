@@ -35,6 +35,7 @@ from mnist_dask.transforms.expansions import (
 )
 from mnist_dask.transforms.fitted import build_mean, build_pca, build_scale, build_variance_threshold, pca_name
 from mnist_dask.transforms.names import marks, number
+from mnist_dask.transforms.parameters import DEFAULTS, SUMMARIES
 from mnist_dask.transforms.per_image import BLUR, DESKEW, build_downscale, build_sample, downscale_name, sample_rows
 from mnist_dask.transforms.validation import resolve_params
 
@@ -43,7 +44,9 @@ from mnist_dask.transforms.validation import resolve_params
 class Transform:
     """A named transform: its default parameters, output name and lazy array builder, and what a query image needs.
 
-    Its parameters' ranges and choices are in :data:`~mnist_dask.transforms.parameters.PARAMETERS`. ``needs``
+    Its ``help`` and ``defaults`` come from :mod:`~mnist_dask.transforms.parameters` (``SUMMARIES``,
+    ``DEFAULTS``), as do its parameters' ranges and choices (``PARAMETERS``): the command line reads them there
+    without loading dask. ``needs``
     is what its input dataset must hold (images or features) and ``gives`` what its output
     holds (None: not a dataset, e.g. ``mean``), so a chain that cannot work is refused up front.
     Every parameter that changes the output is in the stage name (by ``output_name``, or as a mark of
@@ -230,86 +233,70 @@ TRANSFORMS: dict[str, Transform] = {
     for t in (
         Transform(
             "shift",
-            {"radius": 1, "shape": "cross", "seed": 42, "chunk_size": 5000},
+            DEFAULTS["shift"],
             shift_name,
             build_shift,
-            "training set expanded with one-pixel shifts (radius 1 cross: 5x; radius 2 square: 25x)",
+            SUMMARIES["shift"],
             marked=("seed",),
             rows_only=True,
             rows=shift_rows,
         ),
+        Transform("downscale", DEFAULTS["downscale"], downscale_name, build_downscale, SUMMARIES["downscale"]),
         Transform(
-            "downscale",
-            {"factor": 3},
-            downscale_name,
-            build_downscale,
-            "k x k local mean (3 -> 10x10 images, zero-padded edge as skimage)",
+            "deskew", DEFAULTS["deskew"], lambda p: "deskew", DESKEW.build, SUMMARIES["deskew"], query=DESKEW.apply
         ),
-        Transform("deskew", {}, lambda p: "deskew", DESKEW.build, "second-moment affine deskew", query=DESKEW.apply),
         Transform(
             "blur",
-            {"sigma": 1.0},
+            DEFAULTS["blur"],
             lambda p: f"blur{number(p['sigma'])}",
             BLUR.build,
-            "Gaussian blur",
+            SUMMARIES["blur"],
             query=BLUR.apply,
         ),
-        Transform(
-            "scale", {}, lambda p: "scaled", build_scale, "dask-ml StandardScaler fitted on train", gives=FEATURES
-        ),
+        Transform("scale", DEFAULTS["scale"], lambda p: "scaled", build_scale, SUMMARIES["scale"], gives=FEATURES),
         Transform(
             "varthresh",
-            {"threshold": 0.0},
+            DEFAULTS["varthresh"],
             lambda p: f"varthresh{number(p['threshold'])}",
             build_variance_threshold,
-            "variance-threshold feature selection (fitted on train)",
+            SUMMARIES["varthresh"],
             gives=FEATURES,
         ),
-        Transform("mean", {}, lambda p: "mean", build_mean, "mean image, overall and per digit", gives=None),
+        Transform("mean", DEFAULTS["mean"], lambda p: "mean", build_mean, SUMMARIES["mean"], gives=None),
         Transform(
             "augment",
-            {"radius": 1, "shape": "cross", "degrees": 10.0, "chunk_size": 5000},
+            DEFAULTS["augment"],
             augment_name,
             build_augment,
-            "training set plus shifted copies (as shift) and copies rotated by +-degrees, "
-            "copy-major, with copy/offset/angle/source_index per row",
+            SUMMARIES["augment"],
             rows_only=True,
             rows=augment_rows,
         ),
         Transform(
             "rotate",
-            {"degrees": 10.0, "chunk_size": 5000},
+            DEFAULTS["rotate"],
             lambda p: f"rot{number(p['degrees'])}x3",
             build_rotate,
-            "training set plus copies rotated by -degrees and +degrees (3x)",
+            SUMMARIES["rotate"],
             rows_only=True,
             rows=rotate_rows,
         ),
         Transform(
             "sample",
-            {"train": 0, "test": 0, "seed": 0},
+            DEFAULTS["sample"],
             lambda p: f"sample{p['train']}-{p['test']}",
             build_sample,
-            "seeded random subset of the training and test rows (for quick runs)",
+            SUMMARIES["sample"],
             marked=("seed",),
             rows_only=True,
             rows=sample_rows,
         ),
         Transform(
             "pca",
-            {
-                "n_components": 50,
-                "whiten": False,
-                "scale_power": 0.0,
-                "fit_on": "all",
-                "svd_solver": "full",
-                "seed": 0,
-                "chunk_size": 10000,
-            },
+            DEFAULTS["pca"],
             pca_name,
             build_pca,
-            "dask-ml PCA fitted on the training split only (float32 features; "
-            "optional whitening, or partial whitening by explained_variance ** -scale_power)",
+            SUMMARIES["pca"],
             needs=frozenset({IMAGES, FEATURES}),
             gives=FEATURES,
             marked=("svd_solver", "seed"),

@@ -81,10 +81,11 @@ def test_transform_options_are_typed_and_explained():
 
 
 def test_every_transform_parameter_is_described():
-    from mnist_dask.transforms.parameters import PARAMETERS
+    from mnist_dask.transforms.parameters import DEFAULTS, PARAMETERS, SUMMARIES
     from mnist_dask.transforms.registry import TRANSFORMS
 
     assert set(PARAMETERS) == set(TRANSFORMS)
+    assert list(DEFAULTS) == list(SUMMARIES) == list(TRANSFORMS)  # the commands the CLI lists without the registry
     for name, spec in TRANSFORMS.items():
         assert set(PARAMETERS[name]) == set(spec.defaults), name
         assert all(param.help for param in PARAMETERS[name].values()), name
