@@ -32,6 +32,7 @@ from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.common import (
     MAX_CURVE_POINTS,
     downsample,
+    first_rows_check,
     fold_accuracies,
     load_split,
     load_splits,
@@ -51,7 +52,7 @@ class Binary5Params(TrainSample):
     forest_trees: Positive = 100
 
 
-@experiment("binary_5_detector", Binary5Params)
+@experiment("binary_5_detector", Binary5Params, check=first_rows_check())
 def binary_5_detector(ctx: Context, p: Binary5Params) -> Result:
     """SGD '5 vs not-5' with 3-fold CV: accuracies, never-5 baseline, confusion, PR/ROC, and a random forest.
 
@@ -186,7 +187,7 @@ class ZeroDetectorParams(RowSamples):
     variance_threshold: Float = 0.0  # notebook 003: VarianceThreshold() drops the constant pixels
 
 
-@experiment("zero_detector", ZeroDetectorParams)
+@experiment("zero_detector", ZeroDetectorParams, check=first_rows_check(test=("test_sample",)))
 def zero_detector(ctx: Context, p: ZeroDetectorParams) -> Result:
     """Notebook 003's '0 vs not-0': VarianceThreshold + StandardScaler + logistic SGD (5 epochs), on the test set."""
     X, digits, X_test, digits_test = load_splits(ctx.store, p)

@@ -7,6 +7,7 @@ one-vs-rest fits, forest trees) run as tasks on the experiment's Dask cluster.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from distributed import Client
 
 from mnist_dask.data.store import Store
+from mnist_dask.experiments import ParamsError
 from mnist_dask.experiments.params import RowSamples
 from mnist_dask.report import spec
 
@@ -36,6 +38,30 @@ def load_split(store: Store, split: str, sample: int = 0, dtype: Any = np.float6
     if sample:
         X, y = X[:sample], y[:sample]
     return X.compute().astype(dtype, copy=False), y.compute()
+
+
+def first_rows_check(
+    train: tuple[str, ...] = ("sample",), test: tuple[str, ...] = ()
+) -> Callable[[Any, dict[str, int]], None]:
+    """An experiment's ``check``: refuse a parameter naming a count of first rows (0: all) of raw's training
+    (``train``) or test (``test``) split above the rows there are, which ``X[:n]`` would silently cut to fewer.
+
+    A value left at its default is refused too (a 2,000-row default on a 40-row store), the message saying so.
+    """
+
+    def check(params: Any, rows: dict[str, int]) -> None:
+        """Raise a :class:`ParamsError` for the first named parameter asking for more rows than raw's split has."""
+        defaults = {field.name: field.default for field in dataclasses.fields(params)}
+        for split, kind, keys in (("train", "training", train), ("test", "test", test)):
+            for key in keys:
+                value = getattr(params, key)
+                if value > rows[split]:
+                    default = " (the default)" if value == defaults.get(key) else ""
+                    raise ParamsError(
+                        f"params.{key} = {value}{default}: more than the {rows[split]} {kind} rows of raw"
+                    )
+
+    return check
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
-from mnist_dask.experiments.common import fold_accuracies, load_split
+from mnist_dask.experiments.common import first_rows_check, fold_accuracies, load_split
 from mnist_dask.experiments.multiclass import CV, DIGITS, scaled_sgd_cache
 from mnist_dask.experiments.params import Positive, TrainSample, parameters
 from mnist_dask.report import spec
@@ -27,7 +27,7 @@ class ErrorAnalysisParams(TrainSample):
     pairs: Positive = 25
 
 
-@experiment("error_analysis", ErrorAnalysisParams)
+@experiment("error_analysis", ErrorAnalysisParams, check=first_rows_check())
 def error_analysis(ctx: Context, p: ErrorAnalysisParams) -> Result:
     """Confusion matrix of the scaled SGD's 3-fold predictions, normalised by row and by column, and the 3/5 grid."""
     X, y = load_split(ctx.store, "train", p.sample)

@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold
 
 from mnist_dask.experiments import Context, Result, experiment
-from mnist_dask.experiments.common import load_split, load_splits
+from mnist_dask.experiments.common import first_rows_check, load_split, load_splits
 from mnist_dask.experiments.params import Count, Positive, RowSamples, Seed, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.search import fold_neighbors
@@ -37,7 +37,7 @@ class MultilabelParams:
     n_neighbors: Positive = 5
 
 
-@experiment("multilabel", MultilabelParams)
+@experiment("multilabel", MultilabelParams, check=first_rows_check())
 def multilabel(ctx: Context, p: MultilabelParams) -> Result:
     """Exact k-NN on (digit >= 7, digit odd), 3-fold cross-validated predictions: macro and weighted F1."""
     X, digits = load_split(ctx.store, "train", p.sample, dtype=np.uint8)
@@ -108,7 +108,7 @@ class DenoiseParams(RowSamples):
     examples: Count = 10
 
 
-@experiment("denoise", DenoiseParams)
+@experiment("denoise", DenoiseParams, check=first_rows_check(test=("test_sample",)))
 def denoise(ctx: Context, p: DenoiseParams) -> Result:
     """Multi-output k-NN from noisy to clean digits: fit on (noisy train, clean train), RMSE/PSNR on the test set."""
     X, _, X_test, _ = load_splits(ctx.store, p, dtype=np.int64)

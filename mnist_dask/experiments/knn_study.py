@@ -114,8 +114,8 @@ class KNNStudyParams:
 
 def check_rows(p: KNNStudyParams, rows: dict[str, int]) -> None:
     """Refuse what raw's row counts already rule out: a sample step asking for more rows than its input has, more
-    neighbours than the dataset's training rows; counted through every step, by the transforms' own row counts
-    (a shift of radius 1 multiplies the training rows by 5)."""
+    neighbours than the dataset's training rows, a search on more first rows than it has; counted through every
+    step, by the transforms' own row counts (a shift of radius 1 multiplies the training rows by 5)."""
     dataset, known = "raw", dict(rows)
     for i, step in enumerate(p.steps):
         name, options = step["transform"], _options(step)
@@ -124,6 +124,8 @@ def check_rows(p: KNNStudyParams, rows: dict[str, int]) -> None:
         known = TRANSFORMS[name].rows(options, known)
         dataset = output_stage(name, options, dataset)
     _check_model_fits(p, dataset, known["train"])
+    if p.search is not None:
+        _check_search_rows(p.search, *(("raw", rows["train"]) if p.search.on == "raw" else (dataset, known["train"])))
 
 
 def _options(step: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +140,12 @@ def _check_sample(i: int, options: dict[str, Any], rows: dict[str, int], dataset
             raise ParamsError(
                 f"params.steps[{i}].{split} = {options[split]}: more than the {rows[split]} {kind} rows of {dataset}"
             )
+
+
+def _check_search_rows(search: GridSearch, on: str, train_rows: int) -> None:
+    """Refuse a search on more first rows than the training rows of ``on``, which ``X[:rows]`` would cut to fewer."""
+    if search.rows > train_rows:
+        raise ParamsError(f"params.search.rows = {search.rows}: more than the {train_rows} training rows of {on}")
 
 
 @experiment("knn", KNNStudyParams, check=check_rows)
@@ -163,6 +171,7 @@ def knn_study(ctx: Context, p: KNNStudyParams) -> Result:
             on = "raw" if p.search.on == "raw" else dataset
             X, y = store.read_xy(on, "train")
             labels, groups = y.compute(), _groups(store, on)
+            _check_search_rows(p.search, on, len(labels))  # checked up front too, where the rows were known
             if p.search.rows:  # the first rows, as GridSearchCV on X_train[:rows]
                 X, labels = X[: p.search.rows], labels[: p.search.rows]
                 groups = None if groups is None else groups[: p.search.rows]

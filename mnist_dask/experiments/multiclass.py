@@ -26,7 +26,7 @@ from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
 from mnist_dask.experiments.cache import Cached
-from mnist_dask.experiments.common import fold_accuracies, load_split, misclassified_digits
+from mnist_dask.experiments.common import first_rows_check, fold_accuracies, load_split, misclassified_digits
 from mnist_dask.experiments.params import Bool, Count, Positive, Seed, parameters
 from mnist_dask.report import spec
 
@@ -50,7 +50,11 @@ class MulticlassParams:
     cache_size: Positive = 1000
 
 
-@experiment("multiclass", MulticlassParams)
+@experiment(
+    "multiclass",
+    MulticlassParams,
+    check=first_rows_check(train=("svc_sample", "sgd_sample", "logistic_sample"), test=("test_sample",)),
+)
 def multiclass(ctx: Context, p: MulticlassParams) -> Result:
     """SVC OvO/OvR on 2,000 and 60,000 images, SGD (some_digit, 3-fold CV raw and scaled), OvR saga logistic."""
     X, y = load_split(ctx.store, "train")

@@ -19,7 +19,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
-from mnist_dask.experiments.common import load_split
+from mnist_dask.experiments.common import first_rows_check, load_split
 from mnist_dask.experiments.params import Options, Positive, Seed, default_list, parameters
 from mnist_dask.report import spec
 from mnist_dask.transforms.kernels import downscale_local_mean
@@ -37,7 +37,7 @@ class SmallSampleParams:
     sweep: Options[Positive] = default_list(*range(1, 21))
 
 
-@experiment("small_sample", SmallSampleParams)
+@experiment("small_sample", SmallSampleParams, check=first_rows_check())
 def small_sample(ctx: Context, p: SmallSampleParams) -> Result:
     """k-NN, GaussianNB and liblinear logistic on 6,000 images, raw and 3x3-downscaled, and a k sweep on 10x10."""
     images, y = load_split(ctx.store, "train", p.sample, dtype=np.int64)  # notebook 004's int64 pixels

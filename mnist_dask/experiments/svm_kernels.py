@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mnist_dask.experiments import Context, Result, experiment, tasks
-from mnist_dask.experiments.common import load_splits
+from mnist_dask.experiments.common import first_rows_check, load_splits
 from mnist_dask.experiments.params import Float, Options, Positive, RowSamples, default_list, parameters
 from mnist_dask.report import spec
 
@@ -34,7 +34,7 @@ class SvmKernelsParams(RowSamples):
     cache_size: Positive = 1000
 
 
-@experiment("svm_kernels", SvmKernelsParams)
+@experiment("svm_kernels", SvmKernelsParams, check=first_rows_check(test=("test_sample",)))
 def svm_kernels(ctx: Context, p: SvmKernelsParams) -> Result:
     """Notebook 003: StandardScaler + OneVsRest(SVC) with each kernel, plus poly after VarianceThreshold(100)."""
     X, y, X_test, y_test = load_splits(ctx.store, p)

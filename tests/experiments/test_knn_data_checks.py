@@ -171,8 +171,13 @@ def test_knn_best_refuses_what_raws_rows_rule_out_before_any_stage(store, client
             "params.steps[1].train = 201: more than the 200 training rows of derived/shift5x",
         ),
         ("knn_best", {"train_sample": 41}, "params.train_sample = 41: more than the 40 training rows of raw"),
+        (
+            "knn",
+            {"search": {"param_grid": {"n_neighbors": [1]}, "cv": 2, "rows": 41}},
+            "params.search.rows = 41: more than the 40 training rows of raw",
+        ),
     ],
-    ids=["knn-sample-after-shift", "knn_best-train_sample"],
+    ids=["knn-sample-after-shift", "knn_best-train_sample", "knn-search-rows"],
 )
 def test_the_run_itself_names_the_key_too(store, client, tmp_path, experiment, params, message):
     """An experiment run without the driver's check up front (the rows it could not count before) refuses the

@@ -257,14 +257,26 @@ def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path)
             "experiment = 'knn_best'\n[params]\ntrain_sample = 41\n",
             "params.train_sample = 41: more than the 40 training rows of raw",
         ),
+        (
+            "experiment = 'svm_kernels'\n[params]\nsample = 41\n",
+            "params.sample = 41: more than the 40 training rows of raw",
+        ),
     ],
-    ids=["n_neighbors", "sample-train", "sample-after-shift", "k-after-rotate", "knn_best-train_sample"],
+    ids=[
+        "n_neighbors",
+        "sample-train",
+        "sample-after-shift",
+        "k-after-rotate",
+        "knn_best-train_sample",
+        "svm_kernels-sample",
+    ],
 )
 def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(tmp_path, rerun, problem):
     """More neighbours, or a larger sample, than the store's training rows failed only after the cluster started
     and ingest ran, and the sample's error named neither the job file nor the key; now one line naming both,
     before a cluster starts, the finished run's folder untouched. The rows are counted through the steps that
-    add rows (a shift of radius 1: 5x, a rotate: 3x), and knn_best's own sample is checked the same way."""
+    add rows (a shift of radius 1: 5x, a rotate: 3x), and knn_best's own sample is checked the same way, as are the
+    first rows the scikit-learn experiments take (svm_kernels used the 40 there were, its note saying 41)."""
     folder = balanced_small_mnist().write_idx(tmp_path / "idx")
     job = tmp_path / "tiny.toml"
     job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
