@@ -92,8 +92,11 @@ def submit(
     check_own_folder(folder, "--run-dir")
     # heavy: imported when the work starts
     from mnist_dask.cluster import connect
+    from mnist_dask.jobs.driver import check_job_fits
     from mnist_dask.jobs.submit import submit_job
 
+    if source is None:  # as for run: what the store's rows rule out is told here, not later on the cluster
+        check_job_fits(spec, store.open())
     with connect(cluster.options(quiet=True)) as client:
         run_id = submit_job(spec, store.open(), client, folder, source=source.source if source else None)
     click.echo(f"submitted {spec.name} as {run_id}: follow it with {follow_command(folder)}", err=True)

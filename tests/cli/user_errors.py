@@ -405,6 +405,13 @@ OPTION_CASES = [
 ]
 
 
+def _too_many_neighbours(ws: Workspace) -> Path:
+    """A k-NN job asking for more neighbours than any store here has training rows."""
+    job = ws.root / "too-many-neighbours.toml"
+    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 100000\n")
+    return job
+
+
 def _bad_csv_line(ws: Workspace) -> str:
     """The training CSV (with a header) with a non-integer pixel on file line 5."""
     lines = ws.csv[0].read_text().splitlines()
@@ -853,6 +860,12 @@ MESSAGE_CASES = [
         absent=("choose a new or empty --store", "did not create"),
     ),
     Case("status-unknown-run", lambda ws: ["status", "no-such-run", "--runs-dir", ws.root], _names("no-such-run")),
+    Case(
+        "submit-a-job-the-stores-rows-rule-out",  # told before connecting: no scheduler answers at this address
+        lambda ws: ["submit", _too_many_neighbours(ws), "--store", ws.store, "--scheduler", "tcp://127.0.0.1:9"],
+        lambda ws: [f"{_too_many_neighbours(ws)}: params.model.n_neighbors = 100000: more neighbours than the"],
+        absent=("no Dask scheduler",),
+    ),
     Case(
         "submit-without-scheduler",
         lambda ws: ["submit", JOB, "--store", _new(ws)],
