@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,16 +204,36 @@ def test_cli_run_with_a_negative_sample_fails_before_anything_starts(tmp_path):
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "run").exists()
 
 
-def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path):
+TINY_KNN = "experiment = 'knn'\n[params.model]\nn_neighbors = 1\n"
+
+
+@pytest.fixture(scope="module")
+def finished_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a store ``s.zarr`` (40 balanced training images) and the finished run of a 1-NN job in ``run``,
+    made once through the CLI on the default local cluster; tests rerun into copies of it."""
+    base = tmp_path_factory.mktemp("finished")
+    folder = balanced_small_mnist().write_idx(base / "idx")
+    job = base / "tiny.toml"
+    job.write_text(TINY_KNN)
+    args = ("--store", base / "s.zarr", "--run-dir", base / "run", "--workers", 1)
+    finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=base)
+    assert finished.returncode == 0, finished.stderr
+    return base
+
+
+def _copy_of_a_finished_run(finished: Path, tmp_path: Path) -> tuple[Path, Path, tuple[object, ...]]:
+    """The finished run and its store copied into ``tmp_path``: its job file, run folder and the options to rerun."""
+    shutil.copytree(finished / "s.zarr", tmp_path / "s.zarr")
+    shutil.copytree(finished / "run", tmp_path / "run")
+    job = tmp_path / "tiny.toml"
+    job.write_text(TINY_KNN)
+    return job, tmp_path / "run", ("--store", tmp_path / "s.zarr", "--run-dir", tmp_path / "run", "--workers", 1)
+
+
+def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(finished_tiny_run, tmp_path):
     """A rerun into a finished run's folder removed its result.json, report.html and predictions.zarr before it
     failed; now a run's outputs replace the earlier ones only once it has finished, and a failed one says so."""
-    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
-    job = tmp_path / "tiny.toml"
-    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
-    run_dir = tmp_path / "run"
-    args = ("--store", tmp_path / "s.zarr", "--run-dir", run_dir, "--workers", 1)
-    finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=tmp_path)
-    assert finished.returncode == 0, finished.stderr
+    job, run_dir, args = _copy_of_a_finished_run(finished_tiny_run, tmp_path)
     outputs = ("result.json", "report.html", "predictions.zarr")
     assert all((run_dir / name).exists() for name in outputs)
     before = {path: data for path, data in snapshot(run_dir).items() if path.split("/")[0] in outputs}
@@ -271,19 +292,15 @@ def test_cli_rerun_that_fails_keeps_the_previous_finished_runs_results(tmp_path)
         "svm_kernels-sample",
     ],
 )
-def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(tmp_path, rerun, problem):
+def test_cli_rerun_with_a_parameter_the_stores_rows_rule_out_fails_before_anything_starts(
+    finished_tiny_run, tmp_path, rerun, problem
+):
     """More neighbours, or a larger sample, than the store's training rows failed only after the cluster started
     and ingest ran, and the sample's error named neither the job file nor the key; now one line naming both,
     before a cluster starts, the finished run's folder untouched. The rows are counted through the steps that
     add rows (a shift of radius 1: 5x, a rotate: 3x), and knn_best's own sample is checked the same way, as are the
     first rows the scikit-learn experiments take (svm_kernels used the 40 there were, its note saying 41)."""
-    folder = balanced_small_mnist().write_idx(tmp_path / "idx")
-    job = tmp_path / "tiny.toml"
-    job.write_text("experiment = 'knn'\n[params.model]\nn_neighbors = 1\n")
-    run_dir = tmp_path / "run"
-    args = ("--store", tmp_path / "s.zarr", "--run-dir", run_dir, "--workers", 1)
-    finished = cli("run", job, "--source", f"idx:{folder}", *args, cwd=tmp_path)
-    assert finished.returncode == 0, finished.stderr
+    job, run_dir, args = _copy_of_a_finished_run(finished_tiny_run, tmp_path)
     before = snapshot(run_dir)
     job.write_text(rerun)
     failed = cli("run", job, *args, cwd=tmp_path)
