@@ -144,8 +144,9 @@ class RunStatus:
         self._write(state="failed", finished=_now(), error=message, traceback_tail="".join(tail)[-2000:])
 
     def requeued(self, note: str) -> None:
-        """A submitted run whose driver's worker went away: the scheduler starts the driver again (``note`` says so)."""
-        self._write(state="queued", stage=None, note=note)
+        """A submitted run whose driver's worker went away: the scheduler starts the driver again (``note`` says so).
+        The gone driver's start, host and process are no longer the run's: the next driver records its own."""
+        self._write(state="queued", stage=None, note=note, started=None, host=None, pid=None)
 
     def _write(self, **fields: Any) -> None:
         self.record.update(fields)

@@ -243,8 +243,10 @@ def test_a_submitted_run_whose_workers_are_stopped_is_queued_again_and_resumes_o
             assert record["note"].startswith("the worker tcp://127.0.0.1:"), record
             assert "running the run's driver was stopped or killed during " in record["note"], record
             assert "the scheduler starts the driver again on the next free worker" in record["note"], record
+            assert record["started"] is None and record["pid"] is None, record  # the gone driver's, not the run's
         shown = _cli("status", run_id, "--scheduler", cluster.address)
         assert shown.returncode == 0 and f"  note: {views[0]['note']}" in shown.stdout.splitlines(), shown.stdout
+        assert "  started: " not in shown.stdout, shown.stdout  # a queued run has not started
 
         dask = str(Path(sys.executable).with_name("dask"))
         rejoined = subprocess.Popen(
