@@ -35,7 +35,7 @@ from mnist_dask.transforms.expansions import (
 )
 from mnist_dask.transforms.fitted import build_mean, build_pca, build_scale, build_variance_threshold, pca_name
 from mnist_dask.transforms.names import marks, number
-from mnist_dask.transforms.parameters import DEFAULTS, SUMMARIES
+from mnist_dask.transforms.parameters import DEFAULTS
 from mnist_dask.transforms.per_image import BLUR, DESKEW, build_downscale, build_sample, downscale_name, sample_rows
 from mnist_dask.transforms.validation import resolve_params
 
@@ -44,9 +44,9 @@ from mnist_dask.transforms.validation import resolve_params
 class Transform:
     """A named transform: its default parameters, output name and lazy array builder, and what a query image needs.
 
-    Its ``help`` and ``defaults`` come from :mod:`~mnist_dask.transforms.parameters` (``SUMMARIES``,
-    ``DEFAULTS``), as do its parameters' ranges and choices (``PARAMETERS``): the command line reads them there
-    without loading dask. ``needs``
+    Its summary, ``defaults`` and parameters' ranges and choices are in :mod:`~mnist_dask.transforms.parameters`
+    (``SUMMARIES``, ``DEFAULTS``, ``PARAMETERS``), by its name: the command line reads them there without
+    loading dask. ``needs``
     is what its input dataset must hold (images or features) and ``gives`` what its output
     holds (None: not a dataset, e.g. ``mean``), so a chain that cannot work is refused up front.
     Every parameter that changes the output is in the stage name (by ``output_name``, or as a mark of
@@ -59,10 +59,8 @@ class Transform:
     """
 
     name: str
-    defaults: dict[str, Any]
     output_name: Callable[[dict[str, Any]], str]
     build: Callable[[Store, str, dict[str, Any]], Arrays]
-    help: str
     needs: frozenset[str] = frozenset({IMAGES})
     gives: str | None = IMAGES
     marked: tuple[str, ...] = ()  # parameters output_name leaves out: marked in the name when not at their default
@@ -72,6 +70,11 @@ class Transform:
     rows_only: bool = False  # only adds or chooses training rows: a query image stays as it is
     rows: Callable[[dict[str, Any], RowCounts], RowCounts] = same_rows  # (params, the input's rows per split): the
     # output's, known before it runs (a job's parameters are checked against them up front)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Its parameters and their default values (:data:`~mnist_dask.transforms.parameters.DEFAULTS`)."""
+        return DEFAULTS[self.name]
 
 
 @dataclass(frozen=True)
@@ -233,70 +236,54 @@ TRANSFORMS: dict[str, Transform] = {
     for t in (
         Transform(
             "shift",
-            DEFAULTS["shift"],
             shift_name,
             build_shift,
-            SUMMARIES["shift"],
             marked=("seed",),
             rows_only=True,
             rows=shift_rows,
         ),
-        Transform("downscale", DEFAULTS["downscale"], downscale_name, build_downscale, SUMMARIES["downscale"]),
-        Transform(
-            "deskew", DEFAULTS["deskew"], lambda p: "deskew", DESKEW.build, SUMMARIES["deskew"], query=DESKEW.apply
-        ),
+        Transform("downscale", downscale_name, build_downscale),
+        Transform("deskew", lambda p: "deskew", DESKEW.build, query=DESKEW.apply),
         Transform(
             "blur",
-            DEFAULTS["blur"],
             lambda p: f"blur{number(p['sigma'])}",
             BLUR.build,
-            SUMMARIES["blur"],
             query=BLUR.apply,
         ),
-        Transform("scale", DEFAULTS["scale"], lambda p: "scaled", build_scale, SUMMARIES["scale"], gives=FEATURES),
+        Transform("scale", lambda p: "scaled", build_scale, gives=FEATURES),
         Transform(
             "varthresh",
-            DEFAULTS["varthresh"],
             lambda p: f"varthresh{number(p['threshold'])}",
             build_variance_threshold,
-            SUMMARIES["varthresh"],
             gives=FEATURES,
         ),
-        Transform("mean", DEFAULTS["mean"], lambda p: "mean", build_mean, SUMMARIES["mean"], gives=None),
+        Transform("mean", lambda p: "mean", build_mean, gives=None),
         Transform(
             "augment",
-            DEFAULTS["augment"],
             augment_name,
             build_augment,
-            SUMMARIES["augment"],
             rows_only=True,
             rows=augment_rows,
         ),
         Transform(
             "rotate",
-            DEFAULTS["rotate"],
             lambda p: f"rot{number(p['degrees'])}x3",
             build_rotate,
-            SUMMARIES["rotate"],
             rows_only=True,
             rows=rotate_rows,
         ),
         Transform(
             "sample",
-            DEFAULTS["sample"],
             lambda p: f"sample{p['train']}-{p['test']}",
             build_sample,
-            SUMMARIES["sample"],
             marked=("seed",),
             rows_only=True,
             rows=sample_rows,
         ),
         Transform(
             "pca",
-            DEFAULTS["pca"],
             pca_name,
             build_pca,
-            SUMMARIES["pca"],
             needs=frozenset({IMAGES, FEATURES}),
             gives=FEATURES,
             marked=("svd_solver", "seed"),
