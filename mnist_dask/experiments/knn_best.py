@@ -38,6 +38,7 @@ from pydantic import Field, Strict
 
 from mnist_dask.data.store import Store
 from mnist_dask.experiments import Context, ParamsError, Result, experiment, stage_rows
+from mnist_dask.experiments.common import first_rows_check
 from mnist_dask.experiments.params import Bool, Count, Float, Options, Positive, Seed, Weights, default_list, parameters
 from mnist_dask.neighbors.knn import kneighbors, vote
 from mnist_dask.neighbors.rerank import idm_rerank
@@ -90,13 +91,13 @@ class KNNBestParams:
     test_sample: Count = 0
 
 
+_FIRST_ROWS = first_rows_check(train=("train_sample",), test=("test_sample",))  # samples of raw's splits (0: all)
+
+
 def check_rows(p: KNNBestParams, rows: dict[str, int]) -> None:
     """Refuse what raw's row counts (``{"train": n, "test": n}``) rule out: a sample larger than its split, more
     folds than the training rows searched."""
-    for key, split, kind in (("train_sample", "train", "training"), ("test_sample", "test", "test")):
-        value = getattr(p, key)
-        if value > rows[split]:
-            raise ParamsError(f"params.{key} = {value}: more than the {rows[split]} {kind} rows of raw")
+    _FIRST_ROWS(p, rows)
     train = p.train_sample or rows["train"]
     if p.cv > train:
         dataset = "raw"
