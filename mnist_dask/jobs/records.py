@@ -362,10 +362,10 @@ def with_scheduler_state(client: Any, record: dict[str, Any]) -> dict[str, Any]:
 def _in_folder(record: dict[str, Any]) -> dict[str, Any] | None:
     """The same run's record in its run folder, when that folder is readable here (None otherwise)."""
     try:
-        found = json.loads((Path(str(record.get("run_dir"))) / STATUS_FILE).read_text())
-    except (OSError, ValueError):  # not shared with this machine, or unreadable: the scheduler's record stands
+        found = read_status(Path(str(record.get("run_dir"))))
+    except UserError:  # not shared with this machine, or unreadable: the scheduler's record stands
         return None
-    return found if isinstance(found, dict) and found.get("run_id") == record.get("run_id") else None
+    return found if found["run_id"] == record.get("run_id") else None
 
 
 def _newest_span_progress(dask_scheduler: Any, run_id: str) -> dict[str, Any] | None:
