@@ -37,9 +37,8 @@ def report(run_dir: Path, store: StoreChoice) -> None:
     from mnist_dask.jobs.run_store import store_of_run
     from mnist_dask.report.render import write_report
 
-    drawn_from = store_of_run(result, run_dir, store.open(may_create=False) if store.given else None) or store.open(
-        may_create=False
-    )
+    chosen = store.open(may_create=False)  # --store, else the default store: drawn from only as a last resort
+    drawn_from = store_of_run(result, run_dir, chosen if store.given else None) or chosen
     click.echo(str(write_report(result, run_dir, drawn_from)))
 
 
