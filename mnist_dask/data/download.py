@@ -106,15 +106,12 @@ def fetch(
     an answer that cannot change (404, 403, a checksum mismatch) is not retried and leaves
     nothing in the cache.
     """
+    good = cached(url, checksum, cache)  # a good copy needs no writable cache
+    if good is not None:
+        return good
     if cache is None:
-        good = cached(url, checksum)
-        if good is not None:
-            return good
-        cache = usable_cache_dir()
+        cache = usable_cache_dir()  # the default cache, made; one line when it cannot be
     else:
-        good = cached(url, checksum, cache)
-        if good is not None:
-            return good
         cache.mkdir(parents=True, exist_ok=True)
     target = _cache_path(url, cache)
     partial = target.with_name(target.name + ".part")
