@@ -99,8 +99,9 @@ class RunStatus:
         self._write(state="queued", submitted=_now(), **fields)
 
     def running(self) -> None:
-        """The driver has started (on this host, in this process)."""
-        self._write(state="running", started=_now(), host=socket.gethostname(), pid=os.getpid())
+        """The driver has started (on this host, in this process); a note of an earlier driver's end (requeued) is
+        history, no longer the run's state."""
+        self._write(state="running", started=_now(), host=socket.gethostname(), pid=os.getpid(), note=None)
 
     def stage(self, name: str) -> None:
         """A stage begins."""

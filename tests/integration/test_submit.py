@@ -256,6 +256,7 @@ def test_a_submitted_run_whose_workers_are_stopped_is_queued_again_and_resumes_o
         )
         final = _follow(run_id, store, cluster.address)[-1]
         assert final["state"] == "finished", final  # the same run, resumed by the scheduler
+        assert final["note"] is None, final  # the stopped worker's note ended when the new driver started
         assert (Path(final["run_dir"]) / "result.json").is_file()
     finally:
         if rejoined is not None:
