@@ -14,8 +14,8 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
@@ -23,6 +23,9 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.typing import Key
 
 from mnist_dask.errors import UserError
+
+if TYPE_CHECKING:  # dask.array is imported where an array is built: 'info' never loads it
+    import dask.array as da
 
 CHUNK_MD5_KEY = "mnist_dask_chunk_md5"
 
@@ -86,6 +89,8 @@ def checked_array(array: zarr.Array, source: ChunkSource) -> da.Array:
     Dask chunks are the Zarr chunks, so block ``i`` is chunk ``i`` and its checksum applies.
     The graph's name includes the checksums: a re-created stage never reuses old results.
     """
+    import dask.array as da
+
     if len(source.expected) != math.prod(array.cdata_shape):
         raise ValueError(f"{source.path}: {len(source.expected)} checksums for {math.prod(array.cdata_shape)} chunks")
     name = f"read-{source.path.replace('/', '-')}-{tokenize(source.store, source.path, source.expected)}"

@@ -1,6 +1,7 @@
 """A user error that the command line can tell without the cluster or the store is answered before dask, distributed,
 zarr or matplotlib are imported (they cost a second or more of CPU per command): a refused option value, an
-unknown transform parameter value, a job file that is not TOML or has an unknown key, a run without results.
+unknown transform parameter value, a job file that is not TOML or has an unknown key, a run without results. And
+``info``, which reads only a store's metadata, never loads dask.array or distributed.
 
 Each case is a real ``python -X importtime -m mnist_dask ...`` subprocess: its one line and exit status 2 as the
 user sees them, and the modules it imported, read from the interpreter's own import log.
@@ -84,3 +85,19 @@ def test_transform_help_loads_no_dask(args: tuple[str, ...], tmp_path: Path) -> 
     status, lines, heavy = _run_with_import_log(tmp_path, *args)
     assert status == 0, lines
     assert heavy == []
+
+
+def test_info_on_a_store_reads_its_metadata_without_dask_array_or_distributed(small, tmp_path: Path) -> None:
+    store = tmp_path / "small.zarr"
+    source = f"idx:{small.write_idx(tmp_path / 'idx')}"
+    made = subprocess.run(
+        [sys.executable, "-m", "mnist_dask", "ingest", "--source", source, "--store", str(store), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    status, lines, heavy = _run_with_import_log(tmp_path, "info", "--store", store)
+    assert status == 0, lines
+    assert [h for h in heavy if h.startswith(("dask.array", "distributed", "numba", "sparse"))] == []
