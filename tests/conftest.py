@@ -66,12 +66,20 @@ def dask_processes():
 
 @pytest.fixture(scope="module")
 def client():
-    """A module's real LocalCluster: two single-threaded worker processes on 127.0.0.1."""
+    """A module's real LocalCluster: two single-threaded worker processes on 127.0.0.1, set up as the command's
+    local workers are (mnist_dask.worker_setup)."""
     from distributed import Client, LocalCluster
+
+    from mnist_dask.cluster import WORKER_SETUP
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            preload=[WORKER_SETUP],
         ) as cluster,
         Client(cluster) as client,
     ):
