@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_dask.jobs.ledger import MET, STATUSES, reproduced
-from mnist_dask.jobs.records import UNREADABLE
+from mnist_dask.jobs.records import STUDY_JOB, UNREADABLE
 
 LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
@@ -17,6 +17,11 @@ SUBMITTED_LOST_HINT = (
     "the run's driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
     "it again on another worker ('status --scheduler' tells); if not, submit the job again to resume from the "
     "stages kept in the store"
+)
+SUBMITTED_STUDY_LOST_HINT = (
+    "the study's driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
+    "it again on another worker ('status --scheduler' tells); if not, submit the study again: its finished jobs are "
+    "skipped and the others resume from the stages kept in the store"
 )
 
 
@@ -42,7 +47,7 @@ def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None,
         lines.append(f"  error: {record.get('error')}")
     if record["state"] == "lost":
         submitted = bool(record.get("driver_key")) and not from_scheduler  # its pid gone; the scheduler not asked
-        lines.append(f"  {SUBMITTED_LOST_HINT if submitted else LOST_HINT}")
+        lines.append(f"  {_lost_hint(submitted, record.get('job') == STUDY_JOB)}")
     if record["state"] in ("queued", "running") and record.get("note"):
         lines.append(f"  note: {record['note']}")
     if record["state"] == "finished" and isinstance(record.get("test_accuracy"), (int, float)):
@@ -52,6 +57,14 @@ def describe_run(record: dict[str, Any], progress: dict[str, Any] | None = None,
     if isinstance(record.get("log"), list) and record["log"]:
         lines.append(f"  last log line: {record['log'][-1]}")
     return "\n".join(lines)
+
+
+def _lost_hint(submitted: bool, study: bool) -> str:
+    """What to do about a lost run: a submitted one may be started again by its scheduler; a study is submitted
+    again as a study (a job's own record says to run or submit the job)."""
+    if not submitted:
+        return LOST_HINT
+    return SUBMITTED_STUDY_LOST_HINT if study else SUBMITTED_LOST_HINT
 
 
 def follow_command(folder: Path) -> str:

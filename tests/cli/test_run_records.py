@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mnist_dask.errors import UserError
-from mnist_dask.jobs.records import STATUS_FILE, RunStatus
+from mnist_dask.jobs.records import STATUS_FILE, STUDY_JOB, RunStatus
 
 
 def _cli(*args: object) -> subprocess.CompletedProcess[str]:
@@ -87,3 +87,18 @@ def test_runs_lists_a_folder_whose_status_cannot_be_read_with_why_beside_the_oth
         shown = _cli("status", tmp_path / run_id)  # the same reason, as a user error naming the file
         assert shown.returncode == 2 and reason in shown.stderr and str(tmp_path / run_id / STATUS_FILE) in shown.stderr
     assert "0.9691" in rows["run-finished"] and rows["run-lost"].split()[1] == "lost"
+
+
+def test_status_of_a_lost_submitted_study_says_to_submit_the_study_again(tmp_path):
+    """A submitted study whose driver's process is gone: the hint names the study, not a job, as what to submit."""
+    for job in ("knn_baseline", STUDY_JOB):
+        record = RunStatus(tmp_path / job, job, job, driver_key=f"driver-{job}", scheduler="tcp://127.0.0.1:1")
+        record.running()
+        record._write(pid=_dead_pid())  # its driver's process killed with its worker
+    job_hint = _cli("status", "knn_baseline", "--runs-dir", tmp_path)
+    study_hint = _cli("status", STUDY_JOB, "--runs-dir", tmp_path)
+    assert (job_hint.returncode, study_hint.returncode) == (1, 1), job_hint.stderr + study_hint.stderr
+    assert "lost" in job_hint.stdout.splitlines()[0] and "lost" in study_hint.stdout.splitlines()[0]
+    assert "submit the job again" in job_hint.stdout and "study" not in job_hint.stdout
+    assert "submit the study again: its finished jobs are skipped" in study_hint.stdout
+    assert "submit the job again" not in study_hint.stdout
