@@ -19,14 +19,17 @@ agree to float32 rounding.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
 import numpy as np
 
 
-def _load() -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """The compiled (pair-dot, IDM) loops, or None when numba is unavailable or switched off."""
+@functools.cache
+def _loops() -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """The compiled (pair-dot, IDM) loops, or None when numba is unavailable or switched off. Loaded on first use,
+    so a process that only builds graphs (the command's) never imports numba."""
     if os.environ.get("MNIST_DASK_NUMBA", "1") == "0":
         return None
     try:
@@ -96,33 +99,32 @@ def _load() -> tuple[Callable[..., None], Callable[..., None]] | None:
     return pair_dots, idm_sums
 
 
-_LOOPS = _load()
-
-
 def available() -> bool:
     """True when the compiled loops can be used."""
-    return _LOOPS is not None
+    return _loops() is not None
 
 
 def integer_pair_dots(query: np.ndarray, train: np.ndarray, qrows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Exact int64 dot products of query[qrows[p]] and train[cols[p]] for every pair p (integer rows)."""
-    if _LOOPS is None:
+    loops = _loops()
+    if loops is None:
         raise RuntimeError("numba is not available; use the numpy path")
     out = np.empty(qrows.size, dtype=np.int64)
-    _LOOPS[0](_contiguous(query), _contiguous(train), qrows.astype(np.int64), cols.astype(np.int64), out)
+    loops[0](_contiguous(query), _contiguous(train), qrows.astype(np.int64), cols.astype(np.int64), out)
     return out
 
 
 def idm_sums(query: np.ndarray, refs: np.ndarray, warp: int, context: int) -> np.ndarray:
     """IDM distance (p,) of each query (p, ch, h, w) to its reference (p, ch, h, w), both float32 gradients."""
-    if _LOOPS is None:
+    loops = _loops()
+    if loops is None:
         raise RuntimeError("numba is not available; use the numpy path")
     p, ch = query.shape[:2]
     pad = warp + context
     q = np.pad(query, ((0, 0), (0, 0), (context, context), (context, context)))
     r = np.pad(refs, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     out = np.empty(p, dtype=np.float64)
-    _LOOPS[1](
+    loops[1](
         np.ascontiguousarray(q.transpose(1, 2, 3, 0)).reshape(ch, q.shape[2], -1),
         np.ascontiguousarray(r.transpose(1, 2, 3, 0)).reshape(ch, r.shape[2], -1),
         p,

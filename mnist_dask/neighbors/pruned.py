@@ -45,7 +45,7 @@ DENSE_MIN_ROWS = 256  # is searched there by the plain kernel
 _PAIR_ELEMENTS = 1 << 18  # float elements of gathered train rows alive at once (about 1 MiB)
 _MIN_BUCKET = 4  # queries' survivor lists are padded to a power of two at least this long
 PENDING_PER_QUERY = 32  # survivors are verified once about this many per query have piled up (or at the end)
-USE_COMPILED = compiled.available()  # exact integer distances by the compiled loop (else numpy)
+USE_COMPILED: bool | None = None  # exact integer distances by the compiled loop (else numpy); None: when available
 STAT_KEYS = ("pairs", "dense_rows", "bounds_s", "select_s", "exact_s", "dense_s", "other_s")
 
 _U32 = 2.0**-24
@@ -299,7 +299,8 @@ class _BlockSearch:
         query's train rows are gathered and dotted in one batched matrix-vector product, lists
         padded to powers of two so that a few batched calls cover every query.
         """
-        if USE_COMPILED and self.query.integer and self.train.integer:
+        use_compiled = compiled.available() if USE_COMPILED is None else USE_COMPILED
+        if use_compiled and self.query.integer and self.train.integer:
             dots = compiled.integer_pair_dots(self.query.values, self.train.values, qrows, cols)
             return self.query.shifted_sq_norms[qrows] + self.train.shifted_sq_norms[cols] - 2.0 * dots
         out = np.empty(qrows.size)
