@@ -13,15 +13,17 @@ LOST_HINT = (
     "the run's driver is gone (its process or worker died); completed stages are kept in the "
     "store: run or submit the job again to resume"
 )
-SUBMITTED_LOST_HINT = (
-    "the run's driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
-    "it again on another worker ('status --scheduler' tells); if not, submit the job again to resume from the "
-    "stages kept in the store"
+_SUBMITTED_LOST = (
+    "the {whose} driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
+    "it again on another worker ('status --scheduler' tells); if not, {then}"
 )
-SUBMITTED_STUDY_LOST_HINT = (
-    "the study's driver process is gone (its worker died): if the scheduler still holds the driver task it starts "
-    "it again on another worker ('status --scheduler' tells); if not, submit the study again: its finished jobs are "
-    "skipped and the others resume from the stages kept in the store"
+SUBMITTED_LOST_HINT = _SUBMITTED_LOST.format(
+    whose="run's", then="submit the job again to resume from the stages kept in the store"
+)
+SUBMITTED_STUDY_LOST_HINT = _SUBMITTED_LOST.format(
+    whose="study's",
+    then="submit the study again: its finished jobs are skipped and the others resume from the stages kept in the "
+    "store",
 )
 
 
